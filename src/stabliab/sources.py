@@ -1,0 +1,150 @@
+"""Data sources whose ground truth is known exactly.
+
+MarkovSource: an order-k Markov chain over V tokens. Its context is the last k
+tokens (C = V**k contexts); P[c, j] = p*(next = j | context c). The stationary
+distribution over contexts and the entropy rate are computed exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .metrics import conditional_entropy
+
+
+@dataclass
+class MarkovSource:
+    P: np.ndarray  # [C, V] row-stochastic, C = V**order
+    order: int = 1
+
+    def __post_init__(self):
+        self.P = np.asarray(self.P, dtype=np.float64)
+        C, V = self.P.shape
+        if C != V**self.order:
+            raise ValueError(f"P has {C} rows; an order-{self.order} chain over {V} tokens needs {V**self.order}")
+        if np.any(self.P < 0) or not np.allclose(self.P.sum(1), 1.0):
+            raise ValueError("P must be row-stochastic")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def random(cls, vocab: int, sparsity: float = 0.5, alpha: float = 0.5, order: int = 1,
+               seed: int = 0, max_tries: int = 200) -> "MarkovSource":
+        """Dirichlet(alpha) rows with a share `sparsity` of transitions set to zero.
+
+        Each row keeps its largest entry and the move to token (last + 1) mod V, so
+        no row is empty; draws are repeated until the chain on contexts is
+        irreducible and aperiodic (a unique stationary distribution exists).
+        """
+        if not 0 <= sparsity < 1:
+            raise ValueError("sparsity must lie in [0, 1)")
+        rng = np.random.default_rng(seed)
+        C = vocab**order
+        last = np.arange(C) % vocab  # last token of each context
+        for _ in range(max_tries):
+            P = rng.dirichlet(np.full(vocab, alpha), size=C)  # [C, V]
+            keep = rng.random((C, vocab)) >= sparsity
+            keep[np.arange(C), P.argmax(1)] = True
+            keep[np.arange(C), (last + 1) % vocab] = True
+            P = np.where(keep, P, 0.0)
+            P /= P.sum(1, keepdims=True)
+            src = cls(P, order)
+            if src.is_ergodic():
+                return src
+        raise RuntimeError("no ergodic chain found; lower sparsity")
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def vocab(self) -> int:
+        return self.P.shape[1]
+
+    @property
+    def n_contexts(self) -> int:
+        return self.P.shape[0]
+
+    def next_context(self, c: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Context after emitting token x from context c (base-V shift register)."""
+        return (c * self.vocab + x) % self.n_contexts
+
+    def context_matrix(self) -> np.ndarray:
+        """[C, C] transition matrix of the chain on contexts."""
+        C, V = self.P.shape
+        T = np.zeros((C, C))
+        cs = np.repeat(np.arange(C), V)
+        xs = np.tile(np.arange(V), C)
+        np.add.at(T, (cs, self.next_context(cs, xs)), self.P.reshape(-1))
+        return T
+
+    def is_ergodic(self) -> bool:
+        T = self.context_matrix()
+        n, _ = connected_components(csr_matrix(T > 0), directed=True, connection="strong")
+        if n != 1:
+            return False
+        # aperiodic: some power of T is strictly positive (Wielandt bound (C-1)^2 + 1)
+        A = (T > 0).astype(np.float64)
+        M = A.copy()
+        for _ in range(int(np.ceil(np.log2((len(T) - 1) ** 2 + 1))) + 1):
+            M = ((M @ M) > 0).astype(np.float64)
+        return bool(np.all(M > 0))
+
+    @property
+    def stationary(self) -> np.ndarray:
+        """[C] the unique pi with pi T = pi, sum(pi) = 1 (a linear solve)."""
+        T = self.context_matrix()
+        C = len(T)
+        A = np.vstack([T.T - np.eye(C), np.ones((1, C))])
+        b = np.zeros(C + 1)
+        b[-1] = 1.0
+        pi, *_ = np.linalg.lstsq(A, b, rcond=None)
+        pi = np.clip(pi, 0, None)
+        return pi / pi.sum()
+
+    @property
+    def entropy_rate(self) -> float:
+        """H* = -sum_c pi_c sum_j P[c, j] log P[c, j], in nats per token."""
+        return conditional_entropy(self.stationary, self.P)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n_seq: int, seq_len: int, seed: int) -> np.ndarray:
+        """[n_seq, seq_len] int64 token sequences started from the stationary law.
+
+        The first `order` tokens are the digits of a context drawn from pi, so every
+        position is distributed as under the stationary chain.
+        """
+        if seq_len <= self.order:
+            raise ValueError(f"seq_len must exceed the order ({self.order})")
+        rng = np.random.default_rng(seed)
+        V, k = self.vocab, self.order
+        c = rng.choice(self.n_contexts, size=n_seq, p=self.stationary)
+        out = np.empty((n_seq, seq_len), dtype=np.int64)
+        for i in range(k):  # digits of the context, oldest first
+            out[:, i] = (c // V ** (k - 1 - i)) % V
+        cdf = np.cumsum(self.P, axis=1)
+        cdf[:, -1] = 1.0
+        u = rng.random((n_seq, seq_len))
+        for t in range(k, seq_len):
+            x = (u[:, t, None] > cdf[c]).sum(1)
+            out[:, t] = x
+            c = self.next_context(c, x)
+        return out
+
+    def contexts_of(self, seqs: np.ndarray) -> np.ndarray:
+        """[n, T-k] the context preceding each predicted position t >= k."""
+        seqs = np.asarray(seqs)
+        n, T = seqs.shape
+        k, V = self.order, self.vocab
+        c = np.zeros((n, T - k), dtype=np.int64)
+        for i in range(k):
+            c = c * V + seqs[:, i : T - k + i]
+        return c
+
+    def transition_counts(self, seqs: np.ndarray) -> np.ndarray:
+        """[C, V] counts of (context, next token) pairs in the sequences."""
+        seqs = np.asarray(seqs)
+        c = self.contexts_of(seqs).reshape(-1)
+        x = seqs[:, self.order :].reshape(-1)
+        counts = np.zeros((self.n_contexts, self.vocab))
+        np.add.at(counts, (c, x), 1.0)
+        return counts
