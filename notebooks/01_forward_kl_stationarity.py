@@ -38,7 +38,7 @@
 seed = 0  # in [0, 1000000]: first seed; seeds are seed, seed+1, ...
 n_seeds = 5  # in [1, 256]: independent replicates (sample of data and initialisation)
 vocab = 12  # in [3, 256]: tokens V of the Markov source
-order = 1  # in [1, 3]: Markov order k (contexts C = V**k)
+order = 1  # in [1, 3]: Markov order k (V^k contexts)
 sparsity = 0.5  # in [0, 0.95]: share of transitions set to zero in the true chain
 dirichlet_alpha = 0.5  # in (0, 100]: concentration of the Dirichlet rows
 source_seed = 0  # in [0, 1000000]: seed of the true chain (fixed across replicates)
@@ -350,8 +350,9 @@ fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
 plots.heatmap(axes[0], src.P, "true p*", vmax)
 plots.heatmap(axes[1], emp[0][1], f"empirical p̂_N (seed {seeds[0]})", vmax)
 plots.heatmap(axes[2], Q_fwd[0], "forward-KL minimiser", vmax)
-plots.heatmap(axes[3], Q_rev[0], "reverse-KL minimiser", vmax, cbar=True)
-plt.tight_layout(); plt.show()
+plots.heatmap(axes[3], Q_rev[0], "reverse-KL minimiser", vmax)
+fig.colorbar(axes[3].collections[0], ax=axes, shrink=0.8, label="p(j | c)")
+plt.show()
 
 # %% [markdown]
 # Averaged over seeds, the forward-KL fit keeps {glue:text}`c1_fwd_kept:.0%` of

@@ -29,6 +29,8 @@ def glue(name: str, value, display: bool = False) -> None:
         from myst_nb import glue as _glue
     except ImportError:  # e.g. a bare GPU machine running the notebook as a script
         return
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy / torch scalars -> Python (myst-nb formats repr())
     _glue(name, value, display=display)
 
 
@@ -98,12 +100,12 @@ class Report:
             glue(f"{key}_{suffix}", v)
         return c
 
-    def metric(self, name: str, value, glue_it: bool = True):
-        """Record a metric (and glue it under its name); returns the value."""
+    def metric(self, name: str, value, glue_it: bool = True) -> None:
+        """Record a metric and glue it under its name (returns nothing, so that a
+        cell ending in report.metric(...) displays nothing)."""
         self.metrics[name] = _plain(value)
         if glue_it:
             glue(name, value)
-        return value
 
     def table(self):
         import pandas as pd

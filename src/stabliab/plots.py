@@ -1,10 +1,6 @@
 """One figure style for the whole book; every cross-seed figure shows the spread."""
 from __future__ import annotations
 
-import matplotlib
-
-if not matplotlib.get_backend().lower().startswith(("module://matplotlib_inline", "agg", "module://ipykernel")):
-    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns

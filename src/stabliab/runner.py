@@ -295,13 +295,13 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
     work = Path(tempfile.mkdtemp(prefix=f"stabliab-{name}-"))
     src_nb, out_nb, tmp_res = work / f"{name}.in.ipynb", work / f"{name}.ipynb", work / "results.json"
     nbformat.write(to_notebook(notebook_path(root, name)), src_nb)
-    env_keep = {k: os.environ.get(k) for k in ("STABLIAB_RESULTS_FILE", "STABLIAB_RUNNER", "MPLBACKEND")}
-    os.environ.update(STABLIAB_RESULTS_FILE=str(tmp_res), STABLIAB_RUNNER="1", MPLBACKEND="Agg")
+    env_keep = {k: os.environ.get(k) for k in ("STABLIAB_RESULTS_FILE", "STABLIAB_PROGRESS")}
+    os.environ.update(STABLIAB_RESULTS_FILE=str(tmp_res), STABLIAB_PROGRESS="0")
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3",
-                            cwd=str(root), progress_bar=False, log_output=False,
+                            cwd=str(root), progress_bar=sys.stderr.isatty(), log_output=False,
                             execution_timeout=timeout)
     except pm.PapermillExecutionError as e:
         failed = res_path.with_name(f"{name}.failed.ipynb")

@@ -8,7 +8,6 @@ member's own gradient, and every logged quantity is per member.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,11 +20,11 @@ LossFn = Callable[[Params, int], torch.Tensor]  # (params, step) -> Tensor[M]
 
 
 def progress(iterable, **kw):
-    """tqdm bar; under `stabliab run` it goes to the terminal, not into the notebook."""
+    """tqdm bar for interactive use. `stabliab run` sets STABLIAB_PROGRESS=0 (the
+    kernel would capture the bar into the executed notebook) and shows its own
+    bar over cells on the terminal instead."""
     if os.environ.get("STABLIAB_PROGRESS") == "0":
         kw["disable"] = True
-    if os.environ.get("STABLIAB_RUNNER"):
-        kw.setdefault("file", sys.__stderr__)
     kw.setdefault("leave", False)
     kw.setdefault("mininterval", 1.0)
     return tqdm(iterable, **kw)
