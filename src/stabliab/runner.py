@@ -92,7 +92,7 @@ class ParamSpec:
         if self.lo is not None:
             lb = "(" if self.lo_open else "["
             rb = ")" if self.hi_open else "]"
-            return f"{what} in {lb}{self.lo}, {self.hi}{rb}"
+            return f"{what} in {lb}{self.lo:g}, {self.hi:g}{rb}"
         return what
 
     def _check_scalar(self, v, kind):
