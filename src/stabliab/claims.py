@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,8 +86,8 @@ class Report:
               comparator: str = "<", unit: str = "") -> Claim:
         """Record a claim. It holds when the whole interval lies on the claimed side
         of the threshold (for '<': interval[1] < threshold). Glues
-        <key>_value, _lo, _hi, _threshold and _verdict with key = id in lower case,
-        dots as underscores."""
+        <key>_value, _lo, _hi, _threshold and _verdict, key = id in lower case with
+        every run of non-word characters as one underscore."""
         if comparator not in COMPARATORS:
             raise ValueError(f"comparator must be one of {list(COMPARATORS)}")
         lo, hi = float(interval[0]), float(interval[1])
@@ -94,7 +95,7 @@ class Report:
         c = Claim(id, statement, float(value), (lo, hi), float(threshold), comparator,
                   bool(COMPARATORS[comparator](edge, threshold)), unit)
         self.claims.append(c)
-        key = id.lower().replace(".", "_").replace("-", "_")
+        key = re.sub(r"\W+", "_", id.lower()).strip("_")  # "C2.early[gru]" -> "c2_early_gru"
         for suffix, v in [("value", c.value), ("lo", lo), ("hi", hi), ("threshold", c.threshold),
                           ("verdict", c.verdict)]:
             glue(f"{key}_{suffix}", v)

@@ -93,6 +93,42 @@ def support_coverage(P: np.ndarray, Q: np.ndarray, w: np.ndarray, tau: float) ->
             "dropped": float(np.dot(w, np.where(Q < tau, P, 0.0).sum(1)))}
 
 
+# ---------------------------------------------------------------------- plug-in estimation
+def plugin_entropy(symbols) -> float:
+    """H of the empirical frequencies of a 1-D sample (nats); biased low."""
+    _, c = np.unique(np.asarray(symbols).reshape(-1), return_counts=True)
+    return float(entropy(c / c.sum()))
+
+
+def miller_madow(symbols) -> float:
+    """Plug-in entropy plus the Miller-Madow correction (K_obs - 1) / (2 N)."""
+    x = np.asarray(symbols).reshape(-1)
+    return plugin_entropy(x) + (np.unique(x).size - 1) / (2 * x.size)
+
+
+def conditional_plugin_bias(support_sizes, n_transitions: int) -> float:
+    """Miller-Madow prediction of E[H(P_hat)] - H*: for a conditional plug-in on n
+    transitions with stationary context counts n_c = n pi_c, the leading bias term
+    sum_c pi_c (K_c - 1) / (2 n pi_c) = sum_c (K_c - 1) / (2 n)  (negative of this)."""
+    return -float(np.sum(np.asarray(support_sizes) - 1)) / (2 * n_transitions)
+
+
+# ---------------------------------------------------------------------- generations
+def generation_entropy(logq, skip: int = 0) -> np.ndarray:
+    """[n] per-sequence mean of -log q over positions >= skip of a model's own samples
+    (logq [n, L] from LM.sample): a Monte Carlo estimate of its entropy rate."""
+    lq = np.asarray(logq, dtype=np.float64)[..., skip:]
+    if lq.shape[-1] == 0:
+        raise ValueError("no positions left after skip")
+    return -lq.mean(-1)
+
+
+def transition_coverage(P_true: np.ndarray, counts: np.ndarray) -> float:
+    """Share of the true chain's possible transitions (P > 0) that occur in `counts`."""
+    supp = np.asarray(P_true) > 0
+    return float((np.asarray(counts)[supp] > 0).mean())
+
+
 def bootstrap_ci(values, stat=np.mean, level: float = 0.95, n_boot: int = 10_000,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of stat(values) (resampling the values)."""

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .metrics import conditional_entropy
+from .metrics import conditional_entropy, entropy
 
 
 @dataclass
@@ -148,3 +148,53 @@ class MarkovSource:
         counts = np.zeros((self.n_contexts, self.vocab))
         np.add.at(counts, (c, x), 1.0)
         return counts
+
+    def sequence_entropy(self, length: int) -> float:
+        """Exact entropy (nats) of a stationary sequence of `length` tokens:
+        H(first `order` tokens) + (length - order) * H*."""
+        return float(entropy(self.stationary) + (length - self.order) * self.entropy_rate)
+
+    def support_sizes(self) -> np.ndarray:
+        """[C] number of possible next tokens K_c of each context."""
+        return (self.P > 0).sum(1)
+
+
+@dataclass
+class ZipfModes:
+    """A mixture of M modes: each mode a fixed token sequence of length L, drawn with
+    weight w_m proportional to rank^(-s). Sequences are whole-sequence outcomes, so
+    the exact entropy is H(w) nats per sequence."""
+    modes: np.ndarray  # [M, L] distinct token sequences, most probable first
+    weights: np.ndarray  # [M]
+
+    @classmethod
+    def random(cls, n_modes: int, length: int, vocab: int, exponent: float = 1.1, seed: int = 0):
+        if vocab**length < 2 * n_modes:
+            raise ValueError("vocab**length too small for that many distinct modes")
+        rng = np.random.default_rng(seed)
+        seen, modes = set(), []
+        while len(modes) < n_modes:
+            m = tuple(rng.integers(0, vocab, size=length).tolist())
+            if m not in seen:
+                seen.add(m)
+                modes.append(m)
+        w = np.arange(1, n_modes + 1, dtype=np.float64) ** (-exponent)
+        return cls(np.array(modes, dtype=np.int64), w / w.sum())
+
+    @property
+    def entropy(self) -> float:
+        return float(entropy(self.weights))
+
+    @property
+    def length(self) -> int:
+        return self.modes.shape[1]
+
+    def sample(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sequences [n, L], mode ids [n])."""
+        ids = np.random.default_rng(seed).choice(len(self.weights), size=n, p=self.weights)
+        return self.modes[ids], ids
+
+    def identify(self, seqs: np.ndarray) -> np.ndarray:
+        """[n] the mode each sequence is, or -1 if it is none of them."""
+        lookup = {tuple(m): i for i, m in enumerate(self.modes.tolist())}
+        return np.array([lookup.get(tuple(s), -1) for s in np.asarray(seqs).tolist()], dtype=np.int64)

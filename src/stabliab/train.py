@@ -94,24 +94,44 @@ class Trajectory:
     step_size: np.ndarray  # [L, M] ||theta_{t+1} - theta_t||
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [L, M]
     params: Params | None = None  # final parameters
+    eval_step: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # [E]
+    evals: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [E, M] (expensive, every eval_every)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.extra[name] if name in self.extra else getattr(self, name)
+        for d in (self.extra, self.evals):
+            if name in d:
+                return d[name]
+        return getattr(self, name)
 
 
 def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "sgd",
           log_every: int = 1, log_fns: dict[str, Callable[[Params], torch.Tensor]] | None = None,
+          eval_every=0, eval_fns: dict[str, Callable[[Params, int], torch.Tensor]] | None = None,
+          callback: Callable[[Params, int], None] | None = None,
           desc: str | None = None, **opt_kw) -> Trajectory:
     """Minimise loss_fn by `optimizer`; log loss, gradient norm, step size and
-    every log_fns[name](params) -> Tensor[M] at steps 0, log_every, ..., steps."""
+    every log_fns[name](params) -> Tensor[M] at steps 0, log_every, ..., steps;
+    every eval_fns[name](params, step) -> Tensor[M] at steps 0, eval_every, ..., steps,
+    or at the steps listed when eval_every is a sequence (generation statistics,
+    held-out loss). callback(params, step) runs after each
+    update (the feedback controller hooks in there)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     M = next(iter(params.values())).shape[0]
     opt = OPTIMIZERS[optimizer](lr, **opt_kw)
     log_fns = log_fns or {}
+    eval_fns = eval_fns or {}
     rows: dict[str, list] = {k: [] for k in ["step", "loss", "grad_norm", "step_size", *log_fns]}
+    ev: dict[str, list] = {k: [] for k in ["step", *eval_fns]}
+    at = set(int(x) for x in eval_every) if np.ndim(eval_every) else None
     for t in progress(range(steps + 1), desc=desc or "train", total=steps + 1):
+        due = (t in at) if at is not None else (t % max(int(eval_every), 1) == 0)
+        if eval_fns and (due or t == steps):
+            ev["step"].append(t)
+            for name, fn in eval_fns.items():
+                with torch.no_grad():
+                    ev[name].append(np.asarray(torch.as_tensor(fn(params, t)).detach().cpu(), dtype=np.float64))
         loss = loss_fn(params, t)  # [M]
         grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
         logging = t % log_every == 0 or t == steps
@@ -131,10 +151,14 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
             if logging:
                 rows["step_size"].append(
                     member_norm([params[k] - before[k] for k in params], M).cpu().numpy())
+        if callback is not None:
+            callback(params, t)
     arr = {k: np.asarray(v) for k, v in rows.items()}
     return Trajectory(step=arr["step"], loss=arr["loss"], grad_norm=arr["grad_norm"],
                       step_size=arr["step_size"], extra={k: arr[k] for k in log_fns},
-                      params={k: v.detach() for k, v in params.items()})
+                      params={k: v.detach() for k, v in params.items()},
+                      eval_step=np.asarray(ev["step"], dtype=int),
+                      evals={k: np.asarray(ev[k]) for k in eval_fns})
 
 
 def minimize_lbfgs(loss_fn: Callable[[Params], torch.Tensor], params: Params, *,
@@ -184,3 +208,123 @@ def top_hessian_eigenvalue(loss_fn: Callable[[Params], torch.Tensor], params: Pa
         lam = sum((Hv[k] * v[k]).reshape(M, -1).sum(1) for k in params)
         v = {k: x.detach() for k, x in Hv.items()}
     return lam.detach()
+
+
+# ====================================================================== neural language models
+def stack_members(modules) -> Params:
+    """Parameters of identically shaped modules stacked along a new member dim 0."""
+    from torch.func import stack_module_state
+    params, _ = stack_module_state(list(modules))
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def member(base: torch.nn.Module, params: Params, m: int) -> torch.nn.Module:
+    """A copy of `base` holding member m's parameters (for sampling and inspection)."""
+    import copy
+    mod = copy.deepcopy(base)
+    mod.load_state_dict({k: v[m].detach() for k, v in params.items()}, strict=True)
+    return mod.eval()
+
+
+@torch.no_grad()
+def sample_members(base: torch.nn.Module, params: Params, n: int, length: int, seed: int,
+                   **sample_kw) -> tuple[np.ndarray, np.ndarray]:
+    """Each member samples n sequences: (tokens [M, n, L], logq [M, n, L]).
+    Member m uses seed + m, so its samples do not depend on the other members."""
+    M = next(iter(params.values())).shape[0]
+    out = [member(base, params, m).sample(n, length, seed=seed + m, **sample_kw) for m in range(M)]
+    return np.stack([t.numpy() for t, _ in out]), np.stack([q.numpy() for _, q in out])
+
+
+def generation_entropy_eval(n: int, length: int, seed: int, skip: int = 1, **sample_kw):
+    """An eval_fn for train_lm: each member's generative entropy rate (mean -log q per
+    token over positions >= skip of n own samples) -> Tensor[M]."""
+    from .metrics import generation_entropy
+
+    def fn(base, params, step):
+        _, lq = sample_members(base, params, n, length, seed, **sample_kw)
+        return torch.tensor([generation_entropy(q, skip).mean() for q in lq])
+    return fn
+
+
+def lm_loss(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: bool = True) -> torch.Tensor:
+    """[M] mean next-token cross-entropy of each member on its own batch.
+
+    x: [M, B, T+1] token ids (position 0 is BOS); inputs x[..., :-1], targets x[..., 1:].
+    batched=True evaluates all members as one model with torch.func.vmap; False loops
+    over members (same numbers, the fallback where vmap is slower or unsupported)."""
+    from torch.func import functional_call
+
+    def one(p, xb):  # xb [B, T+1]
+        logits = functional_call(base, p, (xb[:, :-1],))  # [B, T, V]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), xb[:, 1:].reshape(-1))
+
+    if batched:
+        return torch.func.vmap(one)(params, x)
+    return torch.stack([one({k: v[m] for k, v in params.items()}, x[m]) for m in range(x.shape[0])])
+
+
+@dataclass
+class SequenceBatches:
+    """Per-member training sequences and a seeded minibatch sampler.
+
+    data: [M, N, T+1] token ids with BOS at position 0 (each member may have its own
+    sample of N sequences). batch(step) -> [M, B, T+1]; member m's batches depend
+    only on seeds[m], so a member trains identically alone or batched with others."""
+    data: torch.Tensor
+    batch_size: int
+    seeds: list
+
+    def __post_init__(self):
+        self.gens = [torch.Generator().manual_seed(10_007 * int(s) + 1) for s in self.seeds]
+
+    def batch(self, step: int) -> torch.Tensor:
+        N = self.data.shape[1]
+        idx = torch.stack([torch.randint(N, (self.batch_size,), generator=g) for g in self.gens])  # [M, B]
+        return torch.gather(self.data, 1, idx[..., None].expand(-1, -1, self.data.shape[2]))
+
+
+def with_bos(x, bos: int) -> torch.Tensor:
+    """Prepend the BOS id to token sequences [..., T] -> [..., T+1] (int64)."""
+    x = torch.as_tensor(np.asarray(x), dtype=torch.long)
+    return torch.cat([torch.full_like(x[..., :1], bos), x], -1)
+
+
+def eval_schedule(steps: int, n: int) -> np.ndarray:
+    """About n evaluation steps from 0 to `steps`, geometrically spaced (dense early,
+    where held-out loss and generation statistics change fastest)."""
+    return np.unique(np.concatenate([[0, steps], np.geomspace(1, max(steps, 1), n).astype(int)]))
+
+
+def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr: float = 3e-3,
+             batch_size: int = 32, weight_decay: float = 0.0, batched: bool | None = None,
+             heldout: torch.Tensor | None = None, eval_every=0, eval_fns=None,
+             loss_hook=None, callback=None, desc=None, **arch_kw):
+    """Maximum-likelihood training (AdamW) of one architecture for several seeds at once.
+
+    data [M, N, T+1] (M = len(seeds)); heldout [M, N_h, T+1] adds a 'heldout' evaluation;
+    eval_fns[name](base, params, step) -> Tensor[M] run every eval_every steps.
+    loss_hook(params, step, data_loss[M]) -> loss[M] lets the feedback framework add
+    terms (None: plain maximum likelihood). Returns (trajectory, base module)."""
+    seeds = list(seeds)
+    if batched is None:  # measured on a 2-core CPU (bench/seeds.py): vmap loses for the MLP only
+        batched = arch != "mlp"
+    if data.shape[0] != len(seeds):
+        raise ValueError(f"data has {data.shape[0]} members for {len(seeds)} seeds")
+    from .models import build_lm
+    mods = [build_lm(arch, vocab, s, **arch_kw) for s in seeds]
+    base = mods[0]
+    params = stack_members(mods)
+    batches = SequenceBatches(data, batch_size, seeds)
+
+    def loss_fn(p, t):
+        loss = lm_loss(base, p, batches.batch(t), batched)
+        return loss if loss_hook is None else loss_hook(p, t, loss)
+
+    evals = {k: (lambda p, t, f=f: f(base, p, t)) for k, f in (eval_fns or {}).items()}
+    if heldout is not None:
+        evals = {"heldout": lambda p, t: lm_loss(base, p, heldout, batched), **evals}
+    traj = train(loss_fn, params, steps=steps, lr=lr, optimizer="adamw", weight_decay=weight_decay,
+                 log_every=1, eval_every=eval_every,
+                 eval_fns=evals, callback=callback, desc=desc or f"train {arch}")
+    return traj, base
