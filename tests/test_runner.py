@@ -152,3 +152,20 @@ def test_a_notebook_that_raises_makes_book_fail(tmp_path):
     assert "99_broken" in r.stderr and "cell" in r.stderr and "deliberate failure" in r.stderr
     assert not runner.results_path(tmp_path, "smoke", "99_broken").exists()
     assert not (tmp_path / "_build").exists()
+
+
+def test_smoke_notebook_02_produces_c2_records(repo):
+    r = cli(repo, "run", "02_entropy_shrinkage", "--profile", "smoke")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(runner.results_path(repo, "smoke", "02_entropy_shrinkage").read_text())
+    ids = {c["id"]: c for c in res["claims"]}
+    archs = res["parameters"]["archs"]
+    for arch in archs:
+        for key in [f"C2[{arch}]", f"C2.largeN[{arch}]", f"C2.early[{arch}]"]:
+            assert key in ids
+            c = ids[key]
+            lo, hi = c["interval"]
+            assert lo <= c["value"] <= hi and c["threshold"] == 1.0 and c["comparator"] == "<"
+            assert c["holds"] == (hi < 1.0)
+    assert ids["C2.plugin"]["holds"]  # with 16 sequences the plug-in deficit is far from zero
+    assert "C2.modes" in ids

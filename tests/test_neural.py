@@ -1,0 +1,130 @@
+"""The neural families: interface, sampling, caching, training, and the C2 measures."""
+import numpy as np
+import pytest
+import torch
+
+from stabliab import metrics, models, train
+from stabliab.sources import MarkovSource, ZipfModes
+
+V = 7
+
+
+@pytest.mark.parametrize("arch", models.NEURAL)
+def test_interface_shapes_and_causality(arch):
+    m = models.build_lm(arch, V, seed=0, d=16, hidden=16, layers=2, heads=2, context=3)
+    x = torch.randint(0, V + 1, (3, 11))
+    logits = m(x)
+    assert logits.shape == (3, 11, V)
+    # changing a future token never changes earlier predictions
+    y = x.clone()
+    y[:, 7] = (y[:, 7] + 1) % V
+    torch.testing.assert_close(m(y)[:, :7], logits[:, :7])
+    assert not torch.allclose(m(y)[:, 7:], logits[:, 7:])
+
+
+@pytest.mark.parametrize("arch", models.NEURAL)
+def test_seeded_sampling_is_repeatable_and_logq_is_consistent(arch):
+    m = models.build_lm(arch, V, seed=1, d=16, hidden=16)
+    a, qa = m.sample(5, 12, seed=3)
+    b, qb = m.sample(5, 12, seed=3)
+    c, _ = m.sample(5, 12, seed=4)
+    assert a.shape == (5, 12) and a.dtype == torch.long and a.max() < V
+    assert torch.equal(a, b) and torch.equal(qa, qb) and not torch.equal(a, c)
+    # at temperature 1 the per-token log q sums to the model's sequence log-probability
+    torch.testing.assert_close(qa.sum(1), m.sequence_logprob(a), rtol=1e-5, atol=1e-4)
+    g, qg = m.sample(5, 12, greedy=True)
+    assert torch.equal(g, m.sample(5, 12, greedy=True, seed=99)[0]) and torch.all(qg == 0)
+
+
+def test_cached_transformer_sampling_equals_recompute():
+    m = models.build_lm("transformer", V, seed=2, d=32, layers=3, heads=4, max_len=80)
+    a, qa = m.sample(6, 60, seed=11, temperature=0.8, top_k=5)
+    m.use_cache = False
+    b, qb = m.sample(6, 60, seed=11, temperature=0.8, top_k=5)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(qa, qb, rtol=1e-4, atol=1e-5)
+
+
+def test_sampling_distribution_truncation():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    p = models.sampling_logprobs(logits, top_k=2).exp()
+    torch.testing.assert_close(p, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    p = models.sampling_logprobs(logits, top_p=0.7).exp()  # smallest set with mass >= 0.7: {0, 1}
+    torch.testing.assert_close(p, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    p = models.sampling_logprobs(logits, temperature=0.5).exp()
+    q = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2
+    torch.testing.assert_close(p[0], q / q.sum())
+    with pytest.raises(ValueError, match="temperature"):
+        models.sampling_logprobs(logits, temperature=0)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        models.build_lm("rnn", V, 0)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "gru", "transformer"])
+def test_training_lowers_heldout_loss_and_batched_equals_loop(arch):
+    src = MarkovSource.random(V, sparsity=0.5, seed=0)
+    seeds = [0, 1]
+    data = torch.stack([train.with_bos(src.sample(64, 12, seed=s), V) for s in seeds])
+    held = torch.stack([train.with_bos(src.sample(64, 12, seed=100 + s), V) for s in seeds])
+    kw = dict(vocab=V, seeds=seeds, steps=40, lr=1e-2, heldout=held, eval_every=40, d=16, hidden=16)
+    tr, _ = train.train_lm(arch, data, batched=True, **kw)
+    assert np.all(tr["heldout"][-1] < tr["heldout"][0] - 0.2)
+    assert np.all(tr["heldout"][-1] < np.log(V))
+    tr2, _ = train.train_lm(arch, data, batched=False, **kw)
+    np.testing.assert_allclose(tr.loss, tr2.loss, rtol=1e-4, atol=1e-5)
+    # a member trains the same alone as next to another seed
+    tr3, _ = train.train_lm(arch, data[1:], batched=True, **{**kw, "seeds": [1], "heldout": held[1:]})
+    np.testing.assert_allclose(tr.loss[:, 1], tr3.loss[:, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_miller_madow_predicts_the_plugin_bias():
+    src = MarkovSource.random(6, sparsity=0.3, alpha=1.0, seed=4)
+    N, T, reps = 40, 26, 400  # about 1000 transitions, ~170 per context
+    h = np.array([metrics.conditional_entropy(*metrics.empirical_conditional(
+        src.transition_counts(src.sample(N, T, seed=r)))) for r in range(reps)])
+    measured, se = h.mean() - src.entropy_rate, h.std(ddof=1) / np.sqrt(reps)
+    predicted = metrics.conditional_plugin_bias(src.support_sizes(), N * (T - 1))
+    assert measured < 0
+    assert abs(measured - predicted) < 3 * se + 0.1 * abs(predicted)
+    # and the uncorrected-vs-corrected i.i.d. estimators bracket the truth
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(20))
+    plug = np.mean([metrics.plugin_entropy(rng.choice(20, 50, p=p)) for _ in range(300)])
+    mm = np.mean([metrics.miller_madow(rng.choice(20, 50, p=p)) for _ in range(300)])
+    assert plug < mm and abs(mm - metrics.entropy(p)) < abs(plug - metrics.entropy(p))
+
+
+def test_generation_measures_hand_cases():
+    lq = np.log(np.array([[0.5, 0.25], [1.0, 0.5]]))
+    np.testing.assert_allclose(metrics.generation_entropy(lq), [-(np.log(0.5) + np.log(0.25)) / 2, np.log(2) / 2])
+    np.testing.assert_allclose(metrics.generation_entropy(lq, skip=1), [np.log(4), np.log(2)])
+    with pytest.raises(ValueError):
+        metrics.generation_entropy(lq, skip=2)
+    P = np.array([[0.5, 0.5], [1.0, 0.0]])
+    assert metrics.transition_coverage(P, np.array([[3, 0], [1, 0]])) == pytest.approx(2 / 3)
+
+
+def test_zipf_modes_entropy_and_identification():
+    z = ZipfModes.random(10, 4, 5, exponent=1.0, seed=0)
+    w = 1 / np.arange(1, 11)
+    assert z.entropy == pytest.approx(metrics.entropy(w / w.sum()))
+    x, ids = z.sample(200, seed=1)
+    assert np.array_equal(z.identify(x), ids)
+    x[0, 0] = (x[0, 0] + 1) % 5
+    assert z.identify(x[:1])[0] in (-1, *range(10))
+    assert len({tuple(m) for m in z.modes.tolist()}) == 10
+    with pytest.raises(ValueError):
+        ZipfModes.random(100, 2, 3)
+
+
+def test_markov_sequence_entropy():
+    src = MarkovSource.random(5, seed=0)
+    pi = src.stationary
+    # exact: enumerate all length-3 sequences
+    H = 0.0
+    for a in range(5):
+        for b in range(5):
+            for c in range(5):
+                p = pi[a] * src.P[a, b] * src.P[b, c]
+                H -= p * np.log(p) if p > 0 else 0
+    assert src.sequence_entropy(3) == pytest.approx(H, abs=1e-12)
