@@ -129,6 +129,122 @@ def transition_coverage(P_true: np.ndarray, counts: np.ndarray) -> float:
     return float((np.asarray(counts)[supp] > 0).mean())
 
 
+# ---------------------------------------------------------------------- degeneration
+# Conventions for short inputs (stated in the book's appendix): a quantity with no
+# n-grams to count is 0 (nothing can repeat; nothing is distinct), except
+# Self-BLEU and the Zipf coefficient, which are undefined there and raise.
+def ngrams(tokens, n: int) -> list[tuple]:
+    t = list(np.asarray(tokens).reshape(-1).tolist())
+    return [tuple(t[i : i + n]) for i in range(len(t) - n + 1)]
+
+
+def seq_rep_n(tokens, n: int = 4) -> float:
+    """1 - |distinct n-grams| / |n-grams| within one continuation (Welleck et al. 2020);
+    0 when it has fewer than n tokens."""
+    g = ngrams(tokens, n)
+    return 0.0 if not g else 1.0 - len(set(g)) / len(g)
+
+
+def rep_l(tokens, l: int = 16) -> float:
+    """Share of positions t >= 1 whose token already occurs among the previous l tokens
+    (x_t in {x_{t-l}, ..., x_{t-1}}); 0 for sequences of length < 2."""
+    t = list(np.asarray(tokens).reshape(-1).tolist())
+    if len(t) < 2:
+        return 0.0
+    return float(np.mean([t[i] in t[max(0, i - l) : i] for i in range(1, len(t))]))
+
+
+def distinct_n(sequences, n: int = 2) -> float:
+    """Distinct n-gram types / total n-grams, pooled over all sequences; 0 without n-grams."""
+    g = [x for s in sequences for x in ngrams(s, n)]
+    return 0.0 if not g else len(set(g)) / len(g)
+
+
+def _bleu(hyp: list[tuple], refs_counts: list[dict], hyp_len: int, ref_lens: list[int], n_max: int) -> float:
+    from collections import Counter
+    logp = 0.0
+    for n in range(1, n_max + 1):
+        h = Counter(x for x in hyp if len(x) == n)
+        total = sum(h.values())
+        if total == 0:
+            return 0.0
+        best = Counter()
+        for rc in refs_counts:
+            for g, c in rc[n].items():
+                if c > best[g]:
+                    best[g] = c
+        clipped = sum(min(c, best[g]) for g, c in h.items())
+        logp += np.log((clipped + (n > 1)) / (total + (n > 1))) / n_max  # add-one smoothing for n > 1
+    closest = min(ref_lens, key=lambda r: (abs(r - hyp_len), r))
+    bp = 1.0 if hyp_len > closest else np.exp(1 - closest / max(hyp_len, 1))
+    return float(bp * np.exp(logp))
+
+
+def self_bleu(sequences, n_max: int = 4, max_sequences: int = 64, seed: int = 0) -> float:
+    """Mean BLEU-n_max of each sequence against all the others as references (Zhu et al.
+    2018): high when generations resemble each other. At most max_sequences (a seeded
+    subsample) are compared; needs at least 2 sequences."""
+    from collections import Counter
+    seqs = [list(np.asarray(s).reshape(-1).tolist()) for s in sequences]
+    if len(seqs) < 2:
+        raise ValueError("Self-BLEU needs at least 2 sequences")
+    if len(seqs) > max_sequences:
+        idx = np.random.default_rng(seed).choice(len(seqs), max_sequences, replace=False)
+        seqs = [seqs[i] for i in idx]
+    grams = [[g for n in range(1, n_max + 1) for g in ngrams(s, n)] for s in seqs]
+    counts = [{n: Counter(g for g in gs if len(g) == n) for n in range(1, n_max + 1)} for gs in grams]
+    lens = [len(s) for s in seqs]
+    scores = [_bleu(grams[i], counts[:i] + counts[i + 1 :], lens[i], lens[:i] + lens[i + 1 :], n_max)
+              for i in range(len(seqs))]
+    return float(np.mean(scores))
+
+
+def zipf_coefficient(tokens) -> float:
+    """s in frequency ~ rank^(-s): minus the least-squares slope of log frequency on
+    log rank over the observed types; needs at least 2 distinct tokens."""
+    _, c = np.unique(np.asarray(tokens).reshape(-1), return_counts=True)
+    if c.size < 2:
+        raise ValueError("the Zipf coefficient needs at least 2 distinct tokens")
+    f = np.sort(c)[::-1].astype(np.float64)
+    r = np.arange(1, f.size + 1)
+    slope = np.polyfit(np.log(r), np.log(f), 1)[0]
+    return float(-slope)
+
+
+def ends_in_loop(tokens, tail: int = 32, max_period: int | None = None) -> bool:
+    """True when the last `tail` tokens repeat with some period p <= max_period
+    (default tail // 2), i.e. x_t = x_{t-p} throughout the tail: the text is stuck in
+    a loop (as counted by Holtzman et al. 2020). False for texts shorter than tail + 1."""
+    t = np.asarray(tokens).reshape(-1)
+    max_period = max_period or tail // 2
+    if t.size < tail + 1:
+        return False
+    end = t[-tail:]
+    return any(np.array_equal(end[p:], end[:-p]) for p in range(1, max_period + 1))
+
+
+def degeneration_table(sequences, logq=None, n: int = 4, l: int = 16, tail: int = 32) -> dict[str, float]:
+    """Every degeneration measure of a set of sequences (rows of the book's tables).
+    logq (the samples' log-probabilities) adds the generation entropy. Measures that
+    are undefined for these sequences (Zipf with one distinct token, Self-BLEU of
+    one sequence) are NaN here."""
+    seqs = [np.asarray(s).reshape(-1) for s in sequences]
+    flat = np.concatenate(seqs)
+    out = {
+        f"seq-rep-{n}": float(np.mean([seq_rep_n(s, n) for s in seqs])),
+        f"rep/{l}": float(np.mean([rep_l(s, l) for s in seqs])),
+        "distinct-2": distinct_n(seqs, 2),
+        f"distinct-{n}": distinct_n(seqs, n),
+        "self-BLEU": self_bleu(seqs, max_sequences=32) if len(seqs) > 1 else np.nan,
+        "zipf": zipf_coefficient(flat) if np.unique(flat).size > 1 else np.nan,
+        "loops": float(np.mean([ends_in_loop(s, tail) for s in seqs])),
+        "unigram entropy": plugin_entropy(flat),
+    }
+    if logq is not None:
+        out["gen. entropy"] = float(np.mean(generation_entropy(logq)))
+    return out
+
+
 def bootstrap_ci(values, stat=np.mean, level: float = 0.95, n_boot: int = 10_000,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of stat(values) (resampling the values)."""

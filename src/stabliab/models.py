@@ -179,15 +179,23 @@ class LM(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, length: int, *, temperature: float = 1.0, greedy: bool = False,
-               top_k: int | None = None, top_p: float | None = None, seed: int = 0):
-        """n sequences of `length` tokens after BOS. Returns (tokens [n, length] int64,
-        logq [n, length]: log-probability of each token under the distribution it was
-        drawn from (tempered and truncated; 0 for greedy))."""
+               top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+               prompt: torch.Tensor | None = None):
+        """n sequences of `length` new tokens after BOS (and after `prompt` [n, P] when
+        given). Returns (tokens [n, length] int64, logq [n, length]: log-probability of
+        each token under the distribution it was drawn from (tempered and truncated;
+        0 for greedy)). The prompt is not part of the output."""
         was = self.training
         self.eval()
         g = torch.Generator().manual_seed(int(seed))
         u = torch.rand(n, length, generator=g, dtype=torch.float64)  # one uniform per token, drawn up front
         logits, state = self.start(n)
+        if prompt is not None:
+            prompt = torch.as_tensor(prompt, dtype=torch.long)
+            if prompt.shape[0] != n:
+                raise ValueError(f"prompt has {prompt.shape[0]} rows for n = {n}")
+            for t in range(prompt.shape[1]):
+                logits, state = self.step(prompt[:, t], state)
         toks, logq = [], []
         for t in range(length):
             logp = sampling_logprobs(logits, temperature=temperature, top_k=top_k, top_p=top_p)  # [n, V]

