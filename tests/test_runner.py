@@ -169,3 +169,20 @@ def test_smoke_notebook_02_produces_c2_records(repo):
             assert c["holds"] == (hi < 1.0)
     assert ids["C2.plugin"]["holds"]  # with 16 sequences the plug-in deficit is far from zero
     assert "C2.modes" in ids
+
+
+def test_smoke_notebook_03_produces_the_c3_record_and_is_repeatable(repo):
+    name = "03_cross_seed_repetition"
+    r = cli(repo, "run", name, "--profile", "smoke")
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = json.loads(runner.results_path(repo, "smoke", name).read_text())
+    ids = {c["id"]: c for c in first["claims"]}
+    corpus = first["parameters"]["corpora"][0]
+    assert f"C3[{corpus}]" in ids
+    per_arch = [ids[f"C3[{corpus}:{a}]"] for a in first["parameters"]["archs"]]
+    assert ids[f"C3[{corpus}]"]["value"] == min(c["value"] for c in per_arch)
+    assert ids[f"C3[{corpus}]"]["holds"] == all(c["holds"] for c in per_arch)
+    r = cli(repo, "run", name, "--profile", "smoke", "--force")  # same parameters, same numbers
+    assert r.returncode == 0, r.stderr[-3000:]
+    second = json.loads(runner.results_path(repo, "smoke", name).read_text())
+    assert second["claims"] == first["claims"] and second["metrics"] == first["metrics"]

@@ -1,0 +1,155 @@
+"""C3 machinery: degeneration measures on hand cases, the controller, the feedback loop,
+the corpus loader."""
+import numpy as np
+import pytest
+import torch
+
+from stabliab import metrics, train
+from stabliab.feedback import Feedback, FeedbackConfig, PIController
+from stabliab.sources import ALPHABET, CharCorpus, MarkovSource, clean_play
+
+
+# ---------------------------------------------------------------- measures, by hand
+def test_seq_rep_n_hand_cases():
+    assert metrics.seq_rep_n([1, 2, 1, 2, 1, 2], 2) == pytest.approx(1 - 2 / 5)  # 5 bigrams, 2 distinct
+    assert metrics.seq_rep_n([1, 2, 3, 4], 2) == 0.0
+    assert metrics.seq_rep_n([7, 7, 7, 7, 7], 4) == pytest.approx(1 - 1 / 2)
+    assert metrics.seq_rep_n([1, 2, 3], 4) == 0.0  # shorter than n
+    assert metrics.seq_rep_n([], 4) == 0.0
+
+
+def test_rep_l_hand_cases():
+    # positions 1..4 of [1,2,1,3,2]: 2 new, 1 repeat (within 2), 3 new, 2 repeat (within 3 back? l=2: no)
+    assert metrics.rep_l([1, 2, 1, 3, 2], l=2) == pytest.approx(1 / 4)
+    assert metrics.rep_l([1, 2, 1, 3, 2], l=3) == pytest.approx(2 / 4)
+    assert metrics.rep_l([5], l=4) == 0.0 and metrics.rep_l([], l=4) == 0.0
+
+
+def test_distinct_n_hand_cases():
+    assert metrics.distinct_n([[1, 2, 3], [1, 2, 4]], 2) == pytest.approx(3 / 4)
+    assert metrics.distinct_n([[1, 1, 1, 1]], 1) == pytest.approx(1 / 4)
+    assert metrics.distinct_n([[1], [2]], 2) == 0.0  # no bigrams
+    assert metrics.distinct_n([], 2) == 0.0
+
+
+def test_self_bleu_identical_distinct_and_short():
+    same = [[1, 2, 3, 4, 5]] * 3
+    assert metrics.self_bleu(same) == pytest.approx(1.0)
+    disjoint = [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12, 13, 14, 15]]
+    assert metrics.self_bleu(disjoint) == 0.0
+    partial = metrics.self_bleu([[1, 2, 3, 4, 5], [1, 2, 3, 9, 9], [8, 8, 8, 8, 8]])
+    assert 0 < partial < 1
+    with pytest.raises(ValueError):
+        metrics.self_bleu([[1, 2, 3]])
+    assert metrics.self_bleu([[1, 2], [1, 2]]) == 0.0  # no 4-grams: BLEU-4 is 0
+
+
+def test_zipf_coefficient_recovers_exact_power_law():
+    counts = np.round(10_000 * np.arange(1, 21, dtype=float) ** -1.5).astype(int)
+    tokens = np.repeat(np.arange(20), counts)
+    assert metrics.zipf_coefficient(tokens) == pytest.approx(1.5, abs=0.01)
+    with pytest.raises(ValueError):
+        metrics.zipf_coefficient([3, 3, 3])
+
+
+def test_ends_in_loop_hand_cases():
+    assert metrics.ends_in_loop([9, 8] + [1, 2, 3] * 12, tail=30)
+    assert metrics.ends_in_loop([4] * 40, tail=32)
+    assert not metrics.ends_in_loop(list(range(40)), tail=32)
+    assert not metrics.ends_in_loop([1, 2] * 5, tail=32)  # too short to tell
+
+
+def test_degeneration_table_reports_undefined_as_nan():
+    t = metrics.degeneration_table([[0] * 40, [0] * 40], logq=np.zeros((2, 40)))
+    assert np.isnan(t["zipf"]) and t["seq-rep-4"] == pytest.approx(1 - 1 / 37) and t["loops"] == 1.0
+    assert t["gen. entropy"] == 0.0
+
+
+# ---------------------------------------------------------------- controller and loop
+def test_pi_controller_drives_a_toy_plant_to_its_setpoint_with_nonnegative_gain():
+    # plant: the statistic drifts up by 0.05 per step, feedback pushes it down by 0.2 * beta
+    ctrl = PIController(3, kp=1.0, ki=0.5, beta_max=5.0)
+    s, target = np.array([2.0, 1.0, 0.5]), 0.8
+    betas = []
+    for _ in range(300):
+        beta = ctrl.update(s - target)
+        betas.append(beta)
+        s = s + 0.05 - 0.2 * beta
+    betas = np.array(betas)
+    assert np.all(betas >= 0) and np.all(betas <= 5.0)
+    np.testing.assert_allclose(s, target, atol=0.02)
+    assert np.allclose(betas[-1], 0.25, atol=0.02)  # steady state: 0.2 * beta = 0.05
+
+
+def test_controller_gain_stays_zero_below_setpoint():
+    ctrl = PIController(1, kp=2.0, ki=1.0, beta_max=3.0)
+    assert all(ctrl.update([-1.0])[0] == 0 for _ in range(10))
+    assert ctrl.integral[0] == 0  # anti-windup: no negative integral to unwind
+
+
+def test_bad_feedback_configs_are_rejected():
+    with pytest.raises(ValueError, match="unknown feedback mode"):
+        FeedbackConfig(mode="on")
+    with pytest.raises(ValueError, match="setpoint"):
+        FeedbackConfig(mode="target")
+    with pytest.raises(ValueError, match="statistic"):
+        FeedbackConfig(statistic="perplexity")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    src = MarkovSource.random(6, seed=0)
+    data = torch.stack([train.with_bos(src.sample(32, 12, seed=s), 6) for s in (0, 1)])
+    return data, dict(vocab=6, seeds=[0, 1], steps=30, d=8, hidden=8, layers=1, heads=2, context=2, max_len=13)
+
+
+def test_off_feedback_is_exactly_maximum_likelihood(tiny):
+    data, kw = tiny
+    plain, _ = train.train_lm("gru", data, **kw)
+    off, _ = train.train_lm("gru", data, feedback=FeedbackConfig(mode="off", every=5, n_samples=4, length=12), **kw)
+    assert np.array_equal(plain.loss, off.loss)
+    assert all(torch.equal(plain.params[k], off.params[k]) for k in plain.params)
+    assert off.feedback["stat"].shape == (7, 2) and np.all(off.feedback["beta"] == 0)  # measured, not acted on
+
+
+def test_self_feedback_acts_is_logged_and_is_deterministic(tiny):
+    data, kw = tiny
+    cfg = FeedbackConfig(mode="self", every=5, n_samples=4, length=12, tolerance=0.0, beta_max=2.0)
+    a, _ = train.train_lm("transformer", data, feedback=cfg, **kw)
+    b, _ = train.train_lm("transformer", data, feedback=cfg, **kw)
+    plain, _ = train.train_lm("transformer", data, **kw)
+    assert np.array_equal(a.loss, b.loss) and np.array_equal(a.feedback["beta"], b.feedback["beta"])
+    assert np.all(a.feedback["beta"] >= 0) and a.feedback["beta"].max() > 0
+    assert not np.array_equal(a.loss, plain.loss)
+
+
+def test_feedback_loss_adds_beta_times_own_sample_loss(tiny):
+    data, kw = tiny
+    from stabliab.models import build_lm
+    base = build_lm("mlp", 6, 0, d=8, hidden=8, context=2)
+    params = train.stack_members([base, build_lm("mlp", 6, 1, d=8, hidden=8, context=2)])
+    fb = Feedback(FeedbackConfig(mode="self_consume", lam=0.25, every=1, n_samples=3, length=12), 2, 6)
+    fb.measure(base, params, 0)
+    own = train.lm_loss(base, params, fb.buffer)
+    d = torch.tensor([1.0, 2.0])
+    torch.testing.assert_close(fb.loss(base, params, 0, d), 0.75 * d + 0.25 * own)
+
+
+# ---------------------------------------------------------------- corpus
+def test_clean_play_strips_markup():
+    md = "# Title\n\n## ACT I\n\n_Enter A_\n\n**HAMLET**  \nTo be, or not [to] be:  \n\n\n\nThat is\n"
+    assert clean_play(md) == "HAMLET:\nTo be, or not to be:\n\nThat is\n"
+
+
+def test_shakespeare_corpus_loads_offline_and_holds_out_whole_plays():
+    c = CharCorpus.shakespeare(max_train_chars=50_000)
+    assert len(c.train) == 50_000 and len(c.heldout) > 100_000
+    text = c.decode(c.train)
+    assert set(text) <= set(ALPHABET) and "**" not in text and "#" not in text
+    assert "THESEUS:" in text  # the first comedy, speaker tags kept
+    assert np.array_equal(c.encode(text), c.train)
+    assert len(c.heldout_names) >= 3
+    w = c.windows("heldout", 64, n=10, seed=1)
+    assert w.shape == (10, 64) and np.array_equal(w, c.windows("heldout", 64, n=10, seed=1))
+    with pytest.raises(ValueError):
+        c.windows("train", 64, n=10**6)
