@@ -35,6 +35,12 @@ SRC = textwrap.dedent('''
 ''')
 
 
+def test_command_line_values_use_yaml_12_booleans():
+    assert runner.parse_value("off") == "off" and runner.parse_value("[off, self]") == ["off", "self"]
+    assert runner.parse_value("true") is True and runner.parse_value("3") == 3
+    assert runner.parse_value("0.5") == 0.5 and runner.parse_value("[0.1, 1]") == [0.1, 1]
+
+
 def test_parse_parameters_reads_defaults_and_constraints():
     specs = runner.parse_parameters(SRC)
     assert list(specs) == ["seed", "lr", "arch", "fracs", "flag"]

@@ -174,6 +174,8 @@ def _bleu(hyp: list[tuple], refs_counts: list[dict], hyp_len: int, ref_lens: lis
                 if c > best[g]:
                     best[g] = c
         clipped = sum(min(c, best[g]) for g, c in h.items())
+        if clipped == 0 and n == 1:
+            return 0.0  # no unigram in common: BLEU is 0
         logp += np.log((clipped + (n > 1)) / (total + (n > 1))) / n_max  # add-one smoothing for n > 1
     closest = min(ref_lens, key=lambda r: (abs(r - hyp_len), r))
     bp = 1.0 if hyp_len > closest else np.exp(1 - closest / max(hyp_len, 1))

@@ -171,10 +171,21 @@ def parse_parameters(source: str) -> dict[str, ParamSpec]:
     return specs
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2 booleans: only true/false, so that `off`, `on`, `yes`, `no` stay
+    strings (feedback mode `off` is a word, not False)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [r for r in v if r[0] != "tag:yaml.org,2002:bool"] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
 def parse_value(text: str):
-    """A command-line value: YAML scalars and lists (3, 0.1, true, [1, 2], abc)."""
+    """A command-line value: YAML scalars and lists (3, 0.1, true, [1, 2], off, abc)."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         return text
 
@@ -183,7 +194,7 @@ def load_profile(root: Path, profile: str) -> dict:
     if profile not in PROFILES and not (root / "profiles" / f"{profile}.yaml").is_file():
         raise ParameterError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
     with open(root / "profiles" / f"{profile}.yaml") as f:
-        data = yaml.safe_load(f) or {}
+        data = yaml.load(f, Loader=_Loader) or {}
     data.setdefault("notebooks", {})
     return data
 
