@@ -110,6 +110,8 @@ def test_off_feedback_is_exactly_maximum_likelihood(tiny):
     assert np.array_equal(plain.loss, off.loss)
     assert all(torch.equal(plain.params[k], off.params[k]) for k in plain.params)
     assert off.feedback["stat"].shape == (7, 2) and np.all(off.feedback["beta"] == 0)  # measured, not acted on
+    np.testing.assert_array_equal(off.feedback["data_loss"], plain.loss)  # the data CE trace is the ML loss
+    assert np.all(np.isnan(off.feedback["own_loss"]))
 
 
 def test_self_feedback_acts_is_logged_and_is_deterministic(tiny):
@@ -121,6 +123,9 @@ def test_self_feedback_acts_is_logged_and_is_deterministic(tiny):
     assert np.array_equal(a.loss, b.loss) and np.array_equal(a.feedback["beta"], b.feedback["beta"])
     assert np.all(a.feedback["beta"] >= 0) and a.feedback["beta"].max() > 0
     assert not np.array_equal(a.loss, plain.loss)
+    acting = ~np.isnan(a.feedback["own_loss"])
+    assert acting.any()  # total objective = data CE + beta * own-sample CE where the term acts
+    assert np.all(a.loss[acting] > a.feedback["data_loss"][acting])
 
 
 def test_feedback_loss_adds_beta_times_own_sample_loss(tiny):

@@ -121,6 +121,7 @@ class Feedback:
         self.buffer: torch.Tensor | None = None  # [M, n, L+1] own samples with BOS
         self.unigram = [None] * self.M
         self.n_measured = 0
+        self.trace = {"data_loss": [], "own_loss": []}  # every step: data CE and own-sample CE (NaN if unused)
 
     @property
     def acts(self) -> bool:
@@ -132,15 +133,16 @@ class Feedback:
     def loss(self, base, params, step: int, data_loss: torch.Tensor) -> torch.Tensor:
         """[M] the training loss at `step` given the data cross-entropy."""
         from .train import lm_loss
-        if not self.active(step) or self.buffer is None:
+        self.trace["data_loss"].append(data_loss.detach().cpu().numpy())
+        own = None
+        if self.active(step) and self.buffer is not None and (self.cfg.mode == "self_consume" or np.any(self.beta > 0)):
+            own = lm_loss(base, params, self.buffer)
+        self.trace["own_loss"].append(np.full(self.M, np.nan) if own is None else own.detach().cpu().numpy())
+        if own is None:
             return data_loss
         if self.cfg.mode == "self_consume":
-            lam = self.cfg.lam
-            return (1 - lam) * data_loss + lam * lm_loss(base, params, self.buffer)
-        if not np.any(self.beta > 0):
-            return data_loss
-        beta = torch.as_tensor(self.beta, dtype=data_loss.dtype)
-        return data_loss + beta * lm_loss(base, params, self.buffer)
+            return (1 - self.cfg.lam) * data_loss + self.cfg.lam * own
+        return data_loss + torch.as_tensor(self.beta, dtype=data_loss.dtype) * own
 
     @torch.no_grad()
     def measure(self, base, params, step: int) -> None:
@@ -172,5 +174,8 @@ class Feedback:
             self.log[k].append(v)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """step [E], stat / setpoint / beta [E, M]."""
-        return {k: np.asarray(v) for k, v in self.log.items()}
+        """step [E], stat / setpoint / beta [E, M] at the measurements; data_loss and
+        own_loss [steps + 1, M] at every step (the data cross-entropy is what maximum
+        likelihood alone would minimise; own_loss is NaN where the term is unused)."""
+        return {**{k: np.asarray(v) for k, v in self.log.items()},
+                **{k: np.asarray(v) for k, v in self.trace.items()}}

@@ -357,27 +357,32 @@ def toc_notebooks(root: Path) -> list[str]:
 
 
 def claims_page(root: Path, profile: str, names: list[str]) -> str:
-    rows = []
+    """Markdown of every claim record of `profile`, one table per notebook."""
+    out = ["# Claims and verdicts\n",
+           f"This page is written by `stabliab book --profile {profile}` from `results/{profile}/*.json`; "
+           "do not edit it by hand. A claim **holds** (✓) when the whole 95% bootstrap interval of the "
+           "measured value lies on the claimed side of the threshold; otherwise it is shown as ✗ "
+           "(see [how to read a verdict](intro.md#how-to-read-a-verdict)). A ✗ is a measurement, not a "
+           "failure of the book: it says where the claim is not supported at this scale.\n"]
     for name in names:
         p = results_path(root, profile, name)
         if not p.is_file():
+            out.append(f"## {name}\n\nNo results for profile `{profile}` yet.\n")
             continue
         r = json.loads(p.read_text())
         m = r["manifest"]
+        held = sum(c["holds"] for c in r["claims"])
+        out.append(f"## [{name}](generated/{name}.ipynb)\n\n"
+                   f"Profile `{r['profile']}`, {len(m['seeds'])} seeds, commit `{m['git_commit']}`, "
+                   f"{m['seconds']:.0f} s on {m['device']}; {held} of {len(r['claims'])} records hold.\n\n"
+                   "| claim | verdict | measured [95% interval] | threshold | statement |\n"
+                   "|---|:-:|---|---|---|")
         for c in r["claims"]:
             lo, hi = c["interval"]
-            rows.append(
-                f"| {c['id']} | {c['statement']} | {c['value']:.3g} [{lo:.3g}, {hi:.3g}] {c.get('unit', '')} "
-                f"| {c['comparator']} {c['threshold']:.3g} | {'✓' if c['holds'] else '✗'} | {r['profile']} "
-                f"| {len(m['seeds'])} | `{m['git_commit']}` | [{name}](generated/{name}.ipynb) |")
-    head = ("# Claims and verdicts\n\n"
-            f"This page is written by `stabliab book --profile {profile}` from `results/{profile}/*.json`; "
-            "do not edit it by hand. A claim **holds** (✓) when the whole 95% bootstrap interval of the "
-            "measured value lies on the claimed side of the threshold; otherwise it is shown as ✗ "
-            "(see [how to read a verdict](intro.md#how-to-read-a-verdict)).\n\n"
-            "| claim | statement | measured [95% interval] | threshold | verdict | profile | seeds | commit | notebook |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
-    return head + ("\n".join(rows) if rows else "| – | no results yet | | | | | | | |") + "\n"
+            out.append(f"| {c['id']} | {'✓' if c['holds'] else '✗'} | {c['value']:.3g} [{lo:.3g}, {hi:.3g}] "
+                       f"{c.get('unit', '')} | {c['comparator']} {c['threshold']:.3g} | {c['statement']} |")
+        out.append("")
+    return "\n".join(out) + "\n"
 
 
 def build_book(root: Path, profile: str = "default", force: bool = False, echo=print,
