@@ -205,7 +205,7 @@ ident_err = np.abs(traj["ce_tokens"] - (H_mem.numpy()[None, :] + kl_emp))  # [L,
 report.metric("c1_logged_steps", len(traj.step))
 report.metric("c1_members", ident_err.shape[1])
 report.metric("c1_identity_max_err", ident_err.max())
-c_ident = report.claim(
+report.claim(
     "C1.identity", "CE(θ) = H(p̂_N) + KL(p̂_N‖p_θ) at every logged step (max abs error, float64)",
     ident_err.max(), (ident_err.max(), ident_err.max()), 1e-10, "<", "nats")
 fig, ax = plt.subplots(figsize=(7, 3))
@@ -252,7 +252,7 @@ plt.tight_layout(); plt.show()
 final_gap = gap[-1].reshape(n_seeds, F)  # [S, F]
 worst_stable = final_gap[:, : len(lr_fractions)].max(1)  # [S] worst stable step size of each seed
 m_gap, ci_gap = claims.bootstrap_claim_interval(worst_stable, seed=seed)
-c1 = report.claim(
+report.claim(
     "C1", "stable gradient descent ends at the forward-KL minimiser of the family: final KL gap "
     "(worst stable step size per seed, mean over seeds)", m_gap, ci_gap, gap_threshold, "<", "nats")
 report.metric("c1_final_grad_max", traj.grad_norm[-1][stable].max())
@@ -278,7 +278,7 @@ n_tail = max(2, int(tail * len(traj.step)))
 uns = [s * F + F - 1 for s in range(n_seeds)]
 tail_gap = gap[-n_tail:, uns].mean(0)  # [S]
 m_u, ci_u = claims.bootstrap_claim_interval(tail_gap, seed=seed)
-c_uns = report.claim(
+report.claim(
     "C1.unstable", "past the stability edge, gradient descent does not settle at the minimiser: "
     "KL gap over the last steps (mean over seeds)", m_u, ci_u, gap_threshold, ">", "nats")
 report.metric("c1_unstable_grad_mean", traj.grad_norm[-n_tail:, uns].mean())

@@ -112,6 +112,7 @@ class Feedback:
     cfg: FeedbackConfig
     M: int
     vocab: int
+    batched: bool = True  # evaluate the own-sample loss as training does (vmap or loop over members)
     log: dict = field(default_factory=lambda: {"step": [], "stat": [], "setpoint": [], "beta": []})
 
     def __post_init__(self):
@@ -136,7 +137,7 @@ class Feedback:
         self.trace["data_loss"].append(data_loss.detach().cpu().numpy())
         own = None
         if self.active(step) and self.buffer is not None and (self.cfg.mode == "self_consume" or np.any(self.beta > 0)):
-            own = lm_loss(base, params, self.buffer)
+            own = lm_loss(base, params, self.buffer, self.batched)
         self.trace["own_loss"].append(np.full(self.M, np.nan) if own is None else own.detach().cpu().numpy())
         if own is None:
             return data_loss

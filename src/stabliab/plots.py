@@ -41,8 +41,9 @@ def points_with_interval(ax, x, values, interval, color=None, label=None, jitter
                 color=color, capsize=4, ms=6, label=label, zorder=4)
 
 
-def heatmap(ax, M, title: str, vmax: float | None = None, cbar: bool = False):
-    sns.heatmap(M, ax=ax, cmap="mako_r", vmin=0, vmax=vmax, cbar=cbar, square=True,
+def heatmap(ax, M, title: str, vmax: float | None = None):
+    """A transition matrix (contexts x next tokens); add one shared colorbar per figure."""
+    sns.heatmap(M, ax=ax, cmap="mako_r", vmin=0, vmax=vmax, cbar=False, square=True,
                 xticklabels=False, yticklabels=False)
     ax.set_title(title)
     ax.set_xlabel("next token j")

@@ -185,10 +185,6 @@ class ZipfModes:
     def entropy(self) -> float:
         return float(entropy(self.weights))
 
-    @property
-    def length(self) -> int:
-        return self.modes.shape[1]
-
     def sample(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """(sequences [n, L], mode ids [n])."""
         ids = np.random.default_rng(seed).choice(len(self.weights), size=n, p=self.weights)

@@ -316,7 +316,7 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     fb = None
     if feedback is not None:
         from .feedback import Feedback
-        fb = Feedback(feedback, len(seeds), vocab)
+        fb = Feedback(feedback, len(seeds), vocab, batched)
 
     def loss_fn(p, t):
         if fb is not None:
