@@ -219,13 +219,12 @@ for c in corpora:
         v_off = f_off["stat"][half:].var(0)  # [S]
         for mode in fb_modes:
             v = runs[c, mode, arch]["traj"].feedback["stat"][half:].var(0)
-            lr_ = np.log10(v / v_off)  # [S] < 0: more stable than maximum likelihood
-            m, ci = claims.bootstrap_claim_interval(lr_, seed=seed)
-            report.claim(f"C3.stabilises[{c}:{arch}:{mode}]", f"{arch} on {c}, feedback '{mode}': the statistic varies "
-                         "less over the second half of training than under maximum likelihood "
-                         "(log10 variance ratio feedback / off)", m, ci, 0.0, "<")
-            var_rows.append({"corpus": c, "arch": arch, "mode": mode, "log10 var ratio": m,
-                             "95% CI": f"[{ci[0]:.2f}, {ci[1]:.2f}]", "seeds with lower variance": np.mean(lr_ < 0)})
+            rec = report.paired(f"C3.stabilises[{c}:{arch}:{mode}]", f"{arch} on {c}, feedback '{mode}': the statistic "
+                                "varies less over the second half of training than under maximum likelihood "
+                                "(log10 variance ratio feedback / off, paired by seed)", np.log10(v), np.log10(v_off),
+                                0.0, "<")
+            var_rows.append({"corpus": c, "arch": arch, "mode": mode, "log10 var ratio": rec.value,
+                             "95% CI": claims.format_interval(rec), "seeds with lower variance": np.mean(v < v_off)})
 var_df = pd.DataFrame(var_rows)
 report.metric("c3_stabilised_share", float(var_df["seeds with lower variance"].mean()))
 var_df.round(3)
@@ -237,7 +236,7 @@ var_df.round(3)
 #
 # ## Outcomes: entropy and repetition across families and seeds
 #
-# Every seed is a dot; the diamond and bar are the mean and its 95% bootstrap
+# Every seed is a dot; the diamond and bar are the mean and its 95% Student-t
 # interval over seeds. The dashed line is the held-out human text.
 
 # %%
@@ -255,7 +254,7 @@ for ax, col in zip(axes, ["gen. entropy", "seq-rep-4"]):
     for j, arch in enumerate(archs):
         for i, mode in enumerate(modes):
             v = main.query("corpus == @c0 and arch == @arch and mode == @mode and decoding == 'T=1'")[col].to_numpy()
-            plots.points_with_interval(ax, j + (i - (len(modes) - 1) / 2) * 0.3, v, metrics.bootstrap_ci(v, seed=seed),
+            plots.points_with_interval(ax, j + (i - (len(modes) - 1) / 2) * 0.3, v, claims.mean_interval(v),
                                        color=cols[mode], label=mode if j == 0 else None, jitter=0.04)
     ax.set_xticks(range(len(archs)), archs); ax.set_title(f"{c0}, sampled at temperature 1")
     if col in human:
@@ -274,55 +273,54 @@ pd.concat([ref, table]).round(3)
 # For each family, the share of seeds in which feedback (`self`) gives **both**
 # a lower generation entropy **and** a higher seq-rep-4 than maximum likelihood
 # with the same seed (sampled at temperature 1). C3 holds for a family when the
-# whole bootstrap interval of that share is at least
-# {glue:text}`c3_share_threshold`, and holds overall when it holds for every family.
+# whole exact (Clopper–Pearson) interval of that share is at least
+# {glue:text}`c3_share_threshold`, and holds overall when it holds for every
+# family; the overall record shows the least favourable family.
 
 # %%
 report.metric("c3_share_threshold", share_threshold)
 claim_mode = "self" if "self" in modes else fb_modes[0] if fb_modes else None
-share_rows = []
+share_rows, overall = [], []
 for c in corpora:
-    los, his, vals = [], [], []
+    members = []
     for arch in archs:
         if claim_mode is None:
             break
         a = pd.DataFrame(runs[c, "off", arch]["T=1 measures"])
         b = pd.DataFrame(runs[c, claim_mode, arch]["T=1 measures"])
-        both = ((b["gen. entropy"] < a["gen. entropy"]) & (b["seq-rep-4"] > a["seq-rep-4"])).to_numpy(float)
-        m, ci = claims.bootstrap_claim_interval(both, seed=seed)
-        report.claim(f"C3[{c}:{arch}]", f"{arch} on {c}: feedback '{claim_mode}' lowers entropy and raises seq-rep-4 "
-                     "against maximum likelihood (share of seeds)", m, ci, share_threshold, ">=")
-        dH = b["gen. entropy"] - a["gen. entropy"]
-        dR = b["seq-rep-4"] - a["seq-rep-4"]
-        share_rows.append({"corpus": c, "arch": arch, "share of seeds": m, "ΔH mean [nats]": dH.mean(),
-                           "ΔH 95% CI": "[%.3f, %.3f]" % metrics.bootstrap_ci(dH, seed=seed),
-                           "Δ seq-rep-4 mean": dR.mean(),
-                           "Δ seq-rep-4 95% CI": "[%.3f, %.3f]" % metrics.bootstrap_ci(dR, seed=seed)})
-        los.append(ci[0]); his.append(ci[1]); vals.append(m)
-        report.metric(f"c3_dH_{c}_{arch}", float(dH.mean()))
-        report.metric(f"c3_dR_{c}_{arch}", float(dR.mean()))
+        both = ((b["gen. entropy"] < a["gen. entropy"]) & (b["seq-rep-4"] > a["seq-rep-4"])).to_numpy()
+        members.append(report.share(f"C3[{c}:{arch}]", f"{arch} on {c}: feedback '{claim_mode}' lowers entropy and "
+                                    "raises seq-rep-4 against maximum likelihood (share of seeds)", both,
+                                    share_threshold, ">="))
         g_off = pd.DataFrame(runs[c, "off", arch]["greedy measures"])["seq-rep-4"]
         g_fb = pd.DataFrame(runs[c, claim_mode, arch]["greedy measures"])["seq-rep-4"]
-        report.metric(f"c3_dRg_{c}_{arch}", float((g_fb - g_off).mean()))
-    if vals:
-        report.claim(f"C3[{c}]", f"on {c}, for every family: feedback '{claim_mode}' gives lower entropy and more "
-                     f"repetition in at least {share_threshold:.0%} of seeds (smallest share over families)",
-                     min(vals), (min(los), min(his)), share_threshold, ">=")
-pd.DataFrame(share_rows).round(4)
+        share_rows.append({"corpus": c, "family": arch, "share of seeds": members[-1].value,
+                           "exact 95% CI": claims.format_interval(members[-1]),
+                           **claims.paired_summary("ΔH [nats]", b["gen. entropy"], a["gen. entropy"]),
+                           **claims.paired_summary("Δ seq-rep-4", b["seq-rep-4"], a["seq-rep-4"]),
+                           **claims.paired_summary("Δ seq-rep-4, greedy", g_fb, g_off)})
+    if members:
+        agg = report.aggregate(f"C3[{c}]", f"on {c}, for every family: feedback '{claim_mode}' gives lower entropy "
+                               f"and more repetition in at least {share_threshold:.0%} of seeds", members)
+        overall.append({"corpus": c, "least favourable family": agg.worst, "share of seeds": agg.value,
+                        "exact 95% CI": claims.format_interval(agg), "verdict": agg.verdict})
+report.glue_table("c3_overall_table", pd.DataFrame(overall).set_index("corpus") if overall else pd.DataFrame())
+report.glue_table("c3_share_table", pd.DataFrame(share_rows).set_index(["corpus", "family"]).round(3)
+                  if share_rows else pd.DataFrame())
+pd.DataFrame(share_rows).set_index(["corpus", "family"]).round(3) if share_rows else None
 
 # %% [markdown]
-# On Shakespeare the smallest share over families is {glue:text}`c3_shakespeare_value:.0%`
-# (interval [{glue:text}`c3_shakespeare_lo:.0%`, {glue:text}`c3_shakespeare_hi:.0%`]):
-# C3 **{glue:text}`c3_shakespeare_verdict`** in this setting. The table gives the
-# paired differences (feedback minus maximum likelihood, same seed) with their
-# intervals, so the size of the effect can be read next to its sign.
+# The overall record per corpus (least favourable family):
 #
-# **Greedy decoding**, where repetition is a real problem for models of this
-# size, is the other row of the table above. The paired change of seq-rep-4
-# under greedy decoding (feedback minus maximum likelihood, mean over seeds) is
-# {glue:text}`c3_dRg_shakespeare_mlp:.3f` (MLP), {glue:text}`c3_dRg_shakespeare_gru:.3f` (GRU)
-# and {glue:text}`c3_dRg_shakespeare_transformer:.3f` (Transformer); a negative value
-# means the feedback-trained model repeats itself *less* under greedy decoding.
+# ```{glue:} c3_overall_table
+# ```
+#
+# The table above gives, per family, the paired differences (feedback minus
+# maximum likelihood, same seed, mean with its Student-t interval), so the size
+# of each effect can be read next to its sign, including seq-rep-4 under
+# **greedy decoding**, where repetition is a real problem for models of this
+# size; a negative greedy difference means the feedback-trained model repeats
+# itself *less*.
 #
 # **Does the loss converge smoothly?** The claim has two halves: degenerate
 # outputs *and* an unremarkable loss curve. Below, the data cross-entropy of
@@ -378,7 +376,13 @@ for arch in archs:
 #
 # The same loop for the {glue:text}`c3_temp_arch` family with the fed-back samples
 # drawn at other temperatures. At temperature 1 the fed-back term has zero
-# expected gradient; below 1 it pulls the model towards its modes.
+# expected gradient; below 1 it pulls each conditional towards its tempered,
+# lower-entropy version ({prf:ref}`prop-score`), which need not lower the
+# entropy *rate* of the generated text ({prf:ref}`rem-tempering`). What the
+# loop does here, as paired differences from maximum likelihood (same seed):
+#
+# ```{glue:} c3_temperature_table
+# ```
 
 # %%
 report.metric("c3_temp_arch", temp_arch)
@@ -395,16 +399,18 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for ax, col in zip(axes, ["gen. entropy", "seq-rep-4"]):
     for i, st in enumerate(settings):
         v = tdf[tdf.setting == st][col].to_numpy()
-        plots.points_with_interval(ax, i, v, metrics.bootstrap_ci(v, seed=seed), color=plots.colors(len(settings))[i])
+        plots.points_with_interval(ax, i, v, claims.mean_interval(v), color=plots.colors(len(settings))[i])
     ax.set_xticks(range(len(settings)), settings, rotation=10); ax.set_title(col)
 axes[0].set_ylabel("nats/token"); axes[1].set_ylabel("share of repeated 4-grams"); plt.tight_layout(); plt.show()
 off_t = tdf[tdf.setting == "off"].set_index("seed")
 for T in temp_sweep:
     st = tdf[tdf.setting == f"self T_fb={T:g}"].set_index("seed")
-    dH = (st["gen. entropy"] - off_t["gen. entropy"]).to_numpy()
-    m, ci = claims.bootstrap_claim_interval(dH, seed=seed)
-    report.claim(f"C3.temperature[{temp_arch}:{T:g}]", f"{temp_arch} on {c0}, fed-back samples at temperature {T:g}: "
-                 "generation entropy below maximum likelihood (paired difference)", m, ci, 0.0, "<", "nats")
+    report.paired(f"C3.temperature[{temp_arch}:{T:g}]", f"{temp_arch} on {c0}, fed-back samples at temperature {T:g}: "
+                  "generation entropy below maximum likelihood (paired difference)", st["gen. entropy"],
+                  off_t["gen. entropy"], 0.0, "<", "nats")
+report.glue_table("c3_temperature_table", pd.DataFrame(
+    [{"setting": st, **claims.paired_summary("ΔH vs off [nats]", tdf[tdf.setting == st].set_index("seed")["gen. entropy"],
+                                            off_t["gen. entropy"])} for st in settings if st != "off"]).set_index("setting").round(4))
 tdf.groupby("setting", sort=False).mean(numeric_only=True).drop(columns="seed").round(4)
 
 # %% [markdown]

@@ -54,14 +54,3 @@ def test_support_coverage_hand_case():
     Q = np.array([[0.9, 0.005, 0.095]])
     cov = metrics.support_coverage(P, Q, np.array([1.0]), tau=0.01)
     assert cov == pytest.approx({"kept": 0.5, "outside": 0.095, "dropped": 0.5})
-
-
-def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_n():
-    rng = np.random.default_rng(0)
-    small, large = rng.normal(size=10), rng.normal(size=1000)
-    lo, hi = metrics.bootstrap_ci(small)
-    assert lo < small.mean() < hi
-    lo2, hi2 = metrics.bootstrap_ci(large)
-    assert hi2 - lo2 < hi - lo
-    with pytest.raises(ValueError):
-        metrics.bootstrap_ci([])

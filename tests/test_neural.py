@@ -128,3 +128,17 @@ def test_markov_sequence_entropy():
                 p = pi[a] * src.P[a, b] * src.P[b, c]
                 H -= p * np.log(p) if p > 0 else 0
     assert src.sequence_entropy(3) == pytest.approx(H, abs=1e-12)
+
+
+def test_ngram_table_is_the_models_conditional_at_each_context():
+    from stabliab.sources import MarkovSource
+    src = MarkovSource.random(5, order=2, seed=0)
+    mod = models.build_lm("mlp", 5, seed=0, context=2, d=8, hidden=16).eval()
+    Q = models.ngram_table(mod, src.context_tokens())  # [25, 5]
+    x = torch.as_tensor(src.sample(4, 9, seed=1))
+    logits = mod(x)  # position t sees x[t-1], x[t]: its context is contexts_of at t+1
+    c = torch.as_tensor(src.contexts_of(x.numpy()))  # [4, 7], context before position t >= 2
+    p = torch.softmax(logits[:, 1:-1].double(), -1)  # predictions for positions 2..8
+    assert torch.allclose(p, Q[c], atol=1e-12)
+    with pytest.raises(ValueError, match="contexts"):
+        models.ngram_table(mod, src.context_tokens()[:, :1])

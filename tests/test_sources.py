@@ -56,3 +56,12 @@ def test_bad_inputs_raise():
         MarkovSource.random(4, sparsity=1.0)
     with pytest.raises(ValueError, match="seq_len"):
         MarkovSource.random(4, order=2).sample(3, 2, seed=0)
+
+
+def test_context_tokens_inverts_contexts_of():
+    src = MarkovSource.random(4, order=2, seed=1)
+    toks = src.context_tokens()  # [C, 2]
+    assert toks.shape == (16, 2)
+    seqs = src.sample(3, 10, seed=0)
+    c = src.contexts_of(seqs)  # [3, 8]
+    assert np.array_equal(toks[c], np.stack([seqs[:, :-2], seqs[:, 1:-1]], -1))

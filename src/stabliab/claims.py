@@ -48,16 +48,110 @@ def _plain(x):
     return x
 
 
+# ---------------------------------------------------------------------- intervals
+LEVEL = 0.95  # every record of the book is judged at this level (no multiplicity adjustment)
+
+RULES = {
+    "mean": "Student-t interval of a mean over independent replicates (seeds, or Monte Carlo draws where "
+            "the statement says so)",
+    "paired": "Student-t interval of the mean paired difference (treatment minus baseline, same seed)",
+    "share": "exact Clopper–Pearson interval of a share of seeds",
+    "identity": "largest error over every check of a deterministic identity; no interval",
+    "aggregate": "holds when every member record holds; value and interval of the least favourable member",
+}
+
+
+def mean_interval(values, level: float = LEVEL) -> tuple[float, float]:
+    """Student-t interval of the mean of independent replicates:
+    mean ± t_{n-1, (1+level)/2} · s / sqrt(n). Needs n >= 2 finite values."""
+    from scipy import stats
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size < 2:
+        raise ValueError(f"mean_interval needs at least 2 values (got {v.size}): one replicate has no spread")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("mean_interval got a non-finite value")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    half = stats.t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def share_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval of a binomial share successes / n:
+    [Beta_{a/2}(k, n-k+1), Beta_{1-a/2}(k+1, n-k)], with 0 and 1 at the edges."""
+    from scipy import stats
+    k, n = int(successes), int(n)
+    if n < 1 or not 0 <= k <= n or k != successes or n != float(n):
+        raise ValueError(f"share_interval needs integers 0 <= successes <= n, n >= 1 (got {successes}, {n})")
+    a = 1 - level
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def paired_summary(name: str, treated, baseline, level: float = LEVEL) -> dict:
+    """Table cells for a paired difference: {name: mean, name + ' 95% CI': '[lo, hi]'}."""
+    d = np.asarray(treated, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    lo, hi = mean_interval(d, level)
+    return {name: float(d.mean()), f"{name} {level:.0%} CI": f"[{lo:.3g}, {hi:.3g}]"}
+
+
+# ---------------------------------------------------------------------- records
+def _holds(comparator: str, threshold, lo: float, hi: float) -> bool:
+    if comparator == "within":
+        a, b = threshold
+        return bool(a <= lo and hi <= b)
+    edge = hi if comparator in ("<", "<=") else lo
+    return bool(COMPARATORS[comparator](edge, threshold))
+
+
+def margin(c: "Claim") -> float:
+    """Signed distance from the deciding end of the interval to the threshold, positive
+    when the record holds: what 'least favourable' ranks members by."""
+    lo, hi = c.interval if c.interval is not None else (c.value, c.value)
+    if c.comparator == "within":
+        a, b = c.threshold
+        return min(lo - a, b - hi)
+    return c.threshold - hi if c.comparator in ("<", "<=") else lo - c.threshold
+
+
+def glue_key(id: str) -> str:
+    """The glue prefix of a record: "C2.early[gru]" -> "c2_early_gru"."""
+    return re.sub(r"\W+", "_", id.lower()).strip("_")
+
+
+def _get(c, name):
+    return c[name] if isinstance(c, dict) else getattr(c, name)
+
+
+def format_threshold(c) -> str:
+    """'< 0.001', '>= 0', 'in [0.9, 1.1]' for a Claim or its dict form."""
+    cmp, t = _get(c, "comparator"), _get(c, "threshold")
+    if cmp == "within":
+        return f"in [{t[0]:.3g}, {t[1]:.3g}]"
+    sign = {"<=": "≤", ">=": "≥"}.get(cmp, cmp)
+    return f"{sign} {t:.3g}"
+
+
+def format_interval(c) -> str:
+    iv = _get(c, "interval")
+    return "— (identity)" if iv is None else f"[{iv[0]:.3g}, {iv[1]:.3g}]"
+
+
 @dataclass
 class Claim:
     id: str
     statement: str
     value: float
-    interval: tuple[float, float]
-    threshold: float
+    interval: tuple[float, float] | None  # None for an identity (rule "identity")
+    threshold: float | tuple[float, float]  # a band [a, b] for comparator "within"
     comparator: str  # how the *whole interval* must compare with the threshold
     holds: bool
     unit: str = ""
+    rule: str = "mean"  # a key of RULES
+    n: int | None = None  # replicates behind the interval
+    members: list | None = None  # for an aggregate: ids of its members
+    worst: str | None = None  # for an aggregate: the least favourable member
 
     @property
     def verdict(self) -> str:
@@ -81,24 +175,81 @@ class Report:
         self.seeds = [int(s) for s in seeds]
         self.claims: list[Claim] = []
         self.metrics: dict = {}
+        self.level = LEVEL
 
-    def claim(self, id: str, statement: str, value: float, interval, threshold: float,
-              comparator: str = "<", unit: str = "") -> Claim:
-        """Record a claim. It holds when the whole interval lies on the claimed side
-        of the threshold (for '<': interval[1] < threshold). Glues
-        <key>_value, _lo, _hi, _threshold and _verdict, key = id in lower case with
-        every run of non-word characters as one underscore."""
-        if comparator not in COMPARATORS:
-            raise ValueError(f"comparator must be one of {list(COMPARATORS)}")
-        lo, hi = float(interval[0]), float(interval[1])
-        edge = hi if comparator in ("<", "<=") else lo
-        c = Claim(id, statement, float(value), (lo, hi), float(threshold), comparator,
-                  bool(COMPARATORS[comparator](edge, threshold)), unit)
+    def claim(self, id: str, statement: str, value: float, interval, threshold, comparator: str = "<",
+              unit: str = "", rule: str = "mean", n: int | None = None, **extra) -> Claim:
+        """Record a claim. It holds when the whole interval lies on the claimed side of
+        the threshold (for '<': interval[1] < threshold; for 'within' [a, b]:
+        a <= interval[0] and interval[1] <= b); an identity (interval None) compares its
+        value. Prefer the helpers below, which compute the interval by the book's rule.
+        Glues <key>_value, _lo, _hi, _threshold and _verdict, key = id in lower case
+        with every run of non-word characters as one underscore."""
+        if comparator not in COMPARATORS and comparator != "within":
+            raise ValueError(f"comparator must be one of {[*COMPARATORS, 'within']}")
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {list(RULES)}")
+        if any(c.id == id for c in self.claims):
+            raise ValueError(f"claim {id!r} is recorded twice")
+        if comparator == "within":
+            threshold = (float(threshold[0]), float(threshold[1]))
+        else:
+            threshold = float(threshold)
+        if interval is None:
+            lo = hi = float(value)
+            iv = None
+        else:
+            lo, hi = float(interval[0]), float(interval[1])
+            iv = (lo, hi)
+        c = Claim(id, statement, float(value), iv, threshold, comparator, _holds(comparator, threshold, lo, hi),
+                  unit, rule, n, **extra)
         self.claims.append(c)
-        key = re.sub(r"\W+", "_", id.lower()).strip("_")  # "C2.early[gru]" -> "c2_early_gru"
-        for suffix, v in [("value", c.value), ("lo", lo), ("hi", hi), ("threshold", c.threshold),
-                          ("verdict", c.verdict)]:
+        key = glue_key(id)
+        for suffix, v in [("value", c.value), ("lo", lo), ("hi", hi), ("verdict", c.verdict),
+                          ("threshold", threshold if comparator != "within" else format_threshold(c))]:
             glue(f"{key}_{suffix}", v)
+        return c
+
+    def mean(self, id: str, statement: str, values, threshold, comparator: str = "<", unit: str = "") -> Claim:
+        """A claim about the mean of independent replicates (Student-t interval)."""
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        return self.claim(id, statement, v.mean(), mean_interval(v, self.level), threshold, comparator, unit,
+                          rule="mean", n=v.size)
+
+    def paired(self, id: str, statement: str, treated, baseline, threshold=0.0, comparator: str = "<",
+               unit: str = "") -> Claim:
+        """A claim about the mean paired difference treated - baseline (same seeds, same order)."""
+        t, b = np.asarray(treated, dtype=np.float64).reshape(-1), np.asarray(baseline, dtype=np.float64).reshape(-1)
+        if t.shape != b.shape:
+            raise ValueError(f"paired claim {id!r}: {t.size} treated values against {b.size} baseline values")
+        d = t - b
+        return self.claim(id, statement, d.mean(), mean_interval(d, self.level), threshold, comparator, unit,
+                          rule="paired", n=d.size)
+
+    def share(self, id: str, statement: str, successes, threshold, comparator: str = ">=") -> Claim:
+        """A claim about the share of seeds where something happened (Clopper–Pearson)."""
+        s = np.asarray(successes).reshape(-1)
+        if s.dtype != bool:
+            raise ValueError(f"share claim {id!r} needs a boolean per seed")
+        return self.claim(id, statement, s.mean(), share_interval(int(s.sum()), s.size, self.level), threshold,
+                          comparator, rule="share", n=s.size)
+
+    def identity(self, id: str, statement: str, errors, tolerance: float, unit: str = "") -> Claim:
+        """A deterministic identity: holds when the largest absolute error is below tolerance."""
+        e = np.abs(np.asarray(errors, dtype=np.float64))
+        return self.claim(id, statement, e.max(), None, tolerance, "<", unit, rule="identity", n=e.size)
+
+    def aggregate(self, id: str, statement: str, members: list[Claim]) -> Claim:
+        """'For every member': holds when every member holds; value and interval are the
+        least favourable member's (smallest margin to the threshold)."""
+        if not members:
+            raise ValueError(f"aggregate {id!r} has no members")
+        if len({(m.comparator, m.threshold) for m in members}) > 1:
+            raise ValueError(f"aggregate {id!r}: members compare against different thresholds")
+        w = min(members, key=margin)
+        c = self.claim(id, f"{statement} (least favourable: {w.id})", w.value, w.interval, w.threshold, w.comparator,
+                       w.unit, rule="aggregate", n=w.n, members=[m.id for m in members], worst=w.id)
+        assert c.holds == all(m.holds for m in members)  # one comparator: the worst member decides
         return c
 
     def metric(self, name: str, value, glue_it: bool = True) -> None:
@@ -108,10 +259,16 @@ class Report:
         if glue_it:
             glue(name, value)
 
+    def glue_table(self, name: str, df) -> None:
+        """Record a table (its rows) under `name` and glue the DataFrame, so that the
+        prose shows it with a {glue:} directive whatever families or settings it holds."""
+        self.metrics[name] = _plain(df.reset_index().to_dict(orient="records"))
+        glue(name, df)
+
     def table(self):
         import pandas as pd
-        return pd.DataFrame([{"claim": c.id, "value": c.value, "interval": f"[{c.interval[0]:.3g}, {c.interval[1]:.3g}]",
-                              "threshold": f"{c.comparator} {c.threshold:.3g}", "verdict": c.verdict}
+        return pd.DataFrame([{"claim": c.id, "value": c.value, "95% interval": format_interval(c),
+                              "threshold": format_threshold(c), "rule": c.rule, "verdict": c.verdict}
                              for c in self.claims]).set_index("claim")
 
     def to_dict(self) -> dict:
@@ -129,10 +286,3 @@ class Report:
         path = os.environ.get("STABLIAB_RESULTS_FILE") or Path("results") / "adhoc" / f"{self.notebook}.json"
         write_json_atomic(Path(path), self.to_dict())
         return Path(path)
-
-
-def bootstrap_claim_interval(values, seed: int = 0):
-    """(mean, (lo, hi)) of per-seed values: mean with a 95% percentile bootstrap."""
-    from .metrics import bootstrap_ci
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), bootstrap_ci(v, seed=seed)

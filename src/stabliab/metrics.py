@@ -1,4 +1,5 @@
-"""Measures: entropy and KL (exact), their conditional forms, and bootstrap intervals.
+"""Measures: entropy and KL (exact), their conditional forms, plug-in estimation, and the
+degeneration measures of generated text. (Intervals for claim records live in claims.py.)
 
 All quantities are in nats. Conditional quantities are averages over contexts c
 weighted by w_c (a stationary law, or empirical context frequencies):
@@ -76,6 +77,20 @@ def decompose_cross_entropy(counts: np.ndarray, Q: np.ndarray) -> dict[str, floa
     w, P = empirical_conditional(counts)
     return {"ce": conditional_cross_entropy(w, P, Q), "h": conditional_entropy(w, P),
             "kl": conditional_kl(w, P, Q)}
+
+
+def temper(P: np.ndarray, tau: float) -> np.ndarray:
+    """Per-context tempering: rows of P^(1/tau), renormalised (zeros stay zero). Each
+    row's entropy falls for tau < 1, but the entropy *rate* of the tempered chain can
+    rise, because tempering also changes which contexts are visited (theory page)."""
+    if tau <= 0:
+        raise ValueError("tau must be > 0")
+    P = np.asarray(P, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        z = np.where(P > 0, np.log(np.where(P > 0, P, 1.0)) / tau, -np.inf)
+    z -= z.max(1, keepdims=True)
+    Q = np.exp(z)
+    return Q / Q.sum(1, keepdims=True)
 
 
 def support_coverage(P: np.ndarray, Q: np.ndarray, w: np.ndarray, tau: float) -> dict[str, float]:
@@ -245,18 +260,3 @@ def degeneration_table(sequences, logq=None, n: int = 4, l: int = 16, tail: int 
     if logq is not None:
         out["gen. entropy"] = float(np.mean(generation_entropy(logq)))
     return out
-
-
-def bootstrap_ci(values, stat=np.mean, level: float = 0.95, n_boot: int = 10_000,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of stat(values) (resampling the values)."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    if v.size == 0:
-        raise ValueError("bootstrap of an empty sample")
-    if v.size == 1:
-        return float(v[0]), float(v[0])
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(n_boot, v.size))
-    boots = np.apply_along_axis(stat, 1, v[idx]) if stat is not np.mean else v[idx].mean(1)
-    a = (1 - level) / 2
-    return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))

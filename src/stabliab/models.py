@@ -157,6 +157,8 @@ def count_reverse_kl(family, params, weights: torch.Tensor, target: torch.Tensor
 # torch.func.vmap can train many seeds as one batched model (train.lm_loss).
 import math  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -269,6 +271,16 @@ class MLPNGram(LM):
 
     def _logits(self, w):  # w [n, context]
         return self.fc2(torch.tanh(self.fc1(self.emb(w).flatten(-2))))
+
+
+@torch.no_grad()
+def ngram_table(model: MLPNGram, contexts) -> torch.Tensor:
+    """[C, V] the conditionals p(. | context) of an MLP n-gram model for token contexts
+    [C, context] (oldest first): the whole model, when its window is the source's order."""
+    w = torch.as_tensor(np.asarray(contexts), dtype=torch.long)
+    if w.ndim != 2 or w.shape[1] != model.context:
+        raise ValueError(f"contexts must be [C, {model.context}] tokens, got {tuple(w.shape)}")
+    return torch.softmax(model._logits(w).double(), -1)
 
 
 class _Recurrent(LM):

@@ -154,6 +154,11 @@ class MarkovSource:
         H(first `order` tokens) + (length - order) * H*."""
         return float(entropy(self.stationary) + (length - self.order) * self.entropy_rate)
 
+    def context_tokens(self) -> np.ndarray:
+        """[C, k] the k tokens of each context index, oldest first (the inverse of contexts_of)."""
+        c, V, k = np.arange(self.n_contexts), self.vocab, self.order
+        return np.stack([(c // V ** (k - 1 - i)) % V for i in range(k)], 1)
+
     def support_sizes(self) -> np.ndarray:
         """[C] number of possible next tokens K_c of each context."""
         return (self.P > 0).sum(1)

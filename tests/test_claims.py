@@ -1,0 +1,118 @@
+"""Claim records: interval rules (coverage, exactness), comparator edges, aggregates."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from stabliab import claims
+
+
+@pytest.mark.parametrize("n", [5, 20])
+def test_mean_interval_covers_the_true_mean_at_its_level(n):
+    rng = np.random.default_rng(n)
+    draws, mu = 2000, 1.7
+    hits = 0
+    for _ in range(draws):
+        lo, hi = claims.mean_interval(rng.normal(mu, 2.0, size=n))
+        hits += lo <= mu <= hi
+    assert 0.93 <= hits / draws <= 0.97
+
+
+def test_mean_interval_matches_the_t_formula_and_refuses_one_value():
+    v = np.array([1.0, 2.0, 4.0])
+    lo, hi = claims.mean_interval(v)
+    half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+    assert (lo, hi) == pytest.approx((v.mean() - half, v.mean() + half), rel=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        claims.mean_interval([1.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        claims.mean_interval([1.0, np.nan])
+
+
+@pytest.mark.parametrize("k,n", [(0, 5), (1, 5), (3, 5), (5, 5), (7, 20), (20, 20)])
+def test_share_interval_solves_the_clopper_pearson_equations(k, n):
+    lo, hi = claims.share_interval(k, n)
+    # defining property (independent of the Beta form): each end leaves 2.5% in its tail
+    if k > 0:
+        assert stats.binom.sf(k - 1, n, lo) == pytest.approx(0.025, abs=1e-9)
+    else:
+        assert lo == 0.0
+    if k < n:
+        assert stats.binom.cdf(k, n, hi) == pytest.approx(0.025, abs=1e-9)
+    else:
+        assert hi == 1.0
+
+
+def test_share_interval_closed_forms_and_bad_input():
+    assert claims.share_interval(5, 5)[0] == pytest.approx(0.025 ** (1 / 5), rel=1e-9)  # 0.478, not 1
+    assert claims.share_interval(0, 5)[1] == pytest.approx(1 - 0.025 ** (1 / 5), rel=1e-9)
+    for bad in [(6, 5), (-1, 5), (1, 0), (1.5, 5)]:
+        with pytest.raises(ValueError):
+            claims.share_interval(*bad)
+
+
+@pytest.mark.parametrize("comparator,interval,holds", [
+    ("<", (0.0, 1.0), False), ("<=", (0.0, 1.0), True),   # upper end equal to the threshold 1
+    (">", (1.0, 2.0), False), (">=", (1.0, 2.0), True),   # lower end equal to the threshold 1
+    ("<", (0.0, 0.999), True), (">", (1.001, 2.0), True), (">", (0.5, 2.0), False),
+])
+def test_comparator_edges(comparator, interval, holds):
+    r = claims.Report("t", {}, [0])
+    assert r.claim("x", "s", 1.0, interval, 1.0, comparator).holds is holds
+
+
+def test_within_band_is_inclusive_and_identity_compares_its_value():
+    r = claims.Report("t", {}, [0])
+    assert r.claim("a", "s", 1.0, (0.9, 1.1), (0.9, 1.1), "within").holds
+    assert not r.claim("b", "s", 1.0, (0.89, 1.05), (0.9, 1.1), "within").holds
+    assert not r.identity("c", "s", [1e-12, -1e-10], 1e-10).holds  # max |error| equal to the tolerance
+    ok = r.identity("d", "s", [1e-12, -1e-11], 1e-10)
+    assert ok.holds and ok.interval is None and ok.rule == "identity" and ok.value == pytest.approx(1e-11)
+    with pytest.raises(ValueError, match="twice"):
+        r.identity("d", "s", [0.0], 1.0)
+
+
+def test_helpers_use_the_rule_of_their_kind():
+    r = claims.Report("t", {}, [0, 1, 2, 3, 4])
+    m = r.mean("m", "s", [1.0, 2.0, 3.0], 0.0, ">")
+    assert m.interval == pytest.approx(claims.mean_interval([1.0, 2.0, 3.0])) and m.rule == "mean" and m.n == 3
+    p = r.paired("p", "s", [2.0, 3.0, 5.0], [1.0, 1.0, 1.0], 0.0, ">")
+    assert p.value == pytest.approx(7 / 3) and p.interval == pytest.approx(claims.mean_interval([1.0, 2.0, 4.0]))
+    s = r.share("s", "s", np.array([True] * 5), 0.5)
+    assert s.value == 1.0 and s.interval[0] == pytest.approx(0.4782, abs=1e-4) and not s.holds
+    with pytest.raises(ValueError, match="boolean"):
+        r.share("s2", "s", np.ones(5), 0.5)
+    with pytest.raises(ValueError, match="paired"):
+        r.paired("p2", "s", [1.0, 2.0], [1.0], 0.0)
+
+
+def test_aggregate_is_the_least_favourable_member_and_holds_only_if_all_do():
+    r = claims.Report("t", {}, [0])
+    a = r.claim("m[a]", "s", 0.2, (0.1, 0.3), 0.5, "<")
+    b = r.claim("m[b]", "s", 0.4, (0.3, 0.45), 0.5, "<")  # holds, but closest to the threshold
+    agg = r.aggregate("m", "every member", [a, b])
+    assert agg.holds and agg.worst == "m[b]" and agg.interval == b.interval and agg.rule == "aggregate"
+    c = r.claim("m[c]", "s", 0.1, (-0.5, 0.6), 0.5, "<")
+    agg2 = r.aggregate("m2", "every member", [a, b, c])
+    assert not agg2.holds and agg2.worst == "m[c]"
+    d = r.claim("m[d]", "s", 0.1, (0.0, 0.2), 0.7, "<")
+    with pytest.raises(ValueError, match="different thresholds"):
+        r.aggregate("m3", "s", [a, d])
+
+
+def test_results_dict_carries_the_rule():
+    r = claims.Report("t", {"x": 1}, [0, 1])
+    r.mean("m", "s", [1.0, 2.0], 0.0, ">")
+    r.identity("i", "s", [0.0], 1.0)
+    d = r.to_dict()["claims"]
+    assert [c["rule"] for c in d] == ["mean", "identity"] and d[1]["interval"] is None
+
+
+def test_percentile_bootstrap_over_five_seeds_undercovers():
+    """Why the book does not use it: the intro states this coverage (about 84%)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 5))
+    idx = rng.integers(0, 5, size=(2000, 2000, 5))
+    boots = np.take_along_axis(x[:, None, :].repeat(2000, 1), idx, 2).mean(2)  # [draws, resamples]
+    lo, hi = np.quantile(boots, 0.025, axis=1), np.quantile(boots, 0.975, axis=1)
+    cover = np.mean((lo <= 0) & (0 <= hi))
+    assert 0.79 <= cover <= 0.87
