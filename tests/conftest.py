@@ -11,7 +11,7 @@ os.environ.setdefault("STABLIAB_PROGRESS", "0")
 def copy_repo(dst: Path) -> Path:
     """A throw-away copy of what the runner reads (so tests never touch the real results)."""
     for d in ["notebooks", "profiles", "src/stabliab", "book"]:
-        shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns("__pycache__", "generated", "claims.md"))
+        shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns("__pycache__", "generated", "claims.md", "_extra"))
     for f in ["_toc.yml", "_config.yml"]:
         shutil.copy(ROOT / f, dst / f)
     return dst

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stabliab import runner
+from stabliab import book, params, runner
 
 NB = "01_forward_kl_stationarity"
 BIN = Path(sys.executable).parent
@@ -36,13 +36,13 @@ SRC = textwrap.dedent('''
 
 
 def test_command_line_values_use_yaml_12_booleans():
-    assert runner.parse_value("off") == "off" and runner.parse_value("[off, self]") == ["off", "self"]
-    assert runner.parse_value("true") is True and runner.parse_value("3") == 3
-    assert runner.parse_value("0.5") == 0.5 and runner.parse_value("[0.1, 1]") == [0.1, 1]
+    assert params.parse_value("off") == "off" and params.parse_value("[off, self]") == ["off", "self"]
+    assert params.parse_value("true") is True and params.parse_value("3") == 3
+    assert params.parse_value("0.5") == 0.5 and params.parse_value("[0.1, 1]") == [0.1, 1]
 
 
 def test_parse_parameters_reads_defaults_and_constraints():
-    specs = runner.parse_parameters(SRC)
+    specs = params.parse_parameters(SRC)
     assert list(specs) == ["seed", "lr", "arch", "fracs", "flag"]
     assert specs["seed"].check(7) == 7
     assert specs["lr"].check(0.25) == 0.25
@@ -57,16 +57,16 @@ def test_parse_parameters_reads_defaults_and_constraints():
     ("fracs", [0.5, 2.0], "out of range"), ("fracs", 0.5, "list"), ("flag", 1, "true or false"),
 ])
 def test_bad_values_name_the_parameter_and_what_is_allowed(name, value, needle):
-    with pytest.raises(runner.ParameterError) as e:
-        runner.parse_parameters(SRC)[name].check(value)
+    with pytest.raises(params.ParameterError) as e:
+        params.parse_parameters(SRC)[name].check(value)
     assert repr(name) in str(e.value) and needle in str(e.value)
     assert "\n" not in str(e.value)
 
 
 def test_every_profile_is_valid_for_every_notebook(repo):
-    for profile in runner.PROFILES:
-        for name in runner.toc_notebooks(repo):
-            runner.resolve_parameters(repo, name, profile)
+    for profile in params.PROFILES:
+        for name in book.toc_notebooks(repo):
+            params.resolve_parameters(repo, name, profile)
 
 
 # ---------------------------------------------------------------- execution
@@ -88,7 +88,7 @@ def test_smoke_run_writes_results_whose_c1_holds(smoke_run):
     claims = {c["id"]: c for c in res["claims"]}
     assert claims["C1"]["holds"] and claims["C1.identity"]["holds"] and claims["C1.unstable"]["holds"]
     assert claims["C1"]["interval"][1] < claims["C1"]["threshold"]
-    nb = json.loads(runner.generated_path(repo, NB).read_text())
+    nb = json.loads(runner.executed_path(repo, "smoke", NB).read_text())
     assert nb["metadata"]["stabliab"]["cache_key"] == res["manifest"]["cache_key"]
     assert "ran in" in r.stdout and NB in r.stdout
 
@@ -99,18 +99,18 @@ def test_unchanged_rerun_is_skipped_and_source_edits_make_it_stale(smoke_run):
     r = cli(repo, "run", NB, "--profile", "smoke", "-p", "seed", "3")
     assert r.returncode == 0 and "cached" in r.stdout
     assert time.perf_counter() - t0 < 5
-    params = runner.resolve_parameters(repo, NB, "smoke", {"seed": 3})
-    key = runner.cache_key(repo, NB, params)
+    resolved = params.resolve_parameters(repo, NB, "smoke", {"seed": 3})
+    key = runner.cache_key(repo, NB, resolved)
     assert runner.is_cached(repo, NB, "smoke", key)
-    assert not runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, {**params, "seed": 4}))
+    assert not runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, {**resolved, "seed": 4}))
     lib = repo / "src" / "stabliab" / "metrics.py"
     original = lib.read_text()
     try:
         lib.write_text(original + "\n# an edit\n")
-        assert not runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, params))
+        assert not runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, resolved))
     finally:
         lib.write_text(original)
-    assert runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, params))
+    assert runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, resolved))
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -134,7 +134,7 @@ def test_bad_parameters_exit_2_with_one_line_and_leave_results_intact(smoke_run,
 def test_plain_papermill_on_the_executed_notebook(smoke_run, tmp_path):
     repo, _ = smoke_run
     out = tmp_path / "out.ipynb"
-    r = subprocess.run([str(BIN / "papermill"), str(runner.generated_path(repo, NB)), str(out), "-p", "seed", "3",
+    r = subprocess.run([str(BIN / "papermill"), str(runner.executed_path(repo, "smoke", NB)), str(out), "-p", "seed", "3",
                         "-p", "n_seeds", "2", "-k", "python3", "--cwd", str(tmp_path)],
                        capture_output=True, text=True, env={**os.environ, "STABLIAB_PROGRESS": "0"}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -167,14 +167,21 @@ def test_smoke_notebook_02_produces_c2_records(repo):
     ids = {c["id"]: c for c in res["claims"]}
     archs = res["parameters"]["archs"]
     for arch in archs:
-        for key in [f"C2[{arch}]", f"C2.largeN[{arch}]", f"C2.early[{arch}]"]:
-            assert key in ids
+        for key in [f"C2.memorise[{arch}]", f"C2.largeN[{arch}]", f"C2.early[{arch}]"]:
             c = ids[key]
             lo, hi = c["interval"]
-            assert lo <= c["value"] <= hi and c["threshold"] == 1.0 and c["comparator"] == "<"
+            assert lo <= c["value"] <= hi and c["threshold"] == 1.0 and c["comparator"] == "<" and c["rule"] == "mean"
             assert c["holds"] == (hi < 1.0)
+        assert ids[f"C2.modes[{arch}]"]["rule"] == "paired"
+    for agg in ["C2.modes", "C2.modes_entropy"]:
+        members = [ids[f"{agg}[{a}]"] for a in archs]
+        assert ids[agg]["rule"] == "aggregate" and ids[agg]["holds"] == all(m["holds"] for m in members)
+        assert ids[agg]["interval"] in [m["interval"] for m in members]
+    mech = ids["C2.mechanism[mlp]"]
+    assert mech["comparator"] == "within" and mech["holds"] == (mech["threshold"][0] <= mech["interval"][0]
+                                                                and mech["interval"][1] <= mech["threshold"][1])
     assert ids["C2.plugin"]["holds"]  # with 16 sequences the plug-in deficit is far from zero
-    assert "C2.modes" in ids
+    assert "C2.mechanism.miller_madow" in ids
 
 
 def test_smoke_notebook_03_produces_the_c3_record_and_is_repeatable(repo):
@@ -186,8 +193,9 @@ def test_smoke_notebook_03_produces_the_c3_record_and_is_repeatable(repo):
     corpus = first["parameters"]["corpora"][0]
     assert f"C3[{corpus}]" in ids
     per_arch = [ids[f"C3[{corpus}:{a}]"] for a in first["parameters"]["archs"]]
-    assert ids[f"C3[{corpus}]"]["value"] == min(c["value"] for c in per_arch)
+    assert ids[f"C3[{corpus}]"]["value"] == min(c["value"] for c in per_arch)  # same threshold: least favourable
     assert ids[f"C3[{corpus}]"]["holds"] == all(c["holds"] for c in per_arch)
+    assert all(c["rule"] == "share" for c in per_arch) and ids[f"C3[{corpus}]"]["rule"] == "aggregate"
     r = cli(repo, "run", name, "--profile", "smoke", "--force")  # same parameters, same numbers
     assert r.returncode == 0, r.stderr[-3000:]
     second = json.loads(runner.results_path(repo, "smoke", name).read_text())
