@@ -116,8 +116,9 @@ pd.DataFrame({"seed": seeds, "H(p_hat) [nats]": H_hat, "true transitions unseen"
 # random token features $\phi_j\in\mathbb R^r$ and learned $u_c$, $b$. Its
 # logit matrix has rank at most $r$ (plus a column bias), so $\hat p_N$ lies
 # outside the family: the minimum of the forward KL is strictly positive. The
-# cross-entropy is convex in $\theta=(u,b)$, so that minimum is unique and is
-# characterised by moment matching, $\mathbb E_{p_\theta}[\phi\mid c] =
+# cross-entropy is convex in $\theta=(u,b)$, so that minimum is attained by a
+# single distribution (the parameters are unique only up to a shift of $b$ by a
+# constant) and is characterised by moment matching, $\mathbb E_{p_\theta}[\phi\mid c] =
 # \mathbb E_{\hat p_N}[\phi\mid c]$ for every seen context: a certificate we can
 # check independently of any optimiser.
 
@@ -152,7 +153,7 @@ report.metric("c1_moment_gap_max", moment.max())
 # %% [markdown]
 # The minimum forward KL in the family averages {glue:text}`c1_kl_star_mean:.4f`
 # nats over seeds. All starts agree to {glue:text}`c1_start_spread:.1e` nats
-# (convexity: a single minimiser), the gradient norm at the solutions is at most
+# (convexity: a single minimising distribution), the gradient norm at the solutions is at most
 # {glue:text}`c1_lbfgs_grad_max:.1e`, and the moment-matching residual is at most
 # {glue:text}`c1_moment_gap_max:.1e`.
 #

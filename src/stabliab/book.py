@@ -93,13 +93,13 @@ def claims_page(root: Path, profile: str, names: list[str]) -> str:
         out.append(f"## [{name}](generated/{name}.ipynb)\n\n"
                    f"Profile `{r['profile']}`, {len(m['seeds'])} seeds, commit `{m['git_commit']}`, "
                    f"{m['seconds']:.0f} s on {m.get('device', '?')}; {held} of {len(r['claims'])} records hold.\n\n"
-                   "| claim | verdict | measured | 95% interval | threshold | rule (n) | statement |\n"
-                   "|---|:-:|---|---|---|---|---|")
+                   "| claim | verdict | measured, 95% interval, rule (n) | threshold |\n"
+                   "|---|:-:|---|---|")
         for c in r["claims"]:
-            n = f" ({c['n']})" if c.get("n") else ""
-            out.append(f"| {c['id']} | {'✓' if c['holds'] else '✗'} | {c['value']:.3g} {c.get('unit', '')} | "
-                       f"{format_interval(c)} | {format_threshold(c)} | {c.get('rule', '?')}{n} | "
-                       f"{c['statement'].replace('|', '/')} |")
+            n = f", n = {c['n']}" if c.get("n") else ""
+            out.append(f"| **{c['id']}**<br>{c['statement'].replace('|', '/')} | {'✓' if c['holds'] else '✗'} | "
+                       f"{c['value']:.3g} {c.get('unit', '')}<br>{format_interval(c)}<br>*{c.get('rule', '?')}{n}* | "
+                       f"{format_threshold(c)} |")
         out.append("")
     return "\n".join(out) + "\n"
 

@@ -165,6 +165,7 @@ def write_json_atomic(path: Path, obj) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(_plain(obj), f, indent=1, ensure_ascii=False)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results and the published claims.json are not
     os.replace(tmp, path)
 
 
