@@ -60,6 +60,7 @@ gap_threshold = 1e-4  # in (0, 1]: nats; a trajectory has settled when its KL ga
 tail = 0.1  # in (0, 1): share of final steps over which the unstable gap is averaged
 reverse_eps = 0.01  # in (0, 1]: additive smoothing of p_hat for the reverse KL
 keep_tau = 0.01  # in (0, 1): a transition is kept when the model gives it at least this mass
+device = "auto"  # device: auto (the first CUDA device if there is one), cpu, cuda or cuda:N
 
 # %%
 import numpy as np
@@ -68,15 +69,18 @@ import torch
 import matplotlib.pyplot as plt
 
 from stabliab import claims, metrics, models, plots, train
+from stabliab.device import describe, setup
 from stabliab.sources import MarkovSource
 
 plots.setup()
+dev = setup(device)  # count models in float64 on this device
 seeds = list(range(seed, seed + n_seeds))
 report = claims.Report("01_forward_kl_stationarity", dict(
     seed=seed, n_seeds=n_seeds, vocab=vocab, order=order, sparsity=sparsity, dirichlet_alpha=dirichlet_alpha,
     source_seed=source_seed, n_sequences=n_sequences, seq_len=seq_len, rank=rank, lr_fractions=lr_fractions,
     unstable_fraction=unstable_fraction, steps=steps, lbfgs_starts=lbfgs_starts, gap_threshold=gap_threshold,
-    tail=tail, reverse_eps=reverse_eps, keep_tau=keep_tau), seeds)
+    tail=tail, reverse_eps=reverse_eps, keep_tau=keep_tau, device=device), seeds)
+report.set_device(describe(dev, "fp64"))
 
 # %% [markdown]
 # ## The source and the empirical distribution
@@ -123,10 +127,10 @@ pd.DataFrame({"seed": seeds, "H(p_hat) [nats]": H_hat, "true transitions unseen"
 # check independently of any optimiser.
 
 # %%
-family = models.LowRankSoftmax(src.n_contexts, vocab, rank=rank)
-C_t = torch.tensor(counts)  # [S, C, V]
-ctx_t = torch.tensor(np.stack([src.contexts_of(x).reshape(-1) for x in samples]))  # [S, n]
-tgt_t = torch.tensor(np.stack([x[:, order:].reshape(-1) for x in samples]))  # [S, n]
+family = models.LowRankSoftmax(src.n_contexts, vocab, rank=rank, device=dev)
+C_t = torch.tensor(counts, device=dev)  # [S, C, V]
+ctx_t = torch.tensor(np.stack([src.contexts_of(x).reshape(-1) for x in samples]), device=dev)  # [S, n]
+tgt_t = torch.tensor(np.stack([x[:, order:].reshape(-1) for x in samples]), device=dev)  # [S, n]
 
 # %% [markdown]
 # ## (b, first) The forward-KL minimiser, found independently
@@ -139,11 +143,11 @@ tgt_t = torch.tensor(np.stack([x[:, order:].reshape(-1) for x in samples]))  # [
 starts_counts = C_t.repeat_interleave(lbfgs_starts, 0)  # [S*starts, C, V]
 init = {k: v * 100 for k, v in family.init([10**6 + i for i in range(n_seeds * lbfgs_starts)]).items()}
 sol, sol_loss, sol_grad = train.minimize_lbfgs(lambda p: models.count_cross_entropy(family, p, starts_counts), init)
-kl_starts = sol_loss.numpy().reshape(n_seeds, lbfgs_starts) - H_hat[:, None]  # [S, starts]
+kl_starts = sol_loss.cpu().numpy().reshape(n_seeds, lbfgs_starts) - H_hat[:, None]  # [S, starts]
 best = kl_starts.argmin(1)
 KL_star = kl_starts[np.arange(n_seeds), best]  # [S]
 theta_star = {k: v.reshape(n_seeds, lbfgs_starts, *v.shape[1:])[np.arange(n_seeds), best] for k, v in sol.items()}
-moment = family.moment_gap(theta_star, C_t).numpy()
+moment = family.moment_gap(theta_star, C_t).cpu().numpy()
 report.metric("c1_lbfgs_starts", lbfgs_starts)
 report.metric("c1_kl_star_mean", KL_star.mean())
 report.metric("c1_start_spread", (kl_starts.max(1) - kl_starts.min(1)).max())
@@ -174,7 +178,7 @@ report.metric("c1_moment_gap_max", moment.max())
 # than the sample, not less.
 
 # %%
-Q_fwd = models.conditional_probs(family, theta_star).numpy()  # [S, C, V]
+Q_fwd = models.conditional_probs(family, theta_star).cpu().numpy()  # [S, C, V]
 H_fit = np.array([metrics.conditional_entropy(w, Q_fwd[s]) for s, (w, _) in enumerate(emp)])  # [S]
 outside = np.array([metrics.support_coverage(P, Q_fwd[s], w, keep_tau)["outside"] for s, (w, P) in enumerate(emp)])
 report.mean("C1.maxent", f"rank-{rank} log-linear forward-KL fit: entropy above the sample's, "
@@ -216,9 +220,9 @@ F = len(fractions)
 lr = torch.stack([edge * f for f in fractions], 1).reshape(-1)  # [M]
 mem_counts = C_t.repeat_interleave(F, 0)  # [M, C, V]
 mem_ctx, mem_tgt = ctx_t.repeat_interleave(F, 0), tgt_t.repeat_interleave(F, 0)
-H_mem = torch.tensor(H_hat).repeat_interleave(F)
-P_true = torch.tensor(src.P)
-pi = torch.tensor(src.stationary)
+H_mem = torch.tensor(H_hat, device=dev).repeat_interleave(F)
+P_true = torch.tensor(src.P, device=dev)
+pi = torch.tensor(src.stationary, device=dev)
 report.metric("c1_edge_mean", edge.mean().item())
 report.metric("c1_unstable_fraction", unstable_fraction)
 
@@ -249,7 +253,7 @@ stable = np.array([f < 1 for f in fractions] * n_seeds)  # [M]
 # (`models.count_forward_kl`). The identity says they are equal.
 
 # %%
-ident_err = np.abs(traj["ce_tokens"] - (H_mem.numpy()[None, :] + kl_emp))  # [L, M]
+ident_err = np.abs(traj["ce_tokens"] - (H_mem.cpu().numpy()[None, :] + kl_emp))  # [L, M]
 report.metric("c1_logged_steps", len(traj.step))
 report.metric("c1_members", ident_err.shape[1])
 report.metric("c1_identity_max_err", ident_err.max())
@@ -361,15 +365,15 @@ axes[1].legend(); plt.tight_layout(); plt.show()
 
 # %%
 report.metric("c1_tail_steps", n_tail)
-Ptil = torch.tensor(np.stack([metrics.smoothed_conditional(c, reverse_eps) for c in counts]))  # [S, C, V]
-W_hat = torch.tensor(np.stack([w for w, _ in emp]))  # [S, C]
+Ptil = torch.tensor(np.stack([metrics.smoothed_conditional(c, reverse_eps) for c in counts]), device=dev)  # [S, C, V]
+W_hat = torch.tensor(np.stack([w for w, _ in emp]), device=dev)  # [S, C]
 rev_init = {k: v * 100 for k, v in family.init([2 * 10**6 + i for i in range(n_seeds * lbfgs_starts)]).items()}
 rev_sol, rev_loss, _ = train.minimize_lbfgs(
     lambda p: models.count_reverse_kl(family, p, W_hat.repeat_interleave(lbfgs_starts, 0),
                                       Ptil.repeat_interleave(lbfgs_starts, 0)), rev_init)
-rbest = rev_loss.numpy().reshape(n_seeds, lbfgs_starts).argmin(1)
+rbest = rev_loss.cpu().numpy().reshape(n_seeds, lbfgs_starts).argmin(1)
 theta_rev = {k: v.reshape(n_seeds, lbfgs_starts, *v.shape[1:])[np.arange(n_seeds), rbest] for k, v in rev_sol.items()}
-Q_rev = models.conditional_probs(family, theta_rev).numpy()
+Q_rev = models.conditional_probs(family, theta_rev).cpu().numpy()
 rows = []
 for s in range(n_seeds):
     w, P = emp[s]
@@ -417,7 +421,7 @@ plt.show()
 
 # %%
 report.metric("c1_keep_tau", keep_tau)
-full = models.CategoricalTable(src.n_contexts, vocab)
+full = models.CategoricalTable(src.n_contexts, vocab, device=dev)
 # the Hessian of a softmax cross-entropy in the logits of context c is w_c (diag(p) - p p^T) <= w_c / 2,
 # so eta = 1 / max_c w_c is below the edge 2 / lambda_max everywhere on the trajectory
 lr_full = 1.0 / W_hat.max(1).values  # [S]

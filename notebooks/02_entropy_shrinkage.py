@@ -77,6 +77,8 @@ mechanism_lr = 0.01  # in (0, 1]: its learning rate
 mechanism_batch = 128  # in [1, 65536]: its sequences per step
 mechanism_tol = 0.05  # in (0, 1): (b) holds when H_model / H(p_hat) lies within 1 +- this
 mm_tol = 0.25  # in (0, 1): (b) holds when measured deficit / Miller-Madow lies within 1 +- this
+device = "auto"  # device: auto (the first CUDA device if there is one), cpu, cuda or cuda:N
+precision = "fp32"  # one of {fp32, bf16}: bf16 autocast for the neural models; cross-entropy and entropies in fp32
 
 # %%
 import numpy as np
@@ -85,16 +87,19 @@ import torch
 import matplotlib.pyplot as plt
 
 from stabliab import claims, metrics, models, plots, train
+from stabliab.device import describe, setup
 from stabliab.sources import MarkovSource, ZipfModes
 
 plots.setup()
+dev = setup(device, precision)
 seeds = list(range(seed, seed + n_seeds))
 report = claims.Report("02_entropy_shrinkage", {k: globals()[k] for k in [
     "seed", "n_seeds", "vocab", "order", "sparsity", "dirichlet_alpha", "source_seed", "seq_len", "archs",
     "n_values", "steps", "lr", "batch_size", "d_model", "hidden", "layers", "heads", "mlp_context", "n_evals",
     "n_gen", "n_heldout", "bias_reps", "n_modes", "mode_len", "zipf_exponent", "n_mode_samples", "mode_steps",
     "top_m", "ratio_threshold", "mechanism_steps", "mechanism_lr", "mechanism_batch", "mechanism_tol",
-    "mm_tol"]}, seeds)
+    "mm_tol", "device", "precision"]}, seeds)
+report.set_device(describe(dev, precision))
 arch_kw = dict(d=d_model, hidden=hidden, layers=layers, heads=heads, context=mlp_context, max_len=max(seq_len, mode_len) + 1)
 src = MarkovSource.random(vocab, sparsity=sparsity, alpha=dirichlet_alpha, order=order, seed=source_seed)
 H_true = src.entropy_rate
@@ -194,10 +199,10 @@ report.metric("c2_deficit_neg", float(np.mean(deficit < 0)))
 samples0 = [src.sample(N0, seq_len, seed=1_000 + s) for s in seeds]  # the training samples of (c) at N0
 emp0 = [metrics.empirical_conditional(src.transition_counts(x)) for x in samples0]
 H_hat0 = np.array([metrics.conditional_entropy(w, P) for w, P in emp0])
-traj_m, base_m = train.train_lm("mlp", torch.stack([train.with_bos(x, vocab) for x in samples0]), vocab=vocab,
+traj_m, base_m = train.train_lm("mlp", torch.stack([train.with_bos(x, vocab, dev) for x in samples0]), vocab=vocab,
                                 seeds=seeds, steps=mechanism_steps, lr=mechanism_lr, batch_size=mechanism_batch,
-                                desc="order-matched mlp", **{**arch_kw, "context": order})
-Q_mech = [models.ngram_table(train.member(base_m, traj_m.params, s), src.context_tokens()).numpy()
+                                precision=precision, desc="order-matched mlp", **{**arch_kw, "context": order})
+Q_mech = [models.ngram_table(train.member(base_m, traj_m.params, s), src.context_tokens()).cpu().numpy()
           for s in range(n_seeds)]  # each [C, V]
 H_mech = np.array([metrics.conditional_entropy(w, Q) for (w, _), Q in zip(emp0, Q_mech)])
 kl_mech = np.array([metrics.conditional_kl(w, P, Q) for (w, P), Q in zip(emp0, Q_mech)])
@@ -242,21 +247,21 @@ mech.round(4)
 report.metric("c2_seq_len", seq_len)
 report.metric("c2_n_evals", n_evals)
 evals = train.eval_schedule(steps, n_evals)
-heldout = torch.stack([train.with_bos(src.sample(n_heldout, seq_len, seed=99_000 + s), vocab) for s in seeds])
-gen_H = train.generation_entropy_eval(64, seq_len, seed=5_000, skip=order)
+heldout = torch.stack([train.with_bos(src.sample(n_heldout, seq_len, seed=99_000 + s), vocab, dev) for s in seeds])
+gen_H = train.generation_entropy_eval(64, seq_len, seed=5_000, skip=order, precision=precision)
 runs = {}  # (arch, N) -> dict
 for N in n_values:
     samples = samples0 if N == N0 else [src.sample(N, seq_len, seed=1_000 + s) for s in seeds]
     H_hat = np.array([metrics.conditional_entropy(*metrics.empirical_conditional(src.transition_counts(x))) for x in samples])
-    data = torch.stack([train.with_bos(x, vocab) for x in samples])
+    data = torch.stack([train.with_bos(x, vocab, dev) for x in samples])
     for arch in archs:
         traj, base = train.train_lm(arch, data, vocab=vocab, seeds=seeds, steps=steps, lr=lr, batch_size=batch_size,
-                                    heldout=heldout, eval_every=evals, eval_fns={"gen_H": gen_H},
+                                    heldout=heldout, eval_every=evals, eval_fns={"gen_H": gen_H}, precision=precision,
                                     desc=f"{arch} N={N}", **arch_kw)
-        tok, lq = train.sample_members(base, traj.params, n_gen, seq_len, seed=7_000)
+        tok, lq = train.sample_members(base, traj.params, n_gen, seq_len, seed=7_000, precision=precision)
         h_final = np.array([metrics.generation_entropy(q, skip=order).mean() for q in lq])  # [S]
         gen_counts = [src.transition_counts(t) for t in tok]
-        runs[arch, N] = dict(traj=traj, H_hat=H_hat, h_final=h_final,
+        runs[arch, N] = dict(traj=traj, base=base, H_hat=H_hat, h_final=h_final,
                              coverage=np.array([metrics.transition_coverage(src.P, c) for c in gen_counts]),
                              data_coverage=np.array([metrics.transition_coverage(src.P, src.transition_counts(x)) for x in samples]))
 
@@ -346,6 +351,33 @@ report.metric("c2_N_large", N_large)
 # transition statistics. Such a ✓ supports "maximum likelihood shrinks entropy",
 # not the Miller–Madow mechanism of part (b).
 #
+# **Precision.** The same trained models evaluated with bf16 autocast instead of
+# fp32 (the `precision` parameter; the cross-entropy and the entropies are
+# always accumulated in fp32): the absolute change of each reported quantity,
+# largest over seeds, at $N$ = {glue:text}`c2_N_small`. Training itself in bf16
+# also changes the trajectory, which this table does not show; the notebook was
+# run in {glue:text}`c2_precision` here.
+
+# %%
+prec_rows = []
+for arch in archs:
+    r0 = runs[arch, N0]
+    eff = train.precision_effect(r0["base"], r0["traj"].params, heldout, n=64, length=seq_len, seed=7_000, skip=order)
+    prec_rows.append({"family": arch,
+                      "held-out CE, fp32 [nats/token]": eff["heldout_fp32"].mean(),
+                      "max |Δ held-out CE| bf16 − fp32": np.abs(eff["heldout_bf16"] - eff["heldout_fp32"]).max(),
+                      "generative entropy, fp32": eff["gen_H_fp32"].mean(),
+                      "max |Δ generative entropy|": np.abs(eff["gen_H_bf16"] - eff["gen_H_fp32"]).max(),
+                      "sampled tokens that agree": eff["token_agreement"].mean()})
+report.metric("c2_precision", precision)
+report.glue_table("c2_precision_table", pd.DataFrame(prec_rows).set_index("family"))
+pd.DataFrame(prec_rows).set_index("family")
+
+# %% [markdown]
+# Samples drawn in bf16 follow the fp32 samples until the first token whose
+# cumulative probability lands on the other side of the shared uniform, and
+# diverge from there; the entropy estimates move by the amounts in the table.
+#
 # ## (d) Mode concentration
 #
 # A Zipfian mixture of {glue:text}`c2_n_modes` modes, each a fixed sequence of
@@ -369,17 +401,18 @@ zipf = ZipfModes.random(n_modes, mode_len, vocab, exponent=zipf_exponent, seed=s
 mode_rows, mass_rows = [], []
 for arch in archs:
     seqs, ids = zip(*[zipf.sample(n_mode_samples, seed=2_000 + s) for s in seeds])
-    data = torch.stack([train.with_bos(x, vocab) for x in seqs])
+    data = torch.stack([train.with_bos(x, vocab, dev) for x in seqs])
     traj, base = train.train_lm(arch, data, vocab=vocab, seeds=seeds, steps=mode_steps, lr=lr, batch_size=batch_size,
+                                precision=precision,
                                 desc=f"{arch} modes", **arch_kw)
-    tok, lq = train.sample_members(base, traj.params, n_gen, mode_len, seed=8_000)
+    tok, lq = train.sample_members(base, traj.params, n_gen, mode_len, seed=8_000, precision=precision)
     for s in range(n_seeds):
         freq = np.bincount(ids[s], minlength=n_modes)
         top = np.argsort(-freq, kind="stable")[:min(top_m, n_modes)]  # the sample's most frequent modes
         seen = np.zeros(n_modes, bool)
         seen[np.unique(ids[s])] = True
         mod = train.member(base, traj.params, s)
-        p_mode = mod.sequence_logprob(torch.tensor(zipf.modes)).exp().numpy()  # exact model mass of each mode
+        p_mode = mod.sequence_logprob(torch.tensor(zipf.modes, device=dev)).exp().cpu().numpy()  # exact mass of each mode
         gen_ids = zipf.identify(tok[s])
         mode_rows.append({
             "arch": arch, "seed": seeds[s],

@@ -93,6 +93,8 @@ temp_arch = "gru"  # one of {mlp, gru, lstm, transformer}: family of the tempera
 temp_sweep = [0.5]  # in (0, 10]: further fed-back temperatures compared with the default
 n_gen = 64  # in [2, 100000]: generations per seed (one per held-out prompt)
 share_threshold = 0.9  # in (0, 1]: C3 needs the effect in at least this share of seeds
+device = "auto"  # device: auto (the first CUDA device if there is one), cpu, cuda or cuda:N
+precision = "fp32"  # one of {fp32, bf16}: bf16 autocast for the neural models; cross-entropy and entropies in fp32
 
 # %%
 import numpy as np
@@ -102,16 +104,19 @@ import matplotlib.pyplot as plt
 
 from stabliab import claims, metrics, plots, train
 from stabliab.feedback import FeedbackConfig
+from stabliab.device import describe, setup
 from stabliab.sources import CharCorpus, MarkovSource
 
 plots.setup()
+dev = setup(device, precision)
 seeds = list(range(seed, seed + n_seeds))
 report = claims.Report("03_cross_seed_repetition", {k: globals()[k] for k in [
     "seed", "n_seeds", "archs", "corpora", "modes", "train_chars", "markov_sequences", "markov_vocab", "seq_len",
     "prompt_len", "steps", "lr", "batch_size", "d_model", "hidden", "layers", "heads", "mlp_context", "fb_statistic",
     "fb_every", "fb_start_frac", "fb_samples", "fb_temperature", "fb_kp", "fb_ki", "fb_beta_max", "fb_ema", "fb_tolerance", "fb_lam",
     "fb_target",
-    "temp_arch", "temp_sweep", "n_gen", "share_threshold"]}, seeds)
+    "temp_arch", "temp_sweep", "n_gen", "share_threshold", "device", "precision"]}, seeds)
+report.set_device(describe(dev, precision))
 if "off" not in modes:
     raise ValueError("modes must include 'off', the maximum-likelihood baseline")
 gen_len = seq_len - prompt_len
@@ -138,14 +143,15 @@ if "shakespeare" in corpora:
     corpus = CharCorpus.shakespeare(max_train_chars=train_chars)
     win = corpus.windows("train", seq_len)  # [N, T] shared by all seeds (each seed draws its own batches)
     held = corpus.windows("heldout", seq_len, n=n_gen, seed=seed)
-    data["shakespeare"] = dict(vocab=corpus.vocab, train=train.with_bos(win, corpus.vocab)[None].expand(n_seeds, -1, -1),
+    data["shakespeare"] = dict(vocab=corpus.vocab, train=train.with_bos(win, corpus.vocab, dev)[None].expand(n_seeds, -1, -1),
                                prompts=torch.tensor(held[:, :prompt_len]), human=held[:, prompt_len:],
                                decode=corpus.decode, H_true=None)
     report.metric("c3_train_chars", int(win.size))
     report.metric("c3_heldout_plays", ", ".join(corpus.heldout_names))
 if "markov" in corpora:
     src = MarkovSource.random(markov_vocab, sparsity=0.5, alpha=0.5, seed=0)
-    mtrain = torch.stack([train.with_bos(src.sample(markov_sequences, seq_len, seed=1_000 + s), markov_vocab) for s in seeds])
+    mtrain = torch.stack([train.with_bos(src.sample(markov_sequences, seq_len, seed=1_000 + s), markov_vocab, dev)
+                          for s in seeds])
     mheld = src.sample(n_gen, seq_len, seed=99_000)
     data["markov"] = dict(vocab=markov_vocab, train=mtrain, prompts=torch.tensor(mheld[:, :prompt_len]),
                           human=mheld[:, prompt_len:], decode=lambda ids: " ".join(map(str, np.asarray(ids).tolist())),
@@ -173,11 +179,12 @@ def feedback_config(mode, temperature=fb_temperature):
 def run(corpus_name, mode, arch, temperature=fb_temperature):
     d = data[corpus_name]
     traj, base = train.train_lm(arch, d["train"], vocab=d["vocab"], seeds=seeds, steps=steps, lr=lr,
-                                batch_size=batch_size, feedback=feedback_config(mode, temperature),
+                                batch_size=batch_size, feedback=feedback_config(mode, temperature), precision=precision,
                                 desc=f"{corpus_name} {arch} {mode} T={temperature:g}", **arch_kw)
     out = dict(traj=traj)
     for dec, kw in [("T=1", {}), ("greedy", {"greedy": True})]:
-        tok, lq = train.sample_members(base, traj.params, n_gen, gen_len, seed=4_242, prompt=d["prompts"], **kw)
+        tok, lq = train.sample_members(base, traj.params, n_gen, gen_len, seed=4_242, prompt=d["prompts"],
+                                       precision=precision, **kw)
         out[dec] = (tok, lq)
         out[dec + " measures"] = [metrics.degeneration_table(tok[s], lq[s]) for s in range(n_seeds)]
     return out

@@ -142,3 +142,55 @@ def test_ngram_table_is_the_models_conditional_at_each_context():
     assert torch.allclose(p, Q[c], atol=1e-12)
     with pytest.raises(ValueError, match="contexts"):
         models.ngram_table(mod, src.context_tokens()[:, :1])
+
+
+# ---------------------------------------------------------------- devices and precision
+def assert_on_device(obj, device):
+    """Every parameter and buffer (of a module) or tensor (of a params dict) is on `device`."""
+    dev = torch.device(device)
+    tensors = (list(obj.parameters()) + list(obj.buffers())) if isinstance(obj, torch.nn.Module) else list(obj.values())
+    assert tensors and all(t.device.type == dev.type and (dev.index is None or t.device.index == dev.index)
+                           for t in tensors), {str(t.device) for t in tensors}
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("arch", ["mlp", "gru", "transformer"])
+def test_training_and_sampling_stay_on_the_requested_device(device, arch):
+    x = train.with_bos(np.random.default_rng(0).integers(0, 5, (2, 6, 9)), 5, device)
+    traj, base = train.train_lm(arch, x, vocab=5, seeds=[0, 1], steps=3, batch_size=4, d=8, hidden=8, layers=1,
+                                heads=2, context=2, max_len=16, heldout=x)
+    assert_on_device(traj.params, device)
+    assert_on_device(base, device)
+    assert_on_device(train.member(base, traj.params, 1), device)
+    tok, lq = train.sample_members(base, traj.params, 3, 5, seed=0)
+    assert tok.shape == (2, 3, 5) and np.all(lq <= 0)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "gru", "lstm", "transformer"])
+@pytest.mark.parametrize("kw", [{}, {"temperature": 0.7}, {"greedy": True}, {"prompt": "yes"}])
+def test_batched_sampling_gives_the_tokens_of_the_per_member_path(arch, kw):
+    mods = [models.build_lm(arch, 7, s, d=16, hidden=16, layers=2, heads=2, context=3, max_len=40) for s in range(3)]
+    params = train.stack_members(mods)
+    if "prompt" in kw:
+        kw = {"prompt": torch.randint(0, 7, (5, 4), generator=torch.Generator().manual_seed(0))}
+    tb, qb = train.sample_members(mods[0], params, 5, 20, seed=11, batched=True, **kw)
+    tl, ql = train.sample_members(mods[0], params, 5, 20, seed=11, batched=False, **kw)
+    assert np.array_equal(tb, tl)
+    assert np.allclose(qb, ql, atol=1e-5, rtol=0)
+    t0, _ = mods[2].sample(5, 20, seed=13, **kw)  # member m uses seed + m, alone or batched
+    assert np.array_equal(tb[2], t0.numpy())
+
+
+def test_bf16_autocast_changes_the_loss_by_rounding_only_and_reports_fp32():
+    x = train.with_bos(np.random.default_rng(1).integers(0, 9, (2, 8, 17)), 9)
+    mods = [models.build_lm("transformer", 9, s, d=32, layers=2, heads=2, max_len=32) for s in range(2)]
+    params = train.stack_members(mods)
+    l32 = train.lm_loss(mods[0], params, x, precision="fp32")
+    l16 = train.lm_loss(mods[0], params, x, precision="bf16")
+    assert l16.dtype == torch.float32 and not torch.equal(l16, l32)
+    assert torch.allclose(l16, l32, atol=0.02)  # bf16 has 8 bits of mantissa: ~0.4% per product
+    tok, lq = train.sample_members(mods[0], params, 4, 6, seed=0, precision="bf16")
+    assert lq.dtype == np.float64 and np.all(lq <= 0)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from stabliab import book, params, runner
 
@@ -83,8 +84,10 @@ def test_smoke_run_writes_results_whose_c1_holds(smoke_run):
     assert res["notebook"] == NB and res["profile"] == "smoke"
     assert res["parameters"]["seed"] == 3
     assert res["manifest"]["seeds"] == [3, 4]
-    for key in ["git_commit", "source_hash", "started", "seconds", "python", "torch", "device"]:
+    for key in ["git_commit", "source_hash", "started", "seconds", "python", "torch", "device", "precision"]:
         assert key in res["manifest"]
+    assert res["parameters"]["device"] == "auto"
+    assert res["manifest"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     claims = {c["id"]: c for c in res["claims"]}
     assert claims["C1"]["holds"] and claims["C1.identity"]["holds"] and claims["C1.unstable"]["holds"]
     assert claims["C1"]["interval"][1] < claims["C1"]["threshold"]
@@ -119,7 +122,8 @@ def test_unchanged_rerun_is_skipped_and_source_edits_make_it_stale(smoke_run):
     (["-p", "rank", "0"], "out of range"),
     (["-p", "lr_fractions", "[0.5, 1.5]"], "out of range"),
     (["--profile", "huge"], "unknown profile 'huge'"),
-])
+    (["-p", "device", "gpu"], "parameter 'device'"),
+] + ([] if torch.cuda.is_available() else [(["-p", "device", "cuda"], "parameter 'device'")]))
 def test_bad_parameters_exit_2_with_one_line_and_leave_results_intact(smoke_run, args, needle):
     repo, _ = smoke_run
     res = runner.results_path(repo, "smoke", NB)
@@ -200,3 +204,19 @@ def test_smoke_notebook_03_produces_the_c3_record_and_is_repeatable(repo):
     assert r.returncode == 0, r.stderr[-3000:]
     second = json.loads(runner.results_path(repo, "smoke", name).read_text())
     assert second["claims"] == first["claims"] and second["metrics"] == first["metrics"]
+
+
+@pytest.mark.parametrize("name", ["01_forward_kl_stationarity", "02_entropy_shrinkage", "03_cross_seed_repetition"])
+def test_explicit_cpu_device_gives_the_numbers_of_auto_here(repo, name):
+    """-p device cpu runs every notebook on the CPU and names it in the manifest; on a machine
+    without CUDA, auto resolves to the CPU, so the records are those of the default run."""
+    r = cli(repo, "run", name, "--profile", "smoke", "-p", "device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(runner.results_path(repo, "smoke", name).read_text())
+    assert res["manifest"]["device"] == "cpu" and res["parameters"]["device"] == "cpu"
+    if torch.cuda.is_available():
+        return
+    r = cli(repo, "run", name, "--profile", "smoke")  # auto (cached when another test ran it already)
+    assert r.returncode == 0, r.stderr[-3000:]
+    auto = json.loads(runner.results_path(repo, "smoke", name).read_text())
+    assert auto["manifest"]["device"] == "cpu" and auto["claims"] == res["claims"]

@@ -177,6 +177,11 @@ class Report:
         self.claims: list[Claim] = []
         self.metrics: dict = {}
         self.level = LEVEL
+        self.device = {"device": "cpu", "precision": "fp32"}
+
+    def set_device(self, info: dict) -> None:
+        """Where the numbers were computed (device.describe): goes into the manifest."""
+        self.device = dict(info)
 
     def claim(self, id: str, statement: str, value: float, interval, threshold, comparator: str = "<",
               unit: str = "", rule: str = "mean", n: int | None = None, **extra) -> Claim:
@@ -275,13 +280,12 @@ class Report:
     def to_dict(self) -> dict:
         try:
             import torch
-            tv, dev = torch.__version__, ("cuda" if torch.cuda.is_available() else "cpu")
+            tv = torch.__version__
         except ImportError:  # pragma: no cover
-            tv, dev = None, "cpu"
+            tv = None
         return {"notebook": self.notebook, "parameters": self.parameters,
                 "claims": [asdict(c) for c in self.claims], "metrics": self.metrics,
-                "manifest": {"python": platform.python_version(), "torch": tv, "device": dev,
-                             "seeds": self.seeds}}
+                "manifest": {"python": platform.python_version(), "torch": tv, **self.device, "seeds": self.seeds}}
 
     def save(self) -> Path:
         path = os.environ.get("STABLIAB_RESULTS_FILE") or Path("results") / "adhoc" / f"{self.notebook}.json"

@@ -113,6 +113,7 @@ class Feedback:
     M: int
     vocab: int
     batched: bool = True  # evaluate the own-sample loss as training does (vmap or loop over members)
+    precision: str = "fp32"  # as training does
     log: dict = field(default_factory=lambda: {"step": [], "stat": [], "setpoint": [], "beta": []})
 
     def __post_init__(self):
@@ -134,16 +135,16 @@ class Feedback:
     def loss(self, base, params, step: int, data_loss: torch.Tensor) -> torch.Tensor:
         """[M] the training loss at `step` given the data cross-entropy."""
         from .train import lm_loss
-        self.trace["data_loss"].append(data_loss.detach().cpu().numpy())
+        self.trace["data_loss"].append(data_loss.detach())  # on the device; moved once, in arrays()
         own = None
         if self.active(step) and self.buffer is not None and (self.cfg.mode == "self_consume" or np.any(self.beta > 0)):
-            own = lm_loss(base, params, self.buffer, self.batched)
-        self.trace["own_loss"].append(np.full(self.M, np.nan) if own is None else own.detach().cpu().numpy())
+            own = lm_loss(base, params, self.buffer, self.batched, self.precision)
+        self.trace["own_loss"].append(torch.full_like(data_loss, float("nan")).detach() if own is None else own.detach())
         if own is None:
             return data_loss
         if self.cfg.mode == "self_consume":
             return (1 - self.cfg.lam) * data_loss + self.cfg.lam * own
-        return data_loss + torch.as_tensor(self.beta, dtype=data_loss.dtype) * own
+        return data_loss + torch.as_tensor(self.beta, dtype=data_loss.dtype, device=data_loss.device) * own
 
     @torch.no_grad()
     def measure(self, base, params, step: int) -> None:
@@ -152,7 +153,8 @@ class Feedback:
         if step % self.cfg.every:
             return
         tok, lq = sample_members(base, params, self.cfg.n_samples, self.cfg.length,
-                                 seed=self.cfg.seed + 7919 * self.n_measured, temperature=self.cfg.temperature)
+                                 seed=self.cfg.seed + 7919 * self.n_measured, temperature=self.cfg.temperature,
+                                 precision=self.precision)
         self.n_measured += 1
         stats = np.empty(self.M)
         for m in range(self.M):
@@ -168,7 +170,7 @@ class Feedback:
                 self.beta = self.ctrl.update(stats - self.setpoint)
             elif self.cfg.mode == "self_consume":
                 self.beta = np.full(self.M, self.cfg.lam)
-            self.buffer = with_bos(tok, self.vocab)
+            self.buffer = with_bos(tok, self.vocab, device=next(iter(params.values())).device)
         if self.cfg.mode == "self":
             self.setpoint = self.cfg.ema * self.setpoint + (1 - self.cfg.ema) * stats
         for k, v in [("step", step), ("stat", stats), ("setpoint", self.setpoint.copy()), ("beta", self.beta.copy())]:
@@ -179,4 +181,4 @@ class Feedback:
         own_loss [steps + 1, M] at every step (the data cross-entropy is what maximum
         likelihood alone would minimise; own_loss is NaN where the term is unused)."""
         return {**{k: np.asarray(v) for k, v in self.log.items()},
-                **{k: np.asarray(v) for k, v in self.trace.items()}}
+                **{k: torch.stack(v).cpu().numpy() for k, v in self.trace.items()}}

@@ -45,10 +45,12 @@ class CategoricalTable:
     init_scale: float = 0.01
     dtype: torch.dtype = torch.float64
 
+    device: str = "cpu"
+
     def init(self, seeds) -> dict[str, torch.Tensor]:
         T = torch.stack([torch.randn(self.n_ctx, self.vocab, generator=_gen(s), dtype=self.dtype)
-                         for s in seeds]) * self.init_scale  # [M, C, V]
-        return {"T": T}
+                         for s in seeds]) * self.init_scale  # [M, C, V], drawn on the CPU: same numbers anywhere
+        return {"T": T.to(self.device)}
 
     def logits(self, params) -> torch.Tensor:
         return params["T"]  # [M, C, V]
@@ -73,19 +75,20 @@ class LowRankSoftmax:
     feature_seed: int = 0
     init_scale: float = 0.01
     dtype: torch.dtype = torch.float64
+    device: str = "cpu"
 
     def __post_init__(self):
         if not 1 <= self.rank < self.vocab:
             raise ValueError(f"rank must lie in [1, {self.vocab - 1}]")
         g = _gen(self.feature_seed)
-        self.phi = torch.randn(self.vocab, self.rank, generator=g, dtype=self.dtype)  # [V, r]
+        self.phi = torch.randn(self.vocab, self.rank, generator=g, dtype=self.dtype).to(self.device)  # [V, r]
 
     def init(self, seeds) -> dict[str, torch.Tensor]:
         U = [torch.randn(self.n_ctx, self.rank, generator=_gen(s), dtype=self.dtype) for s in seeds]
         M = len(U)
         return {
-            "U": torch.stack(U) * self.init_scale,  # [M, C, r]
-            "b": torch.zeros(M, self.vocab, dtype=self.dtype),  # [M, V]
+            "U": (torch.stack(U) * self.init_scale).to(self.device),  # [M, C, r]
+            "b": torch.zeros(M, self.vocab, dtype=self.dtype, device=self.device),  # [M, V]
         }
 
     def logits(self, params) -> torch.Tensor:
@@ -138,7 +141,7 @@ def sequence_cross_entropy(family, params, ctx: torch.Tensor, tgt: torch.Tensor)
     """[M] mean over tokens of -log p_theta(tgt | ctx), read off the token sequences
     (ctx, tgt: [M, n] context index and next token per position, one sample per member)."""
     logp = torch.log_softmax(family.logits(params), dim=-1)  # [M, C, V]
-    m = torch.arange(logp.shape[0])[:, None]
+    m = torch.arange(logp.shape[0], device=logp.device)[:, None]
     return -logp[m, ctx, tgt].mean(1)
 
 
@@ -171,6 +174,10 @@ class LM(nn.Module):
     def bos(self) -> int:
         return self.vocab
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def start(self, n: int):
         """Decoding state after reading BOS: (logits [n, V], state)."""
         raise NotImplementedError
@@ -190,10 +197,11 @@ class LM(nn.Module):
         was = self.training
         self.eval()
         g = torch.Generator().manual_seed(int(seed))
-        u = torch.rand(n, length, generator=g, dtype=torch.float64)  # one uniform per token, drawn up front
+        # one uniform per token, drawn up front on the CPU: the same tokens on every device
+        u = torch.rand(n, length, generator=g, dtype=torch.float64).to(self.device)
         logits, state = self.start(n)
         if prompt is not None:
-            prompt = torch.as_tensor(prompt, dtype=torch.long)
+            prompt = torch.as_tensor(prompt, dtype=torch.long).to(self.device)
             if prompt.shape[0] != n:
                 raise ValueError(f"prompt has {prompt.shape[0]} rows for n = {n}")
             for t in range(prompt.shape[1]):
@@ -203,7 +211,7 @@ class LM(nn.Module):
             logp = sampling_logprobs(logits, temperature=temperature, top_k=top_k, top_p=top_p)  # [n, V]
             if greedy:
                 x = logits.argmax(-1)
-                lq = torch.zeros(n, dtype=logp.dtype)
+                lq = torch.zeros(n, dtype=logp.dtype, device=logp.device)
             else:
                 cdf = logp.double().exp().cumsum(-1)
                 x = (u[:, t, None] > cdf).sum(-1).clamp_max(self.vocab - 1)
@@ -262,7 +270,7 @@ class MLPNGram(LM):
         return self.fc2(torch.tanh(self.fc1(e)))  # [B, T, V]
 
     def start(self, n):
-        w = torch.full((n, self.context), self.bos, dtype=torch.long)
+        w = torch.full((n, self.context), self.bos, dtype=torch.long, device=self.device)
         return self._logits(w), w
 
     def step(self, x, w):
@@ -277,7 +285,7 @@ class MLPNGram(LM):
 def ngram_table(model: MLPNGram, contexts) -> torch.Tensor:
     """[C, V] the conditionals p(. | context) of an MLP n-gram model for token contexts
     [C, context] (oldest first): the whole model, when its window is the source's order."""
-    w = torch.as_tensor(np.asarray(contexts), dtype=torch.long)
+    w = torch.as_tensor(np.asarray(contexts), dtype=torch.long).to(model.device)
     if w.ndim != 2 or w.shape[1] != model.context:
         raise ValueError(f"contexts must be [C, {model.context}] tokens, got {tuple(w.shape)}")
     return torch.softmax(model._logits(w).double(), -1)
@@ -305,7 +313,7 @@ class _Recurrent(LM):
         return self.out(torch.stack(hs, 1))  # [B, T, V]
 
     def start(self, n):
-        return self.step(torch.full((n,), self.bos, dtype=torch.long), None)
+        return self.step(torch.full((n,), self.bos, dtype=torch.long, device=self.device), None)
 
     def step(self, x, state):
         e = self.wx(self.emb(x))  # [n, G*h]
@@ -366,7 +374,7 @@ class _Block(nn.Module):
             k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
         T = k.shape[2]
         att = q @ k.transpose(-1, -2) / math.sqrt(d // H)  # [B, H, t, T]
-        causal = torch.ones(t, T, dtype=torch.bool).tril(T - t)  # new position i sees keys <= T - t + i
+        causal = torch.ones(t, T, dtype=torch.bool, device=x.device).tril(T - t)  # new position i sees keys <= T - t + i
         att = att.masked_fill(~causal, -math.inf).softmax(-1)
         y = (att @ v).transpose(1, 2).reshape(B, t, d)
         x = x + self.proj(y)
@@ -391,7 +399,7 @@ class Transformer(LM):
     def _run(self, x, offset: int, caches=None):
         if offset + x.shape[1] > self.max_len:
             raise ValueError(f"sequence longer than max_len={self.max_len}")
-        h = self.emb(x) + self.pos(torch.arange(offset, offset + x.shape[1]))  # [B, t, d]
+        h = self.emb(x) + self.pos(torch.arange(offset, offset + x.shape[1], device=x.device))  # [B, t, d]
         new = []
         for i, blk in enumerate(self.blocks):
             h, kv = blk(h, None if caches is None else caches[i])
@@ -405,7 +413,7 @@ class Transformer(LM):
     use_cache: bool = True
 
     def start(self, n):
-        ctx = torch.full((n, 1), self.bos, dtype=torch.long)
+        ctx = torch.full((n, 1), self.bos, dtype=torch.long, device=self.device)
         logits, caches = self._run(ctx, 0)
         return logits[:, -1], (ctx, caches)
 

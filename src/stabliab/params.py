@@ -7,8 +7,10 @@ Every assignment in the cell tagged "parameters" may carry a constraint in its c
     lr_fractions = [0.5]  # in (0, 100): fractions of the stability edge
 
 Types come from the default value (an int parameter takes ints, a float takes
-ints or floats, a list takes a list whose items obey the constraint). A bad value
-raises ParameterError, whose one-line message names the parameter and what is allowed.
+ints or floats, a list takes a list whose items obey the constraint). A parameter
+named `device` (auto, cpu, cuda, cuda:N) must name a device this machine has. A bad
+value raises ParameterError, whose one-line message names the parameter and what
+is allowed.
 """
 from __future__ import annotations
 
@@ -99,7 +101,15 @@ class ParamSpec:
         return v
 
     def check(self, v):
-        """The validated value (ints widened to float where the default is a float)."""
+        """The validated value (ints widened to float where the default is a float).
+        A parameter named `device` must name a device this machine has."""
+        if self.name == "device":
+            from .device import resolve
+            try:
+                resolve(v)
+            except ValueError as e:
+                raise ParameterError(f"parameter 'device': {e}") from None
+            return v
         if self.kind is list:
             if not isinstance(v, list) or not v:
                 raise ParameterError(f"parameter {self.name!r}: got {v!r}; allowed: {self.allowed()} (non-empty)")

@@ -61,6 +61,9 @@ def cache_key(root: Path, name: str, params: dict) -> str:
         h.update(str(f.relative_to(pkg)).encode())
         h.update(f.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
+    if "device" in params:  # 'auto' is a different computation on a GPU machine
+        from .device import describe, resolve
+        h.update(describe(resolve(params["device"]))["device_name"].encode())
     h.update(platform.python_version().encode())
     h.update(_torch_version().encode())
     return h.hexdigest()

@@ -32,7 +32,7 @@ def progress(iterable, **kw):
 
 def _per_member(x, M: int, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a scalar or [M] value to multiply a [M, ...] tensor."""
-    x = torch.as_tensor(x, dtype=like.dtype)
+    x = torch.as_tensor(x, dtype=like.dtype, device=like.device)
     if x.ndim == 0:
         return x
     if x.shape != (M,):
@@ -134,23 +134,22 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
         loss = loss_fn(params, t)  # [M]
         grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
         logging = t % log_every == 0 or t == steps
-        if logging:
+        if logging:  # logged values stay on the device until the end (no sync per step)
             rows["step"].append(t)
-            rows["loss"].append(loss.detach().cpu().numpy())
-            rows["grad_norm"].append(member_norm(grads.values(), M).cpu().numpy())
+            rows["loss"].append(loss.detach())
+            rows["grad_norm"].append(member_norm(grads.values(), M).detach())
             with torch.no_grad():
                 for name, fn in log_fns.items():
-                    rows[name].append(np.asarray(fn(params).detach().cpu()))
+                    rows[name].append(fn(params).detach())
         if t == steps:
-            rows["step_size"].append(np.zeros(M))
+            rows["step_size"].append(torch.zeros_like(rows["grad_norm"][-1]))
             break
         with torch.no_grad():
             before = {k: p.clone() for k, p in params.items()} if logging else None
             opt.step(params, grads, M)
             if logging:
-                rows["step_size"].append(
-                    member_norm([params[k] - before[k] for k in params], M).cpu().numpy())
-    arr = {k: np.asarray(v) for k, v in rows.items()}
+                rows["step_size"].append(member_norm([params[k] - before[k] for k in params], M))
+    arr = {k: (np.asarray(v) if k == "step" else torch.stack(v).cpu().numpy()) for k, v in rows.items()}
     return Trajectory(step=arr["step"], loss=arr["loss"], grad_norm=arr["grad_norm"],
                       step_size=arr["step_size"], extra={k: arr[k] for k in log_fns},
                       params={k: v.detach() for k, v in params.items()},
@@ -193,10 +192,11 @@ def top_hessian_eigenvalue(loss_fn: Callable[[Params], torch.Tensor], params: Pa
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     M = next(iter(params.values())).shape[0]
     g = torch.Generator().manual_seed(seed)
-    v = {k: torch.randn(p.shape, generator=g, dtype=p.dtype) for k, p in params.items()}
+    v = {k: torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) for k, p in params.items()}
     loss = loss_fn(params).sum()
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-    lam = torch.zeros(M, dtype=next(iter(params.values())).dtype)
+    first = next(iter(params.values()))
+    lam = torch.zeros(M, dtype=first.dtype, device=first.device)
     for _ in range(iters):
         nrm = member_norm(v.values(), M)
         v = {k: x / _per_member(nrm, M, x) for k, x in v.items()}
@@ -223,14 +223,96 @@ def member(base: torch.nn.Module, params: Params, m: int) -> torch.nn.Module:
     return mod.eval()
 
 
+class _Decoder(torch.nn.Module):
+    """forward(mode, ...) -> lm.start(n) or lm.step(x, state), so that torch.func can
+    call the decoding steps of one stacked set of parameters (keys 'lm.<name>')."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, x, state, n: int):
+        return self.lm.start(n) if x is None else self.lm.step(x, state)
+
+
+def _sample_batched(base, params: Params, n: int, length: int, seeds, temperature: float = 1.0,
+                    greedy: bool = False, prompt=None, precision: str = "fp32"):
+    """Every member samples n sequences in one vmapped computation: the same uniforms
+    (member m's from its own seed) and the same algorithm as LM.sample."""
+    from torch.func import functional_call, vmap
+    from .device import autocast
+    from .models import sampling_logprobs
+    dec = _Decoder(base).eval()
+    dev = next(iter(params.values())).device
+    p = {f"lm.{k}": v for k, v in params.items()}
+    M = len(seeds)
+    u = torch.stack([torch.rand(n, length, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+                     for s in seeds]).to(dev)  # [M, n, L], as LM.sample draws them
+
+    def run(x, state):
+        with autocast(dev, precision):
+            if x is None:
+                return vmap(lambda q: functional_call(dec, q, (None, None, n)), randomness="error")(p)
+            return vmap(lambda q, xx, st: functional_call(dec, q, (xx, st, n)), randomness="error")(p, x, state)
+
+    logits, state = run(None, None)  # [M, n, V]
+    if prompt is not None:
+        pr = torch.as_tensor(prompt, dtype=torch.long).to(dev)
+        for t in range(pr.shape[1]):
+            logits, state = run(pr[None, :, t].expand(M, -1).contiguous(), state)
+    toks, logq = [], []
+    for t in range(length):
+        logp = sampling_logprobs(logits, temperature=temperature)  # [M, n, V] in fp32
+        if greedy:
+            x = logits.float().argmax(-1)
+            lq = torch.zeros(x.shape, dtype=logp.dtype, device=dev)
+        else:
+            cdf = logp.double().exp().cumsum(-1)
+            x = (u[:, :, t, None] > cdf).sum(-1).clamp_max(base.vocab - 1)
+            lq = logp.gather(-1, x[..., None])[..., 0]
+        toks.append(x)
+        logq.append(lq)
+        if t + 1 < length:
+            logits, state = run(x, state)
+    return torch.stack(toks, -1), torch.stack(logq, -1).double()  # [M, n, L]
+
+
 @torch.no_grad()
 def sample_members(base: torch.nn.Module, params: Params, n: int, length: int, seed: int,
-                   **sample_kw) -> tuple[np.ndarray, np.ndarray]:
+                   batched: bool = True, precision: str = "fp32", **sample_kw) -> tuple[np.ndarray, np.ndarray]:
     """Each member samples n sequences: (tokens [M, n, L], logq [M, n, L]).
-    Member m uses seed + m, so its samples do not depend on the other members."""
+    Member m uses seed + m, so its samples do not depend on the other members.
+    batched=True samples all members in one vmapped computation (one kernel launch per
+    token instead of M: what a GPU needs); False loops over members (the reference;
+    both give the same tokens, tested). top_k / top_p use the loop."""
     M = next(iter(params.values())).shape[0]
-    out = [member(base, params, m).sample(n, length, seed=seed + m, **sample_kw) for m in range(M)]
-    return np.stack([t.numpy() for t, _ in out]), np.stack([q.numpy() for _, q in out])
+    if batched and not {"top_k", "top_p"} & {k for k, v in sample_kw.items() if v is not None}:
+        tok, lq = _sample_batched(base, params, n, length, [seed + m for m in range(M)], precision=precision,
+                                  **sample_kw)
+        return tok.cpu().numpy(), lq.cpu().numpy()
+    from .device import autocast
+    dev = next(iter(params.values())).device
+    with autocast(dev, precision):
+        out = [member(base, params, m).sample(n, length, seed=seed + m, **sample_kw) for m in range(M)]
+    return np.stack([t.cpu().numpy() for t, _ in out]), np.stack([q.cpu().numpy() for _, q in out])
+
+
+@torch.no_grad()
+def precision_effect(base: torch.nn.Module, params: Params, heldout: torch.Tensor, n: int, length: int,
+                     seed: int, skip: int = 0) -> dict[str, np.ndarray]:
+    """What bf16 autocast changes in the numbers a notebook reports, for trained members
+    (evaluation only; training in bf16 also changes the trajectory):
+    held-out cross-entropy and generative entropy rate under fp32 and bf16 (same seeds),
+    and the share of sampled tokens that agree. Each value is [M]."""
+    from .metrics import generation_entropy
+    out = {}
+    for prec in ("fp32", "bf16"):
+        out[f"heldout_{prec}"] = lm_loss(base, params, heldout, precision=prec).double().cpu().numpy()
+        tok, lq = sample_members(base, params, n, length, seed, precision=prec)
+        out[f"gen_H_{prec}"] = np.array([generation_entropy(q, skip).mean() for q in lq])
+        out[f"tokens_{prec}"] = tok
+    out["token_agreement"] = (out.pop("tokens_fp32") == out.pop("tokens_bf16")).reshape(len(tok), -1).mean(1)
+    return out
 
 
 def generation_entropy_eval(n: int, length: int, seed: int, skip: int = 1, **sample_kw):
@@ -244,16 +326,21 @@ def generation_entropy_eval(n: int, length: int, seed: int, skip: int = 1, **sam
     return fn
 
 
-def lm_loss(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: bool = True) -> torch.Tensor:
+def lm_loss(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: bool = True,
+            precision: str = "fp32") -> torch.Tensor:
     """[M] mean next-token cross-entropy of each member on its own batch.
 
     x: [M, B, T+1] token ids (position 0 is BOS); inputs x[..., :-1], targets x[..., 1:].
     batched=True evaluates all members as one model with torch.func.vmap; False loops
-    over members (same numbers, the fallback where vmap is slower or unsupported)."""
+    over members (same numbers, the fallback where vmap is slower or unsupported).
+    precision 'bf16': the model runs under bf16 autocast, the cross-entropy in fp32."""
     from torch.func import functional_call
+    from .device import autocast
 
     def one(p, xb):  # xb [B, T+1]
-        logits = functional_call(base, p, (xb[:, :-1],))  # [B, T, V]
+        with autocast(xb.device, precision):
+            logits = functional_call(base, p, (xb[:, :-1],))  # [B, T, V]
+        logits = logits.float()
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), xb[:, 1:].reshape(-1))
 
     if batched:
@@ -278,12 +365,13 @@ class SequenceBatches:
     def batch(self, step: int) -> torch.Tensor:
         N = self.data.shape[1]
         idx = torch.stack([torch.randint(N, (self.batch_size,), generator=g) for g in self.gens])  # [M, B]
+        idx = idx.to(self.data.device)  # drawn on the CPU: the same batches on every device
         return torch.gather(self.data, 1, idx[..., None].expand(-1, -1, self.data.shape[2]))
 
 
-def with_bos(x, bos: int) -> torch.Tensor:
-    """Prepend the BOS id to token sequences [..., T] -> [..., T+1] (int64)."""
-    x = torch.as_tensor(np.asarray(x), dtype=torch.long)
+def with_bos(x, bos: int, device=None) -> torch.Tensor:
+    """Prepend the BOS id to token sequences [..., T] -> [..., T+1] (int64, on `device`)."""
+    x = torch.as_tensor(np.asarray(x), dtype=torch.long, device=device)
     return torch.cat([torch.full_like(x[..., :1], bos), x], -1)
 
 
@@ -296,10 +384,11 @@ def eval_schedule(steps: int, n: int) -> np.ndarray:
 def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr: float = 3e-3,
              batch_size: int = 32, weight_decay: float = 0.0, batched: bool | None = None,
              heldout: torch.Tensor | None = None, eval_every=0, eval_fns=None,
-             feedback=None, desc=None, **arch_kw):
+             feedback=None, desc=None, precision: str = "fp32", **arch_kw):
     """Maximum-likelihood training (AdamW) of one architecture for several seeds at once.
 
-    data [M, N, T+1] (M = len(seeds)); heldout [M, N_h, T+1] adds a 'heldout' evaluation;
+    Everything runs on data's device (the models are built there). data [M, N, T+1]
+    (M = len(seeds)); heldout [M, N_h, T+1] adds a 'heldout' evaluation;
     eval_fns[name](base, params, step) -> Tensor[M] run every eval_every steps.
     feedback: a feedback.FeedbackConfig (None or mode 'off': plain maximum likelihood);
     its log lands in trajectory.feedback. Returns (trajectory, base module)."""
@@ -309,24 +398,24 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     if data.shape[0] != len(seeds):
         raise ValueError(f"data has {data.shape[0]} members for {len(seeds)} seeds")
     from .models import build_lm
-    mods = [build_lm(arch, vocab, s, **arch_kw) for s in seeds]
+    mods = [build_lm(arch, vocab, s, **arch_kw).to(data.device) for s in seeds]  # initialised on the CPU
     base = mods[0]
     params = stack_members(mods)
     batches = SequenceBatches(data, batch_size, seeds)
     fb = None
     if feedback is not None:
         from .feedback import Feedback
-        fb = Feedback(feedback, len(seeds), vocab, batched)
+        fb = Feedback(feedback, len(seeds), vocab, batched, precision)
 
     def loss_fn(p, t):
         if fb is not None:
             fb.measure(base, p, t)
-        loss = lm_loss(base, p, batches.batch(t), batched)
+        loss = lm_loss(base, p, batches.batch(t), batched, precision)
         return loss if fb is None else fb.loss(base, p, t, loss)
 
     evals = {k: (lambda p, t, f=f: f(base, p, t)) for k, f in (eval_fns or {}).items()}
     if heldout is not None:
-        evals = {"heldout": lambda p, t: lm_loss(base, p, heldout, batched), **evals}
+        evals = {"heldout": lambda p, t: lm_loss(base, p, heldout, batched, precision), **evals}
     traj = train(loss_fn, params, steps=steps, lr=lr, optimizer="adamw", weight_decay=weight_decay,
                  log_every=1, eval_every=eval_every,
                  eval_fns=evals, desc=desc or f"train {arch}")

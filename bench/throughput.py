@@ -1,0 +1,125 @@
+"""Throughput of the neural families on whatever device is here.
+
+    .venv/bin/python bench/throughput.py            # device auto; paper sizes on a GPU, small on a CPU
+    .venv/bin/python bench/throughput.py --device cuda:1 --size paper --steps 20
+
+Prints, measured in one run:
+  training tokens/s and achieved TFLOP/s (6 x parameters x tokens / time) in fp32 and
+  bf16, as a share of the device's dense peak where it is known;
+  sampling tokens/s with and without the key/value cache (Transformer);
+  seeds looped against seeds batched (vmap) at 1, 4 and 16 seeds, for training and sampling.
+Sizes: `paper` is the paper profile's notebook-03 model (d=256, hidden=512, 4 layers, 8
+heads, 256 tokens, batch 64); `small` is for a 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from stabliab import models, train
+from stabliab.device import describe, setup
+
+SIZES = {
+    "paper": dict(d=256, hidden=512, layers=4, heads=8, seq_len=256, batch=64, vocab=65, new_tokens=256),
+    "small": dict(d=64, hidden=128, layers=2, heads=4, seq_len=64, batch=16, vocab=65, new_tokens=64),
+}
+# dense peak FLOP/s by device name fragment (vendor data sheets, SXM parts)
+PEAK = {"H200": {"bf16": 989e12, "fp32": 67e12}, "H100": {"bf16": 989e12, "fp32": 67e12},
+        "A100": {"bf16": 312e12, "fp32": 19.5e12}}
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def timed(fn, dev, reps: int) -> float:
+    """Seconds per call: one warm-up call, then the mean of `reps` calls."""
+    fn()
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(dev)
+    return (time.perf_counter() - t0) / reps
+
+
+def setup_members(arch, M, sz, dev):
+    mods = [models.build_lm(arch, sz["vocab"], s, d=sz["d"], hidden=sz["hidden"], layers=sz["layers"],
+                            heads=sz["heads"], max_len=sz["seq_len"] + sz["new_tokens"] + 1).to(dev) for s in range(M)]
+    params = {k: v.requires_grad_(True) for k, v in train.stack_members(mods).items()}
+    x = train.with_bos(np.random.default_rng(0).integers(0, sz["vocab"], (M, sz["batch"], sz["seq_len"])),
+                       sz["vocab"], dev)
+    return mods[0], params, x
+
+
+def train_step_time(arch, M, sz, dev, precision, batched, reps):
+    base, params, x = setup_members(arch, M, sz, dev)
+    opt = train.AdamW(1e-4)
+
+    def step():
+        loss = train.lm_loss(base, params, x, batched=batched, precision=precision)
+        grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
+        with torch.no_grad():
+            opt.step(params, grads, M)
+    n_params = sum(v[0].numel() for v in params.values())
+    return timed(step, dev, reps), n_params
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--size", choices=list(SIZES), default=None, help="default: paper on CUDA, small on CPU")
+    ap.add_argument("--steps", type=int, default=None, help="timed repetitions (default 10 on CUDA, 3 on CPU)")
+    a = ap.parse_args()
+    dev = setup(a.device)
+    sz = SIZES[a.size or ("paper" if dev.type == "cuda" else "small")]
+    reps = a.steps or (10 if dev.type == "cuda" else 3)
+    info = describe(dev)
+    print(f"device {info['device']} ({info['device_name']}), torch {info['torch']}, size {a.size or 'auto'}: {sz}")
+    peak = next((v for k, v in PEAK.items() if k in info["device_name"]), None)
+    tokens = sz["batch"] * sz["seq_len"]
+
+    print("\ntraining, one seed (forward + backward + AdamW)")
+    for arch in ["transformer", "gru"]:
+        row = {}
+        for prec in ["fp32", "bf16"]:
+            sec, n_params = train_step_time(arch, 1, sz, dev, prec, True, reps)
+            flops = 6 * n_params * tokens / sec
+            share = f", {flops / peak[prec]:.1%} of peak" if peak else ""
+            print(f"  {arch:11s} {prec}: {tokens / sec:12,.0f} tokens/s, {flops / 1e12:8.3f} TFLOP/s{share} "
+                  f"({n_params:,} parameters)")
+            row[prec] = sec
+        print(f"  {arch:11s} bf16 / fp32 speed-up: {row['fp32'] / row['bf16']:.2f}x")
+
+    print("\nsampling, one seed, Transformer")
+    base, params, _ = setup_members("transformer", 1, sz, dev)
+    mod = train.member(base, params, 0)
+    n = sz["batch"]
+    res = {}
+    for cache in [True, False]:
+        mod.use_cache = cache
+        res[cache] = timed(lambda: mod.sample(n, sz["new_tokens"], seed=0), dev, max(1, reps // 3))
+        print(f"  {'with' if cache else 'without'} key/value cache: {n * sz['new_tokens'] / res[cache]:12,.0f} tokens/s")
+    print(f"  cache speed-up: {res[False] / res[True]:.1f}x")
+
+    print("\nseeds looped against seeds batched (vmap)")
+    for arch in ["transformer", "gru"]:
+        for M in [1, 4, 16]:
+            loop, _ = train_step_time(arch, M, sz, dev, "fp32", False, max(1, reps // 2))
+            vm, _ = train_step_time(arch, M, sz, dev, "fp32", True, max(1, reps // 2))
+            base, params, _ = setup_members(arch, M, sz, dev)
+            with torch.no_grad():
+                s_loop = timed(lambda: train.sample_members(base, params, n, sz["new_tokens"], 0, batched=False),
+                               dev, 1)
+                s_vm = timed(lambda: train.sample_members(base, params, n, sz["new_tokens"], 0, batched=True),
+                             dev, 1)
+            print(f"  {arch:11s} {M:2d} seeds: training step looped {loop * 1e3:8.1f} ms, batched {vm * 1e3:8.1f} ms "
+                  f"({loop / vm:.2f}x); sampling looped {s_loop:6.2f} s, batched {s_vm:6.2f} s ({s_loop / s_vm:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
