@@ -75,6 +75,8 @@ def main(argv=None) -> int:
         _err(e)
         return 1
     except KeyboardInterrupt:
+        import logging
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the dead kernel's pending reply task
         _err("interrupted; the last good results and notebooks are untouched")
         return 130
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -168,6 +169,11 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         os.environ.update(STABLIAB_RESULTS_FILE=str(tmp_res), STABLIAB_PROGRESS="0")
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
+        # failures reach us as exceptions (reported below, one line); papermill's and nbclient's
+        # own log lines (e.g. "Kernel died" while a run is being interrupted) would repeat them
+        pm_log = logging.getLogger("papermill")
+        pm_level = pm_log.level
+        pm_log.setLevel(logging.CRITICAL)
         try:
             pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3",
                                 cwd=str(root), progress_bar=sys.stderr.isatty(), log_output=False,
@@ -184,6 +190,7 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
             msg = str(e).splitlines()[0] if str(e) else ""
             raise NotebookFailed(name, "execution", f"{type(e).__name__}: {msg}", None) from None
         finally:
+            pm_log.setLevel(pm_level)
             for k, v in env_keep.items():
                 if v is None:
                     os.environ.pop(k, None)
