@@ -229,3 +229,16 @@ def test_pages_render_offline_in_a_browser(smoke_book):
                 page.screenshot(path=str(Path(shots) / (Path(rel).stem + ".png")), full_page=False)
         browser.close()
     assert not remote, f"pages asked the network for {remote[:5]}"
+
+
+def test_stderr_left_in_a_notebook_fails_the_strict_build_naming_the_page(tmp_path):
+    root = tiny_repo(tmp_path, TINY + "import sys\nprint('something went to stderr', file=sys.stderr)\n")
+    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    (root / "book").mkdir()
+    shutil.copy(ROOT / "book" / "references.bib", root / "book" / "references.bib")
+    (root / "book" / "intro.md").write_text("# Intro\n\nA page.\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/generated/99_tiny\n"
+                                   "  - file: book/claims\n")
+    r = cli(root, "book", "--profile", "smoke")
+    assert r.returncode == 1
+    assert "warnings are errors" in r.stderr and "99_tiny" in r.stderr and "stderr" in r.stderr.lower()

@@ -279,13 +279,16 @@ def _sample_batched(base, params: Params, n: int, length: int, seeds, temperatur
 
 @torch.no_grad()
 def sample_members(base: torch.nn.Module, params: Params, n: int, length: int, seed: int,
-                   batched: bool = True, precision: str = "fp32", **sample_kw) -> tuple[np.ndarray, np.ndarray]:
+                   batched: bool | None = None, precision: str = "fp32", **sample_kw) -> tuple[np.ndarray, np.ndarray]:
     """Each member samples n sequences: (tokens [M, n, L], logq [M, n, L]).
     Member m uses seed + m, so its samples do not depend on the other members.
     batched=True samples all members in one vmapped computation (one kernel launch per
     token instead of M: what a GPU needs); False loops over members (the reference;
-    both give the same tokens, tested). top_k / top_p use the loop."""
+    both give the same tokens, tested). The default batches two or more members
+    (bench/throughput.py: slower for one member, faster from four on a 2-core CPU).
+    top_k / top_p use the loop."""
     M = next(iter(params.values())).shape[0]
+    batched = M > 1 if batched is None else batched
     if batched and not {"top_k", "top_p"} & {k for k, v in sample_kw.items() if v is not None}:
         tok, lq = _sample_batched(base, params, n, length, [seed + m for m in range(M)], precision=precision,
                                   **sample_kw)
