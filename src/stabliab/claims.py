@@ -58,6 +58,8 @@ RULES = {
     "share": "exact Clopper–Pearson interval of a share of seeds",
     "identity": "largest error over every check of a deterministic identity; no interval",
     "aggregate": "holds when every member record holds; value and interval of the least favourable member",
+    "bootstrap": "percentile bootstrap of a rank correlation over configurations, then seeds within each "
+                 "(analysis.rank_bootstrap)",
 }
 
 

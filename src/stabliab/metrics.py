@@ -260,3 +260,24 @@ def degeneration_table(sequences, logq=None, n: int = 4, l: int = 16, tail: int 
     if logq is not None:
         out["gen. entropy"] = float(np.mean(generation_entropy(logq)))
     return out
+
+
+# ---------------------------------------------------------------------- stability
+def detrended_std(y, axis: int = 0) -> np.ndarray:
+    """Standard deviation of the residuals of a least-squares line along `axis` (time):
+    the fluctuation of a loss curve around its trend. 0 for a straight line."""
+    y = np.moveaxis(np.asarray(y, dtype=np.float64), axis, 0)
+    t = np.arange(y.shape[0], dtype=np.float64)
+    if t.size < 3:
+        raise ValueError("detrended_std needs at least 3 points")
+    A = np.stack([np.ones_like(t), t], 1)
+    coef, *_ = np.linalg.lstsq(A, y.reshape(len(t), -1), rcond=None)
+    resid = y.reshape(len(t), -1) - A @ coef
+    return resid.std(0, ddof=2).reshape(y.shape[1:])
+
+
+def js_divergence(p, q, axis: int = -1) -> np.ndarray:
+    """Jensen-Shannon divergence (nats) along `axis`: 0 for equal laws, log 2 for disjoint ones."""
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    m = (p + q) / 2
+    return (kl(p, m, axis) + kl(q, m, axis)) / 2

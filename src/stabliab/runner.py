@@ -165,8 +165,8 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         work = Path(tempfile.mkdtemp(prefix=f"stabliab-{name}-"))
         src_nb, out_nb, tmp_res = work / f"{name}.in.ipynb", work / f"{name}.ipynb", work / "results.json"
         nbformat.write(to_notebook(notebook_path(root, name)), src_nb)
-        env_keep = {k: os.environ.get(k) for k in ("STABLIAB_RESULTS_FILE", "STABLIAB_PROGRESS")}
-        os.environ.update(STABLIAB_RESULTS_FILE=str(tmp_res), STABLIAB_PROGRESS="0")
+        env_keep = {k: os.environ.get(k) for k in ("STABLIAB_RESULTS_FILE", "STABLIAB_PROGRESS", "STABLIAB_PROFILE")}
+        os.environ.update(STABLIAB_RESULTS_FILE=str(tmp_res), STABLIAB_PROGRESS="0", STABLIAB_PROFILE=profile)
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         # failures reach us as exceptions (reported below, one line); papermill's and nbclient's

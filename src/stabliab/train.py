@@ -50,10 +50,11 @@ class SGD:
 
     def __init__(self, lr):
         self.lr = lr
+        self.scale = 1.0  # learning-rate schedule factor of the current step
 
     def step(self, params: Params, grads: Params, M: int) -> None:
         for k, p in params.items():
-            p.sub_(_per_member(self.lr, M, p) * grads[k])
+            p.sub_(_per_member(self.lr, M, p) * self.scale * grads[k])
 
 
 class AdamW:
@@ -62,6 +63,7 @@ class AdamW:
 
     def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
+        self.scale = 1.0  # learning-rate schedule factor of the current step
         self.m: Params = {}
         self.v: Params = {}
         self.t = 0
@@ -71,7 +73,7 @@ class AdamW:
         b1, b2 = self.betas
         for k, p in params.items():
             g = grads[k]
-            lr = _per_member(self.lr, M, p)
+            lr = _per_member(self.lr, M, p) * self.scale
             if k not in self.m:
                 self.m[k], self.v[k] = torch.zeros_like(p), torch.zeros_like(p)
             p.mul_(1 - lr * self.wd)
@@ -97,6 +99,7 @@ class Trajectory:
     eval_step: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # [E]
     evals: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [E, M] (expensive, every eval_every)
     feedback: dict[str, np.ndarray] = field(default_factory=dict)  # step [K], stat/setpoint/beta [K, M]
+    ema_params: Params | None = None  # exponential moving average of the parameters (train(ema=...))
 
     def __getitem__(self, name: str) -> np.ndarray:
         for d in (self.extra, self.evals):
@@ -108,12 +111,16 @@ class Trajectory:
 def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "sgd",
           log_every: int = 1, log_fns: dict[str, Callable[[Params], torch.Tensor]] | None = None,
           eval_every=0, eval_fns: dict[str, Callable[[Params, int], torch.Tensor]] | None = None,
-          desc: str | None = None, **opt_kw) -> Trajectory:
+          desc: str | None = None, schedule: Callable[[int], float] | None = None, clip: float | None = None,
+          ema: float = 0.0, **opt_kw) -> Trajectory:
     """Minimise loss_fn by `optimizer`; log loss, gradient norm, step size and
     every log_fns[name](params) -> Tensor[M] at steps 0, log_every, ..., steps;
     every eval_fns[name](params, step) -> Tensor[M] at steps 0, eval_every, ..., steps,
     or at the steps listed when eval_every is a sequence (generation statistics,
-    held-out loss)."""
+    held-out loss). schedule(t) multiplies the learning rate at step t (warm-up, decay);
+    clip rescales each member's gradient to norm <= clip (the logged gradient norm is
+    the one before clipping); ema > 0 keeps a moving average of the parameters,
+    returned as ema_params."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
@@ -124,6 +131,7 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
     rows: dict[str, list] = {k: [] for k in ["step", "loss", "grad_norm", "step_size", *log_fns]}
     ev: dict[str, list] = {k: [] for k in ["step", *eval_fns]}
     at = set(int(x) for x in eval_every) if np.ndim(eval_every) else None
+    avg = {k: v.detach().clone() for k, v in params.items()} if ema > 0 else None
     for t in progress(range(steps + 1), desc=desc or "train", total=steps + 1):
         due = (t in at) if at is not None else (t % max(int(eval_every), 1) == 0)
         if eval_fns and (due or t == steps):
@@ -146,13 +154,20 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
             break
         with torch.no_grad():
             before = {k: p.clone() for k, p in params.items()} if logging else None
+            if clip is not None:
+                f = (clip / member_norm(grads.values(), M).clamp_min(1e-30)).clamp(max=1.0)  # [M]
+                grads = {k: g * _per_member(f, M, g) for k, g in grads.items()}
+            opt.scale = 1.0 if schedule is None else float(schedule(t))
             opt.step(params, grads, M)
+            if avg is not None:
+                for k, p in params.items():
+                    avg[k].mul_(ema).add_(p, alpha=1 - ema)
             if logging:
                 rows["step_size"].append(member_norm([params[k] - before[k] for k in params], M))
     arr = {k: (np.asarray(v) if k == "step" else torch.stack(v).cpu().numpy()) for k, v in rows.items()}
     return Trajectory(step=arr["step"], loss=arr["loss"], grad_norm=arr["grad_norm"],
                       step_size=arr["step_size"], extra={k: arr[k] for k in log_fns},
-                      params={k: v.detach() for k, v in params.items()},
+                      params={k: v.detach() for k, v in params.items()}, ema_params=avg,
                       eval_step=np.asarray(ev["step"], dtype=int),
                       evals={k: np.asarray(ev[k]) for k in eval_fns})
 
@@ -330,7 +345,7 @@ def generation_entropy_eval(n: int, length: int, seed: int, skip: int = 1, **sam
 
 
 def lm_loss(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: bool = True,
-            precision: str = "fp32") -> torch.Tensor:
+            precision: str = "fp32", label_smoothing: float = 0.0) -> torch.Tensor:
     """[M] mean next-token cross-entropy of each member on its own batch.
 
     x: [M, B, T+1] token ids (position 0 is BOS); inputs x[..., :-1], targets x[..., 1:].
@@ -344,7 +359,8 @@ def lm_loss(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: boo
         with autocast(xb.device, precision):
             logits = functional_call(base, p, (xb[:, :-1],))  # [B, T, V]
         logits = logits.float()
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), xb[:, 1:].reshape(-1))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), xb[:, 1:].reshape(-1),
+                                                 label_smoothing=label_smoothing)
 
     if batched:
         return torch.func.vmap(one)(params, x)
@@ -387,7 +403,8 @@ def eval_schedule(steps: int, n: int) -> np.ndarray:
 def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr: float = 3e-3,
              batch_size: int = 32, weight_decay: float = 0.0, batched: bool | None = None,
              heldout: torch.Tensor | None = None, eval_every=0, eval_fns=None,
-             feedback=None, desc=None, precision: str = "fp32", **arch_kw):
+             feedback=None, desc=None, precision: str = "fp32", label_smoothing: float = 0.0,
+             schedule=None, clip: float | None = None, ema: float = 0.0, **arch_kw):
     """Maximum-likelihood training (AdamW) of one architecture for several seeds at once.
 
     Everything runs on data's device (the models are built there). data [M, N, T+1]
@@ -413,15 +430,15 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     def loss_fn(p, t):
         if fb is not None:
             fb.measure(base, p, t)
-        loss = lm_loss(base, p, batches.batch(t), batched, precision)
+        loss = lm_loss(base, p, batches.batch(t), batched, precision, label_smoothing)
         return loss if fb is None else fb.loss(base, p, t, loss)
 
     evals = {k: (lambda p, t, f=f: f(base, p, t)) for k, f in (eval_fns or {}).items()}
     if heldout is not None:
         evals = {"heldout": lambda p, t: lm_loss(base, p, heldout, batched, precision), **evals}
     traj = train(loss_fn, params, steps=steps, lr=lr, optimizer="adamw", weight_decay=weight_decay,
-                 log_every=1, eval_every=eval_every,
-                 eval_fns=evals, desc=desc or f"train {arch}")
+                 log_every=1, eval_every=eval_every, eval_fns=evals, desc=desc or f"train {arch}",
+                 schedule=schedule, clip=clip, ema=ema)
     if fb is not None:
         traj.feedback = fb.arrays()
     return traj, base

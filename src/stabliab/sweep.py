@@ -1,0 +1,195 @@
+"""Designs over training settings, one task per configuration, and executors that run
+them in this process, in a process pool, or on Ray (a local instance, or a cluster
+through RAY_ADDRESS).
+
+A task is a picklable function task(config: dict, seeds: list[int], **context) -> dict
+of measurements (plain numbers and lists). Every finished configuration is written
+atomically to OUT/KEY.json, KEY = sha256(task name, configuration, seeds, context,
+code hash), so a killed sweep resumes where it stopped and a rerun with more
+configurations or seeds computes only the new ones.
+
+    results = run_sweep(task, configs, seeds, out_dir, executor="local" | "processes" | "ray")
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .claims import write_json_atomic
+
+EXECUTORS = ("local", "processes", "ray")
+
+
+class SweepError(RuntimeError):
+    """Some configurations failed; the others are written. .failed: [(config, message)]."""
+
+    def __init__(self, failed: list[tuple[dict, str]]):
+        self.failed = failed
+        names = "; ".join(f"{json.dumps(c, sort_keys=True)}: {m}" for c, m in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(f"{len(failed)} configuration(s) failed: {names}{more}")
+
+
+# ---------------------------------------------------------------------- designs
+def grid(**axes) -> list[dict]:
+    """Every combination of the listed values, in order: grid(lr=[0.1, 1], bs=[8]) -> 2 configs."""
+    out = [{}]
+    for name, values in axes.items():
+        out = [{**c, name: v} for c in out for v in values]
+    return out
+
+
+def space_filling(space: dict, n: int, seed: int, method: str = "sobol") -> list[dict]:
+    """n configurations from a seeded Sobol or Latin-hypercube design. space maps a name
+    to ("log", lo, hi), ("lin", lo, hi), ("int-log", lo, hi) or ("choice", [values])."""
+    from scipy.stats import qmc
+    sampler = (qmc.Sobol(len(space), scramble=True, seed=seed) if method == "sobol"
+               else qmc.LatinHypercube(len(space), seed=seed))
+    u = sampler.random(n)  # [n, dims] in [0, 1)
+    out = []
+    for row in u:
+        cfg = {}
+        for (name, spec), x in zip(space.items(), row):
+            kind = spec[0]
+            if kind == "log":
+                cfg[name] = float(np.exp(np.log(spec[1]) + x * (np.log(spec[2]) - np.log(spec[1]))))
+            elif kind == "lin":
+                cfg[name] = float(spec[1] + x * (spec[2] - spec[1]))
+            elif kind == "int-log":
+                cfg[name] = int(round(np.exp(np.log(spec[1]) + x * (np.log(spec[2]) - np.log(spec[1])))))
+            elif kind == "choice":
+                cfg[name] = spec[1][min(int(x * len(spec[1])), len(spec[1]) - 1)]
+            else:
+                raise ValueError(f"unknown kind {kind!r} for {name}")
+        out.append(cfg)
+    return out
+
+
+def results_dir(notebook: str, name: str = "") -> Path:
+    """results/PROFILE/sweeps/NOTEBOOK[/name]: PROFILE is the runner's (env STABLIAB_PROFILE),
+    'adhoc' when the notebook runs any other way."""
+    base = Path("results") / os.environ.get("STABLIAB_PROFILE", "adhoc") / "sweeps" / notebook
+    return base / name if name else base
+
+
+def code_hash() -> str:
+    """sha256 of every file of the package: a change of code makes cached configurations stale."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent
+    for f in sorted(p for p in pkg.rglob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def config_key(task: Callable, config: dict, seeds, context: dict, code: str) -> str:
+    blob = json.dumps({"task": f"{task.__module__}.{task.__qualname__}", "config": config,
+                       "seeds": [int(s) for s in seeds], "context": context, "code": code}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------- executors
+def _call(task, config, seeds, context, threads):
+    """Run one task; (ok, result or formatted error). Threads are set per task so that
+    every executor computes with the same number of threads."""
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    keep = os.environ.get("STABLIAB_PROGRESS")
+    os.environ["STABLIAB_PROGRESS"] = "0"  # one bar, over configurations, not one per training run
+    try:
+        return True, task(config, list(seeds), **context)
+    except Exception as e:  # reported by name, the others go on
+        return False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+    finally:
+        if keep is None:
+            os.environ.pop("STABLIAB_PROGRESS", None)
+        else:
+            os.environ["STABLIAB_PROGRESS"] = keep
+
+
+def _ray_remote(device: str):
+    import ray
+    return ray.remote(num_gpus=1 if device.startswith("cuda") else 0, num_cpus=1)(_call)
+
+
+def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, executor: str = "local",
+              workers: int | None = None, context: dict | None = None, threads: int = 1, desc: str = "sweep",
+              device: str = "cpu", on_result: Callable | None = None) -> list[dict]:
+    """Results of task(config, seeds, **context) for every configuration, in order, each
+    {"config", "key", "result"}; cached ones are read from out_dir. Raises SweepError
+    naming the failed configurations after all others are written."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    from .train import progress
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    context = dict(context or {})
+    code = code_hash()
+    keys = [config_key(task, c, seeds, context, code) for c in configs]
+    results: dict[str, dict] = {}
+    for k in keys:
+        p = out_dir / f"{k}.json"
+        if p.is_file():
+            results[k] = json.loads(p.read_text())
+    todo = [(k, c) for k, c in zip(keys, configs) if k not in results]
+    failed: list[tuple[dict, str]] = []
+    bar = progress(None, total=len(configs), desc=desc, initial=len(configs) - len(todo))
+    bar.set_postfix(cached=len(configs) - len(todo), running=0)
+
+    def done(k, c, ok, res):
+        if ok:
+            rec = {"config": c, "seeds": [int(s) for s in seeds], "key": k, "result": res}
+            write_json_atomic(out_dir / f"{k}.json", rec)
+            results[k] = rec
+            if on_result:
+                on_result(rec)
+        else:
+            failed.append((c, res.strip().splitlines()[0]))
+        bar.update(1)
+
+    if executor == "local":
+        for k, c in todo:
+            bar.set_postfix(cached=len(configs) - len(todo), running=1)
+            done(k, c, *_call(task, c, seeds, context, threads))
+    elif executor == "processes":
+        import multiprocessing as mp
+        n = workers or max(1, (os.cpu_count() or 1) // max(threads, 1))
+        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+            futs = {pool.submit(_call, task, c, seeds, context, threads): (k, c) for k, c in todo}
+            pending = set(futs)
+            while pending:
+                bar.set_postfix(cached=len(configs) - len(todo), running=min(n, len(pending)))
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    done(*futs[f], *f.result())
+    else:
+        import logging
+
+        import ray
+        started = not ray.is_initialized()
+        if started:  # RAY_ADDRESS joins a cluster; otherwise a local instance
+            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, configure_logging=True,
+                     **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or os.cpu_count()}))
+        remote = _ray_remote(device)
+        refs = {remote.remote(task, c, seeds, context, threads): (k, c) for k, c in todo}
+        pending = list(refs)
+        while pending:
+            bar.set_postfix(cached=len(configs) - len(todo), running=len(pending))
+            ready, pending = ray.wait(pending, num_returns=1)
+            for r in ready:
+                done(*refs[r], *ray.get(r))
+        if started:
+            ray.shutdown()
+    bar.close()
+    if failed:
+        raise SweepError(failed)
+    return [results[k] for k in keys]

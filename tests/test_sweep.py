@@ -1,0 +1,152 @@
+"""The sweep engine (executors, cache, resume, failures), the C4 measures and the
+rank-correlation helpers."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from stabliab import analysis, experiments, metrics, sweep
+
+CONTEXT = dict(vocab=5, order=1, seq_len=12, steps=12, d=8, hidden=8, n_fixed=8, n_gen=8, n_evals=6, sharp_iters=3)
+CONFIGS = sweep.space_filling({"lr": ("log", 0.001, 0.3), "batch": ("int-log", 4, 16), "n_train": ("int-log", 8, 32),
+                               "weight_decay": ("lin", 0.0, 0.1), "label_smoothing": ("lin", 0.0, 0.2),
+                               "clip": ("choice", [0.0, 1.0]), "ema": ("choice", [0.0, 0.9]),
+                               "warmup": ("lin", 0.0, 0.3), "schedule": ("choice", ["constant", "cosine"])}, 4, seed=1)
+
+
+def test_designs_cover_their_space_and_are_seeded():
+    g = sweep.grid(a=[1, 2], b=["x", "y", "z"])
+    assert len(g) == 6 and g[0] == {"a": 1, "b": "x"} and g[-1] == {"a": 2, "b": "z"}
+    space = {"lr": ("log", 1e-3, 1.0), "n": ("int-log", 8, 512), "c": ("choice", ["a", "b"])}
+    for method in ["sobol", "lhs"]:
+        d = sweep.space_filling(space, 64, seed=3, method=method)
+        assert d == sweep.space_filling(space, 64, seed=3, method=method)
+        lr = np.array([c["lr"] for c in d])
+        assert lr.min() >= 1e-3 and lr.max() <= 1.0 and np.log10(lr).std() > 0.7  # spread on the log scale
+        assert {c["c"] for c in d} == {"a", "b"} and all(8 <= c["n"] <= 512 for c in d)
+
+
+def _square(config, seeds, offset=0.0, marker=None):
+    if marker:
+        with open(marker, "a") as f:
+            f.write(json.dumps(config) + "\n")
+    if config.get("fail"):
+        raise ValueError(f"deliberate failure of {config['x']}")
+    if config.get("sleep"):
+        time.sleep(config["sleep"])
+    return {"y": [config["x"] ** 2 + s + offset for s in seeds]}
+
+
+def test_executors_give_identical_results_for_the_c4_task(tmp_path):
+    res = {}
+    for executor in ["local", "processes", "ray"]:
+        out = sweep.run_sweep(experiments.c4_task, CONFIGS, [0, 1], tmp_path / executor, executor=executor,
+                              workers=2, context=CONTEXT)
+        res[executor] = [r["result"] for r in out]
+    assert len(res["local"]) == 4 and all(np.isfinite(r["forward_kl"]).all() for r in res["local"])
+    assert res["processes"] == res["local"] and res["ray"] == res["local"]  # the same numbers to the last bit
+
+
+def test_cached_configurations_are_not_recomputed_and_new_ones_are(tmp_path):
+    marker = tmp_path / "ran.txt"
+    cfgs = [{"x": i} for i in range(3)]
+    sweep.run_sweep(_square, cfgs, [0, 1], tmp_path / "s", context={"marker": str(marker)})
+    assert len(marker.read_text().splitlines()) == 3
+    out = sweep.run_sweep(_square, cfgs + [{"x": 7}], [0, 1], tmp_path / "s", context={"marker": str(marker)})
+    assert len(marker.read_text().splitlines()) == 4 and out[-1]["result"]["y"] == [49, 50]
+    sweep.run_sweep(_square, cfgs, [0, 1, 2], tmp_path / "s", context={"marker": str(marker)})  # more seeds: new
+    assert len(marker.read_text().splitlines()) == 7
+
+
+def test_a_killed_sweep_resumes_and_computes_only_the_rest(tmp_path):
+    out_dir, marker = tmp_path / "s", tmp_path / "ran.txt"
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "from stabliab import sweep\nfrom test_sweep import _square\n"
+            f"sweep.run_sweep(_square, [{{'x': i, 'sleep': 0.5}} for i in range(8)], [0], {str(out_dir)!r},"
+            f" context={{'marker': {str(marker)!r}}})\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "STABLIAB_PROGRESS": "0"})
+    deadline = time.time() + 60
+    while len(list(out_dir.glob("*.json"))) < 3 and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(out_dir.glob("*.json")))
+    assert 3 <= done < 8
+    marker.write_text("")
+    out = sweep.run_sweep(_square, [{"x": i, "sleep": 0.5} for i in range(8)], [0], out_dir,
+                          context={"marker": str(marker)})
+    assert len(marker.read_text().splitlines()) == 8 - done  # only the rest ran
+    assert [r["result"]["y"] for r in out] == [[i * i] for i in range(8)]
+
+
+@pytest.mark.parametrize("executor", ["local", "processes"])
+def test_a_failing_configuration_is_named_and_the_others_are_kept(tmp_path, executor):
+    cfgs = [{"x": 1}, {"x": 2, "fail": True}, {"x": 3}]
+    with pytest.raises(sweep.SweepError) as e:
+        sweep.run_sweep(_square, cfgs, [0], tmp_path, executor=executor, workers=2)
+    assert '"x": 2' in str(e.value) and "deliberate failure of 2" in str(e.value)
+    kept = [json.loads(p.read_text())["config"]["x"] for p in tmp_path.glob("*.json")]
+    assert sorted(kept) == [1, 3]
+
+
+def test_unknown_executor_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="executor"):
+        sweep.run_sweep(_square, [{"x": 1}], [0], tmp_path, executor="slurm")
+
+
+# ---------------------------------------------------------------- correlations
+def test_spearman_and_partial_spearman_against_scipy_and_the_formula():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=200)
+    x, y = z + rng.normal(size=200), z ** 3 + rng.normal(size=200)
+    assert analysis.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    rxy, rxz, ryz = (stats.spearmanr(a, b).statistic for a, b in [(x, y), (x, z), (y, z)])
+    formula = (rxy - rxz * ryz) / np.sqrt((1 - rxz ** 2) * (1 - ryz ** 2))
+    assert analysis.partial_spearman(x, y, z) == pytest.approx(formula, abs=1e-12)
+    assert abs(analysis.partial_spearman(x, y, z)) < 0.5 * abs(rxy)  # z explains most of it
+
+
+def test_rank_bootstrap_covers_and_shrinks():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 5))
+    Y = X + rng.normal(scale=0.5, size=(40, 5))
+    v, (lo, hi) = analysis.rank_bootstrap(X, Y, n_boot=500, seed=0)
+    assert lo < v < hi and lo > 0.5
+    v0, (lo0, hi0) = analysis.rank_bootstrap(X, rng.normal(size=(40, 5)), n_boot=500, seed=0)
+    assert lo0 < 0 < hi0
+
+
+# ---------------------------------------------------------------- measures with known answers
+def test_stability_and_quality_measures_on_known_cases():
+    t = np.arange(20.0)
+    assert metrics.detrended_std(np.stack([3 * t + 1, -t], 1)) == pytest.approx([0.0, 0.0], abs=1e-12)
+    alt = np.where(np.arange(20) % 2, 1.0, -1.0)
+    assert metrics.detrended_std(2 * t + alt) == pytest.approx(1.0, rel=0.06)
+    p, q = np.array([0.5, 0.5, 0.0, 0.0]), np.array([0.0, 0.0, 0.5, 0.5])
+    assert metrics.js_divergence(p, p) == pytest.approx(0.0, abs=1e-15)
+    assert metrics.js_divergence(p, q) == pytest.approx(np.log(2), abs=1e-15)
+    idx = analysis.instability_index(np.array([[1.0, 10.0], [10.0, 100.0], [100.0, 1000.0]]))
+    assert idx == pytest.approx([-1.0, 0.0, 1.0])
+
+
+def test_c4_task_reports_exact_quality_for_a_perfect_model(monkeypatch):
+    """With the model's table replaced by the source's own conditionals, every quality
+    measure takes its ideal value: the measures are exact, not estimates."""
+    from stabliab import models
+    from stabliab.sources import MarkovSource
+    src = MarkovSource.random(5, sparsity=0.0, alpha=0.3, order=1, seed=0)
+    import torch
+    monkeypatch.setattr(models, "ngram_table", lambda model, ctx: torch.tensor(src.P))
+    cfg = dict(lr=0.01, batch=4, n_train=8, weight_decay=0.0, label_smoothing=0.0, clip=0.0, ema=0.0, warmup=0.0,
+               schedule="constant")
+    r = experiments.c4_task(cfg, [0, 1], **CONTEXT)
+    assert r["forward_kl"] == pytest.approx([0, 0], abs=1e-12) and r["reverse_kl"] == pytest.approx([0, 0], abs=1e-12)
+    assert r["entropy_ratio"] == pytest.approx([1, 1], abs=1e-12) and r["overconfidence"] == pytest.approx([0, 0], abs=1e-12)
+    assert r["disagreement"] == pytest.approx(0.0, abs=1e-15) and r["coverage"][0] <= 1.0
