@@ -45,13 +45,18 @@ def rank_bootstrap(per_seed_x: np.ndarray, per_seed_y: np.ndarray, per_seed_z: n
     rng = np.random.default_rng(seed)
     C, S = X.shape
     boots = []
-    for _ in range(n_boot):
-        ci = rng.integers(0, C, C)
-        si = rng.integers(0, S, (C, S))
-        pick = lambda A: np.take_along_axis(A[ci], si, 1).mean(1)  # noqa: E731
-        b = corr(pick(X), pick(Y), None if Z is None else pick(Z))
-        if np.isfinite(b):
-            boots.append(b)
+    import warnings
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        # a resample that repeats one configuration can be constant: its correlation is
+        # undefined and it is left out (only with very few configurations)
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        for _ in range(n_boot):
+            ci = rng.integers(0, C, C)
+            si = rng.integers(0, S, (C, S))
+            pick = lambda A: np.take_along_axis(A[ci], si, 1).mean(1)  # noqa: E731
+            b = corr(pick(X), pick(Y), None if Z is None else pick(Z))
+            if np.isfinite(b):
+                boots.append(b)
     a = (1 - level) / 2
     return value, (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
 

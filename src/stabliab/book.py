@@ -116,6 +116,7 @@ _WARN = re.compile(r"^(?P<path>[^\s:][^:]*):(?:\d+:)?\s*(?:WARNING|ERROR|CRITICA
 
 def sphinx_warnings(log: str) -> list[str]:
     """The warning lines of a Sphinx log (path first, as Sphinx prints them)."""
+    log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # colour codes
     return [ln.strip() for ln in log.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL):", ln)]
 
 
