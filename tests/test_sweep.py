@@ -36,7 +36,7 @@ def test_designs_cover_their_space_and_are_seeded():
 def _square(config, seeds, offset=0.0, marker=None):
     if marker:
         with open(marker, "a") as f:
-            f.write(json.dumps(config) + "\n")
+            f.write(json.dumps({**config, "seeds": seeds}) + "\n")
     if config.get("fail"):
         raise ValueError(f"deliberate failure of {config['x']}")
     if config.get("sleep"):
@@ -61,8 +61,23 @@ def test_cached_configurations_are_not_recomputed_and_new_ones_are(tmp_path):
     assert len(marker.read_text().splitlines()) == 3
     out = sweep.run_sweep(_square, cfgs + [{"x": 7}], [0, 1], tmp_path / "s", context={"marker": str(marker)})
     assert len(marker.read_text().splitlines()) == 4 and out[-1]["result"]["y"] == [49, 50]
-    sweep.run_sweep(_square, cfgs, [0, 1, 2], tmp_path / "s", context={"marker": str(marker)})  # more seeds: new
-    assert len(marker.read_text().splitlines()) == 7
+    out = sweep.run_sweep(_square, cfgs, [0, 1, 2], tmp_path / "s", context={"marker": str(marker)})
+    calls = [json.loads(ln) for ln in marker.read_text().splitlines()]
+    assert len(calls) == 7 and all(c["seeds"] == [2] for c in calls[4:])  # more seeds: only the new seed ran
+    assert [r["result"]["y"] for r in out] == [[i * i, i * i + 1, i * i + 2] for i in range(3)]
+
+
+def test_a_seed_gives_the_same_numbers_alone_or_with_others(tmp_path):
+    """What makes per-seed caching exact: member m of a seeds-at-once run depends only on its seed."""
+    both = experiments.c4_task(CONFIGS[0], [0, 1], **CONTEXT)
+    alone = experiments.c4_task(CONFIGS[0], [1], **CONTEXT)
+    for name in experiments.STABILITY + experiments.QUALITY + ["table"]:
+        assert both[name][1] == alone[name][0], name
+
+
+def test_a_task_must_return_one_value_per_seed(tmp_path):
+    with pytest.raises(sweep.SweepError, match="not one per seed"):
+        sweep.run_sweep(lambda c, s: {"y": 1.0}, [{"x": 1}], [0, 1], tmp_path)
 
 
 def test_a_killed_sweep_resumes_and_computes_only_the_rest(tmp_path):
@@ -149,4 +164,4 @@ def test_c4_task_reports_exact_quality_for_a_perfect_model(monkeypatch):
     r = experiments.c4_task(cfg, [0, 1], **CONTEXT)
     assert r["forward_kl"] == pytest.approx([0, 0], abs=1e-12) and r["reverse_kl"] == pytest.approx([0, 0], abs=1e-12)
     assert r["entropy_ratio"] == pytest.approx([1, 1], abs=1e-12) and r["overconfidence"] == pytest.approx([0, 0], abs=1e-12)
-    assert r["disagreement"] == pytest.approx(0.0, abs=1e-15) and r["coverage"][0] <= 1.0
+    assert analysis.disagreement(r) == pytest.approx(0.0, abs=1e-15) and r["coverage"][0] <= 1.0

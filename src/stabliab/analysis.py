@@ -62,6 +62,17 @@ def rank_bootstrap(per_seed_x: np.ndarray, per_seed_y: np.ndarray, per_seed_z: n
 
 
 # ---------------------------------------------------------------------- C4
+def disagreement(result: dict) -> float:
+    """Seed-to-seed disagreement of one configuration: the mean over pairs of seeds of
+    the Jensen-Shannon divergence between their conditional tables, weighted by the
+    source's stationary law (result["table"]: per seed [C, V]; result["weights"]: [C])."""
+    from .metrics import js_divergence
+    Q = np.asarray(result["table"], dtype=np.float64)
+    w = np.asarray(result["weights"][0], dtype=np.float64)
+    js = [float(np.dot(w, js_divergence(Q[a], Q[b]))) for a in range(len(Q)) for b in range(a + 1, len(Q))]
+    return float(np.mean(js)) if js else float("nan")
+
+
 def c4_table(records: list[dict], stability: list[str], quality: list[str]) -> dict:
     """Sweep records -> {"configs": [...], name: [C, S] per-seed values, "disagreement": [C],
     "entropy_gap": |log H_model / H*| [C, S], "measures": [C, S, K] stability measures
@@ -70,7 +81,7 @@ def c4_table(records: list[dict], stability: list[str], quality: list[str]) -> d
     t = {"configs": [r["config"] for r in records]}
     for name in stability + quality:
         t[name] = np.array([r[name] for r in res], dtype=np.float64)
-    t["disagreement"] = np.array([r["disagreement"] for r in res], dtype=np.float64)
+    t["disagreement"] = np.array([disagreement(r) for r in res], dtype=np.float64)
     t["entropy_gap"] = np.abs(np.log(t["entropy_ratio"]))
     S = t[stability[0]].shape[1]
     t["measures"] = np.concatenate([np.stack([t[n] for n in stability], -1),
@@ -92,7 +103,7 @@ def seed_instability(result: dict, table: dict, stability: list[str]) -> np.ndar
     """[S] instability index of one configuration's seeds, on the design's standardisation."""
     S = len(result[stability[0]])
     m = np.concatenate([np.stack([np.asarray(result[n], float) for n in stability], -1),
-                        np.full((S, 1), float(result["disagreement"]))], -1)
+                        np.full((S, 1), disagreement(result))], -1)
     ok = ~table["diverged"]
     ref = table["measures"][ok].reshape(-1, m.shape[-1])
     return instability_index(np.maximum(m, 1e-300), np.maximum(ref, 1e-300))

@@ -3,10 +3,12 @@ them in this process, in a process pool, or on Ray (a local instance, or a clust
 through RAY_ADDRESS).
 
 A task is a picklable function task(config: dict, seeds: list[int], **context) -> dict
-of measurements (plain numbers and lists). Every finished configuration is written
-atomically to OUT/KEY.json, KEY = sha256(task name, configuration, seeds, context,
-code hash), so a killed sweep resumes where it stopped and a rerun with more
-configurations or seeds computes only the new ones.
+of measurements, every value a list with one entry per seed (member m of a
+seeds-at-once run depends only on its own seed). Every finished configuration is
+written atomically to OUT/KEY.json, KEY = sha256(task name, configuration, context,
+code hash), holding its results seed by seed, so a killed sweep resumes where it
+stopped and a rerun with more configurations or more seeds computes only the new
+configurations and seeds.
 
     results = run_sweep(task, configs, seeds, out_dir, executor="local" | "processes" | "ray")
 """
@@ -89,9 +91,9 @@ def code_hash() -> str:
     return h.hexdigest()
 
 
-def config_key(task: Callable, config: dict, seeds, context: dict, code: str) -> str:
+def config_key(task: Callable, config: dict, context: dict, code: str) -> str:
     blob = json.dumps({"task": f"{task.__module__}.{task.__qualname__}", "config": config,
-                       "seeds": [int(s) for s in seeds], "context": context, "code": code}, sort_keys=True)
+                       "context": context, "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -124,8 +126,9 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
               workers: int | None = None, context: dict | None = None, threads: int = 1, desc: str = "sweep",
               device: str = "cpu", on_result: Callable | None = None) -> list[dict]:
     """Results of task(config, seeds, **context) for every configuration, in order, each
-    {"config", "key", "result"}; cached ones are read from out_dir. Raises SweepError
-    naming the failed configurations after all others are written."""
+    {"config", "key", "seeds", "result": {name: [value per seed]}}; what is cached in
+    out_dir is read, and the task runs only for the missing seeds of each configuration.
+    Raises SweepError naming the failed configurations after all others are written."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     from .train import progress
@@ -133,22 +136,28 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
     out_dir.mkdir(parents=True, exist_ok=True)
     context = dict(context or {})
     code = code_hash()
-    keys = [config_key(task, c, seeds, context, code) for c in configs]
-    results: dict[str, dict] = {}
-    for k in keys:
+    seeds = [int(s) for s in seeds]
+    keys = [config_key(task, c, context, code) for c in configs]
+    stored: dict[str, dict] = {}  # key -> {"config", "key", "per_seed": {seed: {name: value}}}
+    for k, c in zip(keys, configs):
         p = out_dir / f"{k}.json"
-        if p.is_file():
-            results[k] = json.loads(p.read_text())
-    todo = [(k, c) for k, c in zip(keys, configs) if k not in results]
+        stored[k] = json.loads(p.read_text()) if p.is_file() else {"config": c, "key": k, "per_seed": {}}
+    todo = [(k, c, [s for s in seeds if str(s) not in stored[k]["per_seed"]]) for k, c in zip(keys, configs)]
+    todo = [(k, c, missing) for k, c, missing in todo if missing]
     failed: list[tuple[dict, str]] = []
     bar = progress(None, total=len(configs), desc=desc, initial=len(configs) - len(todo))
     bar.set_postfix(cached=len(configs) - len(todo), running=0)
 
-    def done(k, c, ok, res):
+    def done(k, c, missing, ok, res):
         if ok:
-            rec = {"config": c, "seeds": [int(s) for s in seeds], "key": k, "result": res}
+            bad = [n for n, v in res.items() if not isinstance(v, list) or len(v) != len(missing)]
+            if bad:
+                ok, res = False, f"task returned values that are not one per seed: {', '.join(bad)}"
+        if ok:
+            rec = stored[k]
+            for i, s in enumerate(missing):
+                rec["per_seed"][str(s)] = {n: v[i] for n, v in res.items()}
             write_json_atomic(out_dir / f"{k}.json", rec)
-            results[k] = rec
             if on_result:
                 on_result(rec)
         else:
@@ -156,14 +165,14 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
         bar.update(1)
 
     if executor == "local":
-        for k, c in todo:
+        for k, c, missing in todo:
             bar.set_postfix(cached=len(configs) - len(todo), running=1)
-            done(k, c, *_call(task, c, seeds, context, threads))
+            done(k, c, missing, *_call(task, c, missing, context, threads))
     elif executor == "processes":
         import multiprocessing as mp
         n = workers or max(1, (os.cpu_count() or 1) // max(threads, 1))
         with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(_call, task, c, seeds, context, threads): (k, c) for k, c in todo}
+            futs = {pool.submit(_call, task, c, missing, context, threads): (k, c, missing) for k, c, missing in todo}
             pending = set(futs)
             while pending:
                 bar.set_postfix(cached=len(configs) - len(todo), running=min(n, len(pending)))
@@ -180,7 +189,7 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
                      logging_level=logging.ERROR, configure_logging=True,
                      **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or os.cpu_count()}))
         remote = _ray_remote(device)
-        refs = {remote.remote(task, c, seeds, context, threads): (k, c) for k, c in todo}
+        refs = {remote.remote(task, c, missing, context, threads): (k, c, missing) for k, c, missing in todo}
         pending = list(refs)
         while pending:
             bar.set_postfix(cached=len(configs) - len(todo), running=len(pending))
@@ -192,4 +201,10 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
     bar.close()
     if failed:
         raise SweepError(failed)
-    return [results[k] for k in keys]
+    out = []
+    for k in keys:
+        per = stored[k]["per_seed"]
+        names = list(per[str(seeds[0])])
+        out.append({"config": stored[k]["config"], "key": k, "seeds": seeds,
+                    "result": {n: [per[str(s)][n] for s in seeds] for n in names}})
+    return out

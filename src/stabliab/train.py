@@ -200,14 +200,19 @@ def minimize_lbfgs(loss_fn: Callable[[Params], torch.Tensor], params: Params, *,
 
 
 def top_hessian_eigenvalue(loss_fn: Callable[[Params], torch.Tensor], params: Params, *,
-                           iters: int = 200, seed: int = 0) -> torch.Tensor:
+                           iters: int = 200, seed: int = 0, member_seeds=None) -> torch.Tensor:
     """[M] largest Hessian eigenvalue of each member's loss (power iteration on
     Hessian-vector products). Gradient descent with lr > 2 / lambda_max cannot
     converge to that point: the stability edge."""
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     M = next(iter(params.values())).shape[0]
-    g = torch.Generator().manual_seed(seed)
-    v = {k: torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) for k, p in params.items()}
+    if member_seeds is None:  # one draw for all members
+        g = torch.Generator().manual_seed(seed)
+        v = {k: torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) for k, p in params.items()}
+    else:  # member m's start depends only on member_seeds[m]
+        gens = [torch.Generator().manual_seed(int(s)) for s in member_seeds]
+        v = {k: torch.stack([torch.randn(p.shape[1:], generator=g, dtype=p.dtype) for g in gens]).to(p.device)
+             for k, p in params.items()}
     loss = loss_fn(params).sum()
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
     first = next(iter(params.values()))
@@ -294,9 +299,11 @@ def _sample_batched(base, params: Params, n: int, length: int, seeds, temperatur
 
 @torch.no_grad()
 def sample_members(base: torch.nn.Module, params: Params, n: int, length: int, seed: int,
-                   batched: bool | None = None, precision: str = "fp32", **sample_kw) -> tuple[np.ndarray, np.ndarray]:
+                   batched: bool | None = None, precision: str = "fp32", member_seeds=None,
+                   **sample_kw) -> tuple[np.ndarray, np.ndarray]:
     """Each member samples n sequences: (tokens [M, n, L], logq [M, n, L]).
-    Member m uses seed + m, so its samples do not depend on the other members.
+    Member m uses seed + m (or member_seeds[m]), so its samples do not depend on the
+    other members.
     batched=True samples all members in one vmapped computation (one kernel launch per
     token instead of M: what a GPU needs); False loops over members (the reference;
     both give the same tokens, tested). The default batches two or more members
@@ -304,14 +311,14 @@ def sample_members(base: torch.nn.Module, params: Params, n: int, length: int, s
     top_k / top_p use the loop."""
     M = next(iter(params.values())).shape[0]
     batched = M > 1 if batched is None else batched
+    mseeds = [seed + m for m in range(M)] if member_seeds is None else [int(s) for s in member_seeds]
     if batched and not {"top_k", "top_p"} & {k for k, v in sample_kw.items() if v is not None}:
-        tok, lq = _sample_batched(base, params, n, length, [seed + m for m in range(M)], precision=precision,
-                                  **sample_kw)
+        tok, lq = _sample_batched(base, params, n, length, mseeds, precision=precision, **sample_kw)
         return tok.cpu().numpy(), lq.cpu().numpy()
     from .device import autocast
     dev = next(iter(params.values())).device
     with autocast(dev, precision):
-        out = [member(base, params, m).sample(n, length, seed=seed + m, **sample_kw) for m in range(M)]
+        out = [member(base, params, m).sample(n, length, seed=mseeds[m], **sample_kw) for m in range(M)]
     return np.stack([t.cpu().numpy() for t, _ in out]), np.stack([q.cpu().numpy() for _, q in out])
 
 
