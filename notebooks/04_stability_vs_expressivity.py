@@ -108,8 +108,8 @@ context = dict(vocab=vocab, order=order, alpha=alpha, seq_len=seq_len, steps=ste
 # the package's sweep engine (`stabliab.sweep`) with the `executor` parameter:
 # in this process, in a process pool, or on Ray (`-p executor ray`; a cluster
 # through `RAY_ADDRESS`). Each finished configuration is cached under
-# `results/PROFILE/sweeps/`, so a rerun with more configurations computes only
-# the new ones.
+# `results/PROFILE/sweeps/` seed by seed, so a rerun with more configurations
+# or more seeds computes only the new ones.
 
 # %%
 space = {"lr": ("log", *lr_range), "batch": ("int-log", *batch_range), "n_train": ("int-log", *n_train_range),
