@@ -79,7 +79,3 @@ def autocast(dev: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def module_device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
