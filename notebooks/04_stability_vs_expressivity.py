@@ -131,7 +131,7 @@ report.metric("c4_n_seeds", n_seeds)
 # %%
 table = analysis.c4_table(out[:n_configs], experiments.STABILITY, experiments.QUALITY)
 ok = ~table["diverged"]
-inst = analysis.c4_instability(table, experiments.STABILITY, ok)  # [C, S] per-seed instability index
+inst = analysis.instability(table["measures"], table)  # [C, S] per-seed instability index
 report.metric("c4_n_diverged", int((~ok).sum()))
 report.metric("c4_n_used", int(ok.sum()))
 qualities = {"entropy gap |log H_model/H*|": "entropy_gap", "forward KL rate": "forward_kl",
@@ -217,8 +217,8 @@ ref_res = out[n_configs]
 st_rows, st_deltas = [], {}
 for i, (name, cfg) in enumerate(stabilisers.items()):
     res = out[n_configs + 1 + i]
-    a = analysis.seed_instability(ref_res["result"], table, experiments.STABILITY)
-    b = analysis.seed_instability(res["result"], table, experiments.STABILITY)
+    a = analysis.instability(analysis.stability_measures(ref_res["result"], experiments.STABILITY), table)
+    b = analysis.instability(analysis.stability_measures(res["result"], experiments.STABILITY), table)
     st_deltas[name] = {"instability": b - a, "forward_kl": np.subtract(res["result"]["forward_kl"],
                                                                        ref_res["result"]["forward_kl"])}
     c = report.paired(f"C4.stabilisers[{name}]", f"adding {name} to the reference configuration lowers each "

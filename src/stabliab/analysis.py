@@ -73,19 +73,23 @@ def disagreement(result: dict) -> float:
     return float(np.mean(js)) if js else float("nan")
 
 
+def stability_measures(result: dict, stability: list[str]) -> np.ndarray:
+    """[S, K] one configuration's stability measures per seed: the per-seed ones, then
+    the configuration's seed disagreement (the same for every seed)."""
+    per_seed = np.stack([np.asarray(result[n], dtype=np.float64) for n in stability], -1)  # [S, K-1]
+    return np.concatenate([per_seed, np.full((len(per_seed), 1), disagreement(result))], -1)
+
+
 def c4_table(records: list[dict], stability: list[str], quality: list[str]) -> dict:
-    """Sweep records -> {"configs": [...], name: [C, S] per-seed values, "disagreement": [C],
-    "entropy_gap": |log H_model / H*| [C, S], "measures": [C, S, K] stability measures
-    (the per-seed ones and the configuration's disagreement), "diverged": [C]}."""
+    """Sweep records -> {"configs": [...], name: [C, S] per-seed values,
+    "entropy_gap": |log H_model / H*| [C, S], "measures": [C, S, K] stability measures,
+    "diverged": [C] (a non-finite loss or measure in any seed)}."""
     res = [r["result"] for r in records]
     t = {"configs": [r["config"] for r in records]}
-    for name in stability + quality:
+    for name in quality:
         t[name] = np.array([r[name] for r in res], dtype=np.float64)
-    t["disagreement"] = np.array([disagreement(r) for r in res], dtype=np.float64)
     t["entropy_gap"] = np.abs(np.log(t["entropy_ratio"]))
-    S = t[stability[0]].shape[1]
-    t["measures"] = np.concatenate([np.stack([t[n] for n in stability], -1),
-                                    np.repeat(t["disagreement"][:, None, None], S, 1)], -1)
+    t["measures"] = np.stack([stability_measures(r, stability) for r in res])
     bad = np.array([any(r["diverged"]) for r in res]) | ~np.isfinite(t["measures"]).all((1, 2))
     for name in quality:
         bad |= ~np.isfinite(t[name]).all(1)
@@ -93,17 +97,8 @@ def c4_table(records: list[dict], stability: list[str], quality: list[str]) -> d
     return t
 
 
-def c4_instability(table: dict, stability: list[str], ok: np.ndarray) -> np.ndarray:
-    """[C, S] per-seed instability index, standardised by the usable configurations."""
-    ref = table["measures"][ok].reshape(-1, table["measures"].shape[-1])
-    return instability_index(np.maximum(table["measures"], 1e-300), np.maximum(ref, 1e-300))
-
-
-def seed_instability(result: dict, table: dict, stability: list[str]) -> np.ndarray:
-    """[S] instability index of one configuration's seeds, on the design's standardisation."""
-    S = len(result[stability[0]])
-    m = np.concatenate([np.stack([np.asarray(result[n], float) for n in stability], -1),
-                        np.full((S, 1), disagreement(result))], -1)
-    ok = ~table["diverged"]
-    ref = table["measures"][ok].reshape(-1, m.shape[-1])
-    return instability_index(np.maximum(m, 1e-300), np.maximum(ref, 1e-300))
+def instability(measures: np.ndarray, table: dict) -> np.ndarray:
+    """Per-seed instability index of measures [..., K], standardised by the usable
+    configurations of the design in `table`."""
+    ref = table["measures"][~table["diverged"]].reshape(-1, table["measures"].shape[-1])
+    return instability_index(np.maximum(measures, 1e-300), np.maximum(ref, 1e-300))

@@ -65,9 +65,9 @@ def collect(root: Path, profile: str, names: list[str]) -> dict:
     return {"profile": profile, "rules": RULES, "notebooks": out}
 
 
-def claims_page(root: Path, profile: str, names: list[str]) -> str:
-    """Markdown of every claim record of `profile`, one table per notebook."""
-    data = collect(root, profile, names)
+def claims_page(data: dict, names: list[str]) -> str:
+    """Markdown of every claim record in `data` (collect's result), one table per notebook."""
+    profile = data["profile"]
     n_rec = sum(len(r["claims"]) for r in data["notebooks"].values())
     n_hold = sum(c["holds"] for r in data["notebooks"].values() for c in r["claims"])
     rules = "\n".join(f"| `{k}` | {v} |" for k, v in RULES.items())
@@ -106,8 +106,9 @@ def claims_page(root: Path, profile: str, names: list[str]) -> str:
 
 def write_verdicts(root: Path, profile: str, names: list[str]) -> None:
     """book/claims.md and book/_extra/claims.json (copied to the root of the built site)."""
-    (root / "book" / "claims.md").write_text(claims_page(root, profile, names))
-    write_json_atomic(root / "book" / "_extra" / "claims.json", collect(root, profile, names))
+    data = collect(root, profile, names)
+    (root / "book" / "claims.md").write_text(claims_page(data, names))
+    write_json_atomic(root / "book" / "_extra" / "claims.json", data)
 
 
 # ---------------------------------------------------------------------- build

@@ -208,14 +208,7 @@ class LM(nn.Module):
                 logits, state = self.step(prompt[:, t], state)
         toks, logq = [], []
         for t in range(length):
-            logp = sampling_logprobs(logits, temperature=temperature, top_k=top_k, top_p=top_p)  # [n, V]
-            if greedy:
-                x = logits.argmax(-1)
-                lq = torch.zeros(n, dtype=logp.dtype, device=logp.device)
-            else:
-                cdf = logp.double().exp().cumsum(-1)
-                x = (u[:, t, None] > cdf).sum(-1).clamp_max(self.vocab - 1)
-                lq = logp.gather(-1, x[:, None])[:, 0]
+            x, lq = draw_tokens(logits, u[:, t], temperature=temperature, greedy=greedy, top_k=top_k, top_p=top_p)
             toks.append(x)
             logq.append(lq)
             if t + 1 < length:
@@ -229,6 +222,20 @@ class LM(nn.Module):
         inp = torch.cat([torch.full_like(x[:, :1], self.bos), x[:, :-1]], 1)
         logp = torch.log_softmax(self(inp).double(), -1)
         return logp.gather(-1, x[..., None])[..., 0].sum(1)
+
+
+def draw_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, greedy: bool = False,
+                top_k: int | None = None, top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step for logits [..., V] and one uniform per row u [...]: the token
+    whose cumulative sampling probability first exceeds u (or the argmax), and its
+    log-probability under the sampling distribution (0 for greedy)."""
+    logp = sampling_logprobs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    if greedy:
+        x = logits.float().argmax(-1)
+        return x, torch.zeros(x.shape, dtype=logp.dtype, device=logp.device)
+    cdf = logp.double().exp().cumsum(-1)
+    x = (u[..., None] > cdf).sum(-1).clamp_max(logits.shape[-1] - 1)
+    return x, logp.gather(-1, x[..., None])[..., 0]
 
 
 def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,

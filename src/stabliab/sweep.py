@@ -124,7 +124,7 @@ def _ray_remote(device: str):
 
 def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, executor: str = "local",
               workers: int | None = None, context: dict | None = None, threads: int = 1, desc: str = "sweep",
-              device: str = "cpu", on_result: Callable | None = None) -> list[dict]:
+              device: str = "cpu") -> list[dict]:
     """Results of task(config, seeds, **context) for every configuration, in order, each
     {"config", "key", "seeds", "result": {name: [value per seed]}}; what is cached in
     out_dir is read, and the task runs only for the missing seeds of each configuration.
@@ -158,8 +158,6 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
             for i, s in enumerate(missing):
                 rec["per_seed"][str(s)] = {n: v[i] for n, v in res.items()}
             write_json_atomic(out_dir / f"{k}.json", rec)
-            if on_result:
-                on_result(rec)
         else:
             failed.append((c, res.strip().splitlines()[0]))
         bar.update(1)

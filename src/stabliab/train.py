@@ -244,8 +244,9 @@ def member(base: torch.nn.Module, params: Params, m: int) -> torch.nn.Module:
 
 
 class _Decoder(torch.nn.Module):
-    """forward(mode, ...) -> lm.start(n) or lm.step(x, state), so that torch.func can
-    call the decoding steps of one stacked set of parameters (keys 'lm.<name>')."""
+    """forward(None, None, n) -> lm.start(n); forward(x, state, n) -> lm.step(x, state):
+    the decoding steps as a forward, so that torch.func.functional_call can run them with
+    one member's parameters (keys 'lm.<name>')."""
 
     def __init__(self, lm):
         super().__init__()
@@ -261,7 +262,7 @@ def _sample_batched(base, params: Params, n: int, length: int, seeds, temperatur
     (member m's from its own seed) and the same algorithm as LM.sample."""
     from torch.func import functional_call, vmap
     from .device import autocast
-    from .models import sampling_logprobs
+    from .models import draw_tokens
     dec = _Decoder(base).eval()
     dev = next(iter(params.values())).device
     p = {f"lm.{k}": v for k, v in params.items()}
@@ -282,14 +283,7 @@ def _sample_batched(base, params: Params, n: int, length: int, seeds, temperatur
             logits, state = run(pr[None, :, t].expand(M, -1).contiguous(), state)
     toks, logq = [], []
     for t in range(length):
-        logp = sampling_logprobs(logits, temperature=temperature)  # [M, n, V] in fp32
-        if greedy:
-            x = logits.float().argmax(-1)
-            lq = torch.zeros(x.shape, dtype=logp.dtype, device=dev)
-        else:
-            cdf = logp.double().exp().cumsum(-1)
-            x = (u[:, :, t, None] > cdf).sum(-1).clamp_max(base.vocab - 1)
-            lq = logp.gather(-1, x[..., None])[..., 0]
+        x, lq = draw_tokens(logits, u[:, :, t], temperature=temperature, greedy=greedy)  # [M, n]
         toks.append(x)
         logq.append(lq)
         if t + 1 < length:
