@@ -94,9 +94,15 @@ def test_aggregate_is_the_least_favourable_member_and_holds_only_if_all_do():
     c = r.claim("m[c]", "s", 0.1, (-0.5, 0.6), 0.5, "<")
     agg2 = r.aggregate("m2", "every member", [a, b, c])
     assert not agg2.holds and agg2.worst == "m[c]"
-    d = r.claim("m[d]", "s", 0.1, (0.0, 0.2), 0.7, "<")
-    with pytest.raises(ValueError, match="different thresholds"):
-        r.aggregate("m3", "s", [a, d])
+    # different thresholds or units: the smallest standardised margin (margin / half-width)
+    d = r.claim("m[d]", "s", 0.1, (0.0, 0.2), 0.7, "<")  # margin 0.5 over half-width 0.1: 5
+    agg3 = r.aggregate("m3", "s", [a, d])  # a: margin 0.2 over half-width 0.1: 2
+    assert agg3.holds and agg3.worst == "m[a]"
+    e = r.claim("m[e]", "s", 2.0, (1.9, 2.1), 1.0, ">")  # margin 0.9 / 0.1 = 9, but a fails below
+    f = r.claim("m[f]", "s", 0.45, (0.3, 0.6), 0.5, "<")  # fails
+    agg4 = r.aggregate("m4", "s", [e, f, d])
+    assert not agg4.holds and agg4.worst == "m[f]"
+    assert claims.standardised_margin(a) == pytest.approx(2.0)
 
 
 def test_results_dict_carries_the_rule():

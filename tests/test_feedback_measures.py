@@ -1,11 +1,10 @@
-"""C3 machinery: degeneration measures on hand cases, the controller, the feedback loop,
-the corpus loader."""
+"""C3 machinery: degeneration measures on hand cases, the PI controller, the corpus loader."""
 import numpy as np
 import pytest
 import torch
 
 from stabliab import metrics, train
-from stabliab.feedback import Feedback, FeedbackConfig, PIController
+from stabliab.feedback import PIController
 from stabliab.sources import ALPHABET, CharCorpus, MarkovSource, clean_play
 
 
@@ -85,59 +84,6 @@ def test_controller_gain_stays_zero_below_setpoint():
     ctrl = PIController(1, kp=2.0, ki=1.0, beta_max=3.0)
     assert all(ctrl.update([-1.0])[0] == 0 for _ in range(10))
     assert ctrl.integral[0] == 0  # anti-windup: no negative integral to unwind
-
-
-def test_bad_feedback_configs_are_rejected():
-    with pytest.raises(ValueError, match="unknown feedback mode"):
-        FeedbackConfig(mode="on")
-    with pytest.raises(ValueError, match="setpoint"):
-        FeedbackConfig(mode="target")
-    with pytest.raises(ValueError, match="statistic"):
-        FeedbackConfig(statistic="perplexity")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    src = MarkovSource.random(6, seed=0)
-    data = torch.stack([train.with_bos(src.sample(32, 12, seed=s), 6) for s in (0, 1)])
-    return data, dict(vocab=6, seeds=[0, 1], steps=30, d=8, hidden=8, layers=1, heads=2, context=2, max_len=13)
-
-
-def test_off_feedback_is_exactly_maximum_likelihood(tiny):
-    data, kw = tiny
-    plain, _ = train.train_lm("gru", data, **kw)
-    off, _ = train.train_lm("gru", data, feedback=FeedbackConfig(mode="off", every=5, n_samples=4, length=12), **kw)
-    assert np.array_equal(plain.loss, off.loss)
-    assert all(torch.equal(plain.params[k], off.params[k]) for k in plain.params)
-    assert off.feedback["stat"].shape == (7, 2) and np.all(off.feedback["beta"] == 0)  # measured, not acted on
-    np.testing.assert_array_equal(off.feedback["data_loss"], plain.loss)  # the data CE trace is the ML loss
-    assert np.all(np.isnan(off.feedback["own_loss"]))
-
-
-def test_self_feedback_acts_is_logged_and_is_deterministic(tiny):
-    data, kw = tiny
-    cfg = FeedbackConfig(mode="self", every=5, n_samples=4, length=12, tolerance=0.0, beta_max=2.0)
-    a, _ = train.train_lm("transformer", data, feedback=cfg, **kw)
-    b, _ = train.train_lm("transformer", data, feedback=cfg, **kw)
-    plain, _ = train.train_lm("transformer", data, **kw)
-    assert np.array_equal(a.loss, b.loss) and np.array_equal(a.feedback["beta"], b.feedback["beta"])
-    assert np.all(a.feedback["beta"] >= 0) and a.feedback["beta"].max() > 0
-    assert not np.array_equal(a.loss, plain.loss)
-    acting = ~np.isnan(a.feedback["own_loss"])
-    assert acting.any()  # total objective = data CE + beta * own-sample CE where the term acts
-    assert np.all(a.loss[acting] > a.feedback["data_loss"][acting])
-
-
-def test_feedback_loss_adds_beta_times_own_sample_loss(tiny):
-    data, kw = tiny
-    from stabliab.models import build_lm
-    base = build_lm("mlp", 6, 0, d=8, hidden=8, context=2)
-    params = train.stack_members([base, build_lm("mlp", 6, 1, d=8, hidden=8, context=2)])
-    fb = Feedback(FeedbackConfig(mode="self_consume", lam=0.25, every=1, n_samples=3, length=12), 2, 6)
-    fb.measure(base, params, 0)
-    own = train.lm_loss(base, params, fb.buffer)
-    d = torch.tensor([1.0, 2.0])
-    torch.testing.assert_close(fb.loss(base, params, 0, d), 0.75 * d + 0.25 * own)
 
 
 # ---------------------------------------------------------------- corpus

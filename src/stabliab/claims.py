@@ -58,6 +58,8 @@ RULES = {
     "share": "exact Clopper–Pearson interval of a share of seeds",
     "identity": "largest error over every check of a deterministic identity; no interval",
     "aggregate": "holds when every member record holds; value and interval of the least favourable member",
+    "joint": "holds when every part holds (each a Student-t interval of a paired mean difference); value and "
+             "interval of the part with the smallest standardised margin",
     "bootstrap": "percentile bootstrap of a rank correlation over configurations, then seeds within each "
                  "(analysis.rank_bootstrap)",
 }
@@ -117,6 +119,15 @@ def margin(c: "Claim") -> float:
     return c.threshold - hi if c.comparator in ("<", "<=") else lo - c.threshold
 
 
+def standardised_margin(c) -> float:
+    """margin / interval half-width: how many half-widths the deciding end clears the
+    threshold by (comparable across units); +-inf for a zero-width interval."""
+    m = margin(c)
+    iv = c.interval
+    hw = 0.0 if iv is None else (iv[1] - iv[0]) / 2
+    return m / hw if hw > 0 else (math.inf if m > 0 else -math.inf)
+
+
 def glue_key(id: str) -> str:
     """The glue prefix of a record: "C2.early[gru]" -> "c2_early_gru"."""
     return re.sub(r"\W+", "_", id.lower()).strip("_")
@@ -153,7 +164,8 @@ class Claim:
     rule: str = "mean"  # a key of RULES
     n: int | None = None  # replicates behind the interval
     members: list | None = None  # for an aggregate: ids of its members
-    worst: str | None = None  # for an aggregate: the least favourable member
+    worst: str | None = None  # for an aggregate or a joint record: the least favourable member or part
+    parts: list | None = None  # for a joint record: each part's name, value, interval, threshold, verdict
 
     @property
     def verdict(self) -> str:
@@ -252,12 +264,43 @@ class Report:
         least favourable member's (smallest margin to the threshold)."""
         if not members:
             raise ValueError(f"aggregate {id!r} has no members")
-        if len({(m.comparator, m.threshold) for m in members}) > 1:
-            raise ValueError(f"aggregate {id!r}: members compare against different thresholds")
-        w = min(members, key=margin)
+        mixed = len({(m.comparator, m.threshold, m.unit) for m in members}) > 1
+        # one threshold: the smallest margin; several (joint records): the smallest standardised margin
+        w = min(members, key=standardised_margin if mixed else margin)
+        if mixed and all(m.holds for m in members) != w.holds:
+            w = next(m for m in members if not m.holds)
         c = self.claim(id, f"{statement} (least favourable: {w.id})", w.value, w.interval, w.threshold, w.comparator,
                        w.unit, rule="aggregate", n=w.n, members=[m.id for m in members], worst=w.id)
         assert c.holds == all(m.holds for m in members)  # one comparator: the worst member decides
+        return c
+
+    def joint(self, id: str, statement: str, parts: list[dict]) -> Claim:
+        """'All of these at once', each part a paired mean difference (same seeds):
+        parts = [{"name", "treated", "baseline", "threshold", "comparator", "unit"}].
+        Holds when every part holds; value and interval are those of the part with the
+        smallest standardised margin (the first failing part if one fails)."""
+        if not parts:
+            raise ValueError(f"joint record {id!r} has no parts")
+        done = []
+        for p in parts:
+            t = np.asarray(p["treated"], dtype=np.float64).reshape(-1)
+            b = np.asarray(p["baseline"], dtype=np.float64).reshape(-1)
+            if t.shape != b.shape:
+                raise ValueError(f"joint record {id!r}, part {p['name']!r}: {t.size} treated against {b.size} baseline")
+            d = t - b
+            lo, hi = mean_interval(d, self.level)
+            c = Claim(p["name"], p["name"], float(d.mean()), (lo, hi), float(p.get("threshold", 0.0)),
+                      p.get("comparator", "<"), _holds(p.get("comparator", "<"), float(p.get("threshold", 0.0)), lo, hi),
+                      p.get("unit", ""), "paired", d.size)
+            done.append(c)
+        w = min(done, key=standardised_margin)
+        if not all(c.holds for c in done) and w.holds:
+            w = next(c for c in done if not c.holds)
+        summary = [{"name": c.id, "value": c.value, "interval": c.interval, "threshold": c.threshold,
+                    "comparator": c.comparator, "unit": c.unit, "holds": c.holds} for c in done]
+        c = self.claim(id, f"{statement} (least favourable: {w.id})", w.value, w.interval, w.threshold, w.comparator,
+                       w.unit, rule="joint", n=w.n, worst=w.id, parts=summary)
+        assert c.holds == all(d.holds for d in done)
         return c
 
     def metric(self, name: str, value, glue_it: bool = True) -> None:

@@ -1,84 +1,216 @@
-"""The feedback framework of claim C3: the model's own generations, measured during
-training, feed back into its loss.
+"""The feedback designs of claim C3: training loops that measure something of the
+model's own and act on it, as plug-ins.
 
-Every `every` steps each member samples n sequences of its own (at temperature
-`temperature`) and a generation statistic s_t is measured:
+A design is a class with a `Params` dataclass (its own parameters, with defaults)
+registered by name; `make({"design": NAME, **params})` builds one, and train_lm
+takes it through a small interface (bind, loss, arrays), so train.py never imports
+this module. Adding a design is one class plus @register.
 
-    entropy        mean -log q per token of its own samples (Monte Carlo entropy rate)
-    distinct2      distinct bigrams / bigrams over its samples
-    unigram_drift  total-variation distance between the unigram law of these samples
-                   and of the previous measurement
+Each design names the statistic it holds (a key of STATISTICS, measured on a fixed
+evaluation batch with fixed sampling seeds by `statistics`), so that the book can
+check whether it really stabilises it (the gate of notebook 03). The losses, with
+CE the data cross-entropy of the training batch:
 
-A proportional-integral controller turns an error e_t into a gain
-
-    I_t   = clip(I_{t-1} + e_t, 0, beta_max / ki)        (anti-windup: I >= 0)
-    beta_t = clip(kp * e_t + ki * I_t, 0, beta_max)       (beta >= 0 always)
-
-and the training loss becomes
-
-    L(theta) = CE(data batch) + beta_t * CE(own recent samples).
-
-Setpoint modes: `self` holds whatever the model currently does: the setpoint is
-an exponential moving average s_bar of the model's own past statistic and the
-controlled quantity is the deviation from it, e_t = |s_t - s_bar_t| - tolerance
-(feedback grows while the statistic moves by more than the tolerance, in either
-direction, and decays once it is steady); `target` holds a fixed value (e.g. the
-true entropy rate) with the signed error e_t = s_t - target (feedback grows while
-the statistic is above the target); `off` (beta = 0: plain maximum likelihood; the
-statistic is still measured, with its own random generators, so training is
-bit-for-bit the same as without feedback). The open-loop mode `self_consume`
-replaces a fixed share lam of every batch by own samples:
-L = (1 - lam) CE(data) + lam CE(own samples).
+    off             CE                                   (maximum likelihood, bit for bit)
+    pi_own_samples  CE + beta_t CE(own samples)          beta_t from a PI controller on the
+                    error |s_t - s_bar| - z se_t (or signed: s_t - s_bar - z se_t), s_t the
+                    own-sample entropy, se_t its measured standard error (the noise floor)
+    hold_entropy    CE + lam (H_theta(batch) - h_bar_t)^2      h_bar a moving average (no gradient)
+    hold_spread     CE + lam Var_contexts H_theta(. | context)
+    self_consume    (1 - lam) CE + lam CE(own samples at temperature tau, refreshed every k steps)
+    score_hold      CE + lam mean_i (R_i - b_i) log p_theta(x_i) / L,  R_i = (s(x_i) - s_bar)^2,
+                    x_i fresh own samples, s(x) the sequence's mean surprisal (a reward: no
+                    gradient through it), b_i the leave-one-out mean of R (baseline)
+    logit_hold      CE + lam mean log^2 Z_theta(context)       (z-loss, PaLM's stabiliser)
 
 At temperature 1 the expected gradient of CE(own samples) is zero
-(E_{x~p_theta} grad log p_theta(x) = 0): any effect comes from the finiteness of the
-sample and its age. Below 1 the samples are sharper than the model and the term
-pulls it towards its modes.
+(E_{x~p_theta} grad log p_theta(x) = 0; `expected_own_sample_gradient`): what the
+term does comes from the finiteness and the age of the sample. Below 1 it pulls
+each conditional towards its tempered, lower-entropy version.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-MODES = ("off", "self", "target", "self_consume")
-STATISTICS = ("entropy", "distinct2", "unigram_drift")
+from .train import lm_logits, lm_loss, sample_members, with_bos
+
+REGISTRY: dict[str, type] = {}
+STATISTICS = ("gen_entropy", "tf_entropy", "entropy_spread", "log_z", "data_ce")
 
 
-@dataclass
-class FeedbackConfig:
-    mode: str = "off"
-    statistic: str = "entropy"
-    every: int = 10  # steps between measurements (and refreshes of the own-sample buffer)
-    start: int = 0  # first step at which the loop acts (before: measured only, beta = 0)
-    n_samples: int = 32  # own sequences per member per measurement
-    length: int = 64  # tokens per own sequence
-    temperature: float = 1.0  # temperature of the fed-back samples
-    kp: float = 4.0
-    ki: float = 1.0
-    beta_max: float = 1.0
-    setpoint: float | None = None  # `target` mode
-    ema: float = 0.9  # `self` mode: setpoint <- ema * setpoint + (1 - ema) * s_t
-    tolerance: float = 0.02  # `self` mode: deviation from the moving average that is left alone
-    lam: float = 0.5  # `self_consume` share of own samples
-    seed: int = 0
+def register(name: str):
+    def deco(cls):
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+    return deco
 
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown feedback mode {self.mode!r}; allowed: {', '.join(MODES)}")
-        if self.statistic not in STATISTICS:
-            raise ValueError(f"unknown statistic {self.statistic!r}; allowed: {', '.join(STATISTICS)}")
-        if self.mode == "target" and self.setpoint is None:
-            raise ValueError("mode 'target' needs a setpoint")
-        if not 0 <= self.lam <= 1:
-            raise ValueError("lam must lie in [0, 1]")
-        if self.temperature <= 0 or self.every < 1 or self.beta_max < 0:
-            raise ValueError("temperature > 0, every >= 1 and beta_max >= 0 are required")
+
+def load_plugins(modules) -> None:
+    """Import modules that register designs of their own (a notebook's `plugins`; every
+    process of a sweep imports them again, so a design defined outside the package runs
+    on every executor)."""
+    import importlib
+    for m in modules:
+        importlib.import_module(m)
+
+
+def make(spec) -> "Design":
+    """A design from a name or {"design": NAME, **parameters}; unknown names and
+    parameters raise ValueError naming what is allowed."""
+    spec = {"design": spec} if isinstance(spec, str) else dict(spec)
+    name = spec.pop("design", None)
+    if name not in REGISTRY:
+        raise ValueError(f"unknown feedback design {name!r}; allowed: {', '.join(REGISTRY)}")
+    cls = REGISTRY[name]
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    bad = sorted(set(spec) - fields)
+    if bad:
+        raise ValueError(f"design {name!r} has no parameter {', '.join(bad)}; allowed: {', '.join(sorted(fields))}")
+    return cls(cls.Params(**spec))
+
+
+def _entropies(logits: torch.Tensor) -> torch.Tensor:
+    """[..., V] logits -> [...] predictive entropy in nats (float32 or wider)."""
+    logp = torch.log_softmax(logits.float(), -1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def _ce(logits: torch.Tensor, x: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """[M] mean cross-entropy of logits [M, B, T, V] against targets x[..., 1:] ([M, B, T+1])."""
+    V = logits.shape[-1]
+    ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, V), x[..., 1:].reshape(-1),
+                                           reduction="none", label_smoothing=label_smoothing)
+    return ce.reshape(x.shape[0], -1).mean(1)
+
+
+def _seeds(member_seeds, k: int, salt: int) -> list[int]:
+    """Sampling seeds of draw k for each member: a function of the member's own seed only."""
+    return [(1_000_003 * int(s) + 7_919 * k + salt) % 2**62 for s in member_seeds]
+
+
+class Design:
+    """Plain maximum likelihood; the base of every design."""
+    name = "off"
+    statistic: str | None = None  # the key of STATISTICS this design holds
+    prediction = ""  # what it should do to entropy and repetition, stated before measuring
+
+    @dataclass
+    class Params:
+        start: int = 0  # first step at which the design acts
+
+    def __init__(self, params):
+        self.p = params
+        self.log: dict[str, list] = {}
+
+    def bind(self, base, M: int, vocab: int, batched: bool, precision: str, member_seeds,
+             label_smoothing: float = 0.0) -> "Design":
+        self.base, self.M, self.vocab, self.batched, self.precision = base, M, vocab, batched, precision
+        self.member_seeds, self.label_smoothing = [int(s) for s in member_seeds], label_smoothing
+        self.log = {}
+        return self
+
+    def _log(self, name: str, value) -> None:
+        self.log.setdefault(name, []).append(value)
+
+    def active(self, step: int) -> bool:
+        return step >= self.p.start
+
+    def loss(self, params, step: int, batch: torch.Tensor) -> torch.Tensor:
+        """[M] training loss at `step` on the data batch [M, B, T+1]."""
+        return lm_loss(self.base, params, batch, self.batched, self.precision, self.label_smoothing)
+
+    def logits(self, params, x: torch.Tensor) -> torch.Tensor:
+        return lm_logits(self.base, params, x, self.batched, self.precision)
+
+    def own_samples(self, params, n: int, length: int, k: int, salt: int, temperature: float = 1.0):
+        """(tokens [M, n, L] on the CPU, the same with BOS [M, n, L+1] on the device, logq [M, n, L])."""
+        tok, lq = sample_members(self.base, params, n, length, seed=0, temperature=temperature,
+                                 precision=self.precision, member_seeds=_seeds(self.member_seeds, k, salt))
+        dev = next(iter(params.values())).device
+        return tok, with_bos(tok, self.vocab, dev), lq
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the design logged, each [E, M] (rows at the steps in 'step', [E])."""
+        out = {}
+        for k, v in self.log.items():
+            out[k] = np.asarray(v) if k == "step" else np.stack([np.asarray(x, dtype=np.float64) for x in v])
+        return out
+
+
+register("off")(Design)
+
+
+@register("pi_own_samples")
+class PIOwnSamples(Design):
+    """The loop of the first edition: a PI controller sets the weight of the loss on the
+    model's own recent samples from the deviation of their entropy from its moving
+    average. The error ignores deviations within z standard errors of the Monte Carlo
+    estimate (measured each time from the per-sequence spread): the noise floor. The
+    controller's samples and the fed-back samples are separate draws."""
+    statistic = "gen_entropy"
+    prediction = ("At temperature 1 the fed-back term has zero expected gradient: no systematic "
+                  "change of entropy, only noise; below 1 it lowers entropy.")
+
+    @dataclass
+    class Params:
+        start: int = 0
+        every: int = 10  # steps between measurements (and refreshes of the fed-back samples)
+        n_samples: int = 16  # own sequences per member per measurement (and as many fed back)
+        length: int = 32
+        temperature: float = 1.0  # of the fed-back samples
+        kp: float = 4.0
+        ki: float = 1.0
+        beta_max: float = 1.0
+        ema: float = 0.9  # setpoint <- ema setpoint + (1 - ema) s_t
+        z: float = 2.0  # tolerance = z standard errors of s_t
+        signed: bool = False  # error s_t - s_bar - z se (acts only when entropy rises)
+
+    def bind(self, *a, **kw):
+        super().bind(*a, **kw)
+        self.ctrl = PIController(self.M, self.p.kp, self.p.ki, self.p.beta_max)
+        self.beta = np.zeros(self.M)
+        self.setpoint = None
+        self.buffer = None
+        self.k = 0
+        return self
+
+    @torch.no_grad()
+    def _measure(self, params, step):
+        p = self.p
+        _, _, lq = self.own_samples(params, p.n_samples, p.length, self.k, 11)
+        per_seq = -lq.mean(-1)  # [M, n]
+        s = per_seq.mean(1)
+        se = per_seq.std(1, ddof=1) / np.sqrt(per_seq.shape[1])
+        if self.setpoint is None:
+            self.setpoint = s.copy()
+        if self.active(step):
+            dev = s - self.setpoint
+            e = (dev if p.signed else np.abs(dev)) - p.z * se
+            self.beta = self.ctrl.update(e)
+            _, self.buffer, _ = self.own_samples(params, p.n_samples, p.length, self.k, 12, p.temperature)
+        self.setpoint = p.ema * self.setpoint + (1 - p.ema) * s
+        self.k += 1
+        for name, v in [("step", step), ("stat", s), ("noise_se", se), ("beta", self.beta.copy())]:
+            self._log(name, v)
+
+    def loss(self, params, step, batch):
+        if step % self.p.every == 0:
+            self._measure(params, step)
+        ce = super().loss(params, step, batch)
+        if self.buffer is None or not self.active(step) or not np.any(self.beta > 0):
+            return ce
+        own = lm_loss(self.base, params, self.buffer, self.batched, self.precision)
+        return ce + torch.as_tensor(self.beta, dtype=ce.dtype, device=ce.device) * own
 
 
 class PIController:
-    """Proportional-integral control of M independent plants; the gain is never negative."""
+    """Proportional-integral control of M independent plants; the gain is never negative:
+    I_t = clip(I_{t-1} + e_t, 0, beta_max / ki), beta_t = clip(kp e_t + ki I_t, 0, beta_max)."""
 
     def __init__(self, M: int, kp: float, ki: float, beta_max: float):
         self.kp, self.ki, self.beta_max = kp, ki, beta_max
@@ -91,94 +223,201 @@ class PIController:
         return np.clip(self.kp * e + self.ki * self.integral, 0.0, self.beta_max)
 
 
-def generation_statistic(name: str, tokens: np.ndarray, logq: np.ndarray, previous_unigram=None,
-                         vocab: int | None = None):
-    """(value, unigram law) of one member's samples tokens [n, L], logq [n, L]."""
-    from .metrics import distinct_n
-    uni = np.bincount(tokens.reshape(-1), minlength=vocab or int(tokens.max()) + 1).astype(np.float64)
-    uni /= uni.sum()
-    if name == "entropy":
-        value = float(-np.mean(logq))
-    elif name == "distinct2":
-        value = distinct_n(list(tokens), 2)
-    else:
-        value = 0.0 if previous_unigram is None else 0.5 * float(np.abs(uni - previous_unigram).sum())
-    return value, uni
+class _EMA:
+    """A per-member moving average without gradient, started at its first value."""
+
+    def __init__(self, rate: float):
+        self.rate, self.value = rate, None
+
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        self.value = x.clone() if self.value is None else self.rate * self.value + (1 - self.rate) * x
+        return self.value
 
 
-@dataclass
-class Feedback:
-    """State of the feedback loop for M members; plugged into train.train_lm."""
-    cfg: FeedbackConfig
-    M: int
-    vocab: int
-    batched: bool = True  # evaluate the own-sample loss as training does (vmap or loop over members)
-    precision: str = "fp32"  # as training does
-    log: dict = field(default_factory=lambda: {"step": [], "stat": [], "setpoint": [], "beta": []})
+@register("hold_entropy")
+class HoldEntropy(Design):
+    """A differentiable hold of the teacher-forced predictive entropy of the training
+    batch at its own moving average."""
+    statistic = "tf_entropy"
+    prediction = ("Resists every change of the predictive entropy: where maximum likelihood still lowers "
+                  "entropy, the held model lags behind, so entropy ends higher, not lower.")
 
-    def __post_init__(self):
-        self.ctrl = PIController(self.M, self.cfg.kp, self.cfg.ki, self.cfg.beta_max)
-        self.beta = np.zeros(self.M)
-        self.setpoint = np.full(self.M, np.nan if self.cfg.setpoint is None else self.cfg.setpoint)
-        self.buffer: torch.Tensor | None = None  # [M, n, L+1] own samples with BOS
-        self.unigram = [None] * self.M
-        self.n_measured = 0
-        self.trace = {"data_loss": [], "own_loss": []}  # every step: data CE and own-sample CE (NaN if unused)
+    @dataclass
+    class Params:
+        start: int = 0
+        lam: float = 10.0  # a deviation of 0.1 nats costs 0.1 nats of cross-entropy
+        ema: float = 0.9
 
-    @property
-    def acts(self) -> bool:
-        return self.cfg.mode != "off"
+    def bind(self, *a, **kw):
+        super().bind(*a, **kw)
+        self.avg = _EMA(self.p.ema)
+        return self
 
-    def active(self, step: int) -> bool:
-        return self.acts and step >= self.cfg.start
+    def loss(self, params, step, batch):
+        if not self.active(step):
+            return super().loss(params, step, batch)
+        logits = self.logits(params, batch[..., :-1])  # [M, B, T, V]
+        H = _entropies(logits).reshape(self.M, -1).mean(1)  # [M]
+        target = self.avg.update(H)
+        return _ce(logits, batch, self.label_smoothing) + self.p.lam * (H - target) ** 2
 
-    def loss(self, base, params, step: int, data_loss: torch.Tensor) -> torch.Tensor:
-        """[M] the training loss at `step` given the data cross-entropy."""
-        from .train import lm_loss
-        self.trace["data_loss"].append(data_loss.detach())  # on the device; moved once, in arrays()
-        own = None
-        if self.active(step) and self.buffer is not None and (self.cfg.mode == "self_consume" or np.any(self.beta > 0)):
-            own = lm_loss(base, params, self.buffer, self.batched, self.precision)
-        self.trace["own_loss"].append(torch.full_like(data_loss, float("nan")).detach() if own is None else own.detach())
-        if own is None:
-            return data_loss
-        if self.cfg.mode == "self_consume":
-            return (1 - self.cfg.lam) * data_loss + self.cfg.lam * own
-        return data_loss + torch.as_tensor(self.beta, dtype=data_loss.dtype, device=data_loss.device) * own
 
-    @torch.no_grad()
-    def measure(self, base, params, step: int) -> None:
-        """Every cfg.every steps (and at step 0): sample, measure, update beta and the buffer."""
-        from .train import sample_members, with_bos
-        if step % self.cfg.every:
-            return
-        tok, lq = sample_members(base, params, self.cfg.n_samples, self.cfg.length,
-                                 seed=self.cfg.seed + 7919 * self.n_measured, temperature=self.cfg.temperature,
-                                 precision=self.precision)
-        self.n_measured += 1
-        stats = np.empty(self.M)
-        for m in range(self.M):
-            stats[m], self.unigram[m] = generation_statistic(self.cfg.statistic, tok[m], lq[m], self.unigram[m],
-                                                             self.vocab)
-        if self.cfg.mode == "self":
-            first = np.isnan(self.setpoint)
-            self.setpoint[first] = stats[first]
-        if self.active(step):
-            if self.cfg.mode == "self":
-                self.beta = self.ctrl.update(np.abs(stats - self.setpoint) - self.cfg.tolerance)
-            elif self.cfg.mode == "target":
-                self.beta = self.ctrl.update(stats - self.setpoint)
-            elif self.cfg.mode == "self_consume":
-                self.beta = np.full(self.M, self.cfg.lam)
-            self.buffer = with_bos(tok, self.vocab, device=next(iter(params.values())).device)
-        if self.cfg.mode == "self":
-            self.setpoint = self.cfg.ema * self.setpoint + (1 - self.cfg.ema) * stats
-        for k, v in [("step", step), ("stat", stats), ("setpoint", self.setpoint.copy()), ("beta", self.beta.copy())]:
-            self.log[k].append(v)
+@register("hold_spread")
+class HoldSpread(Design):
+    """A penalty on the variance, across the contexts of the batch, of the predictive entropy."""
+    statistic = "entropy_spread"
+    prediction = ("Pulls every context towards a common entropy: confident contexts become less "
+                  "confident and uncertain ones more; the mean entropy can move either way.")
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """step [E], stat / setpoint / beta [E, M] at the measurements; data_loss and
-        own_loss [steps + 1, M] at every step (the data cross-entropy is what maximum
-        likelihood alone would minimise; own_loss is NaN where the term is unused)."""
-        return {**{k: np.asarray(v) for k, v in self.log.items()},
-                **{k: torch.stack(v).cpu().numpy() for k, v in self.trace.items()}}
+    @dataclass
+    class Params:
+        start: int = 0
+        lam: float = 1.0  # a variance of 1 nat^2 costs 1 nat
+
+    def loss(self, params, step, batch):
+        if not self.active(step):
+            return super().loss(params, step, batch)
+        logits = self.logits(params, batch[..., :-1])
+        H = _entropies(logits).reshape(self.M, -1)  # [M, B*T]
+        return _ce(logits, batch, self.label_smoothing) + self.p.lam * H.var(1)
+
+
+@register("self_consume")
+class SelfConsume(Design):
+    """Open loop: a share lam of every batch's loss comes from the model's own samples at
+    temperature tau, redrawn every `refresh` steps (1: fresh each step; larger: stale)."""
+    statistic = "gen_entropy"
+    prediction = ("Fresh samples at tau = 1: zero expected gradient, noise only. Below 1: pulls each "
+                  "conditional towards its modes, lower entropy, more repetition. Stale samples pull "
+                  "the model back towards its own past: slower change.")
+
+    @dataclass
+    class Params:
+        start: int = 0
+        lam: float = 0.5
+        tau: float = 1.0
+        refresh: int = 1
+        n_samples: int = 16
+        length: int = 32
+
+    def bind(self, *a, **kw):
+        super().bind(*a, **kw)
+        if not 0 <= self.p.lam <= 1 or self.p.tau <= 0 or self.p.refresh < 1:
+            raise ValueError("self_consume needs lam in [0, 1], tau > 0 and refresh >= 1")
+        self.buffer, self.k = None, 0
+        return self
+
+    def loss(self, params, step, batch):
+        ce = super().loss(params, step, batch)
+        if not self.active(step):
+            return ce
+        if self.buffer is None or (step - self.p.start) % self.p.refresh == 0:
+            with torch.no_grad():
+                _, self.buffer, _ = self.own_samples(params, self.p.n_samples, self.p.length, self.k, 21, self.p.tau)
+            self.k += 1
+        own = lm_loss(self.base, params, self.buffer, self.batched, self.precision)
+        return (1 - self.p.lam) * ce + self.p.lam * own
+
+
+@register("score_hold")
+class ScoreHold(Design):
+    """A score-function (REINFORCE) penalty on the squared deviation of a sampled
+    statistic, the mean surprisal of each fresh own sample, from its moving average,
+    with a leave-one-out baseline."""
+    statistic = "gen_entropy"
+    prediction = ("Penalises samples whose surprisal is far from the usual, in both directions: "
+                  "narrows the spread of sampled surprisal; the mean entropy can move either way.")
+
+    @dataclass
+    class Params:
+        start: int = 0
+        lam: float = 10.0  # as hold_entropy
+        ema: float = 0.9
+        n_samples: int = 8
+        length: int = 32
+
+    def bind(self, *a, **kw):
+        super().bind(*a, **kw)
+        if self.p.n_samples < 2:
+            raise ValueError("score_hold needs n_samples >= 2 (leave-one-out baseline)")
+        self.avg, self.k = _EMA(self.p.ema), 0
+        return self
+
+    def loss(self, params, step, batch):
+        ce = super().loss(params, step, batch)
+        if not self.active(step):
+            return ce
+        with torch.no_grad():
+            _, x, lq = self.own_samples(params, self.p.n_samples, self.p.length, self.k, 31)
+        self.k += 1
+        s = torch.as_tensor(-lq.mean(-1), dtype=torch.float32, device=ce.device)  # [M, n] mean surprisal
+        s_bar = self.avg.update(s.mean(1))  # [M]
+        R = (s - s_bar[:, None]) ** 2
+        n = R.shape[1]
+        b = (R.sum(1, keepdim=True) - R) / (n - 1)  # leave-one-out baseline
+        logits = self.logits(params, x[..., :-1])
+        logp = -torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                  x[..., 1:].reshape(-1), reduction="none")
+        logp = logp.reshape(self.M, n, -1).mean(-1)  # [M, n] per-token log p of each sample
+        return ce + self.p.lam * ((R - b) * logp).mean(1)
+
+
+@register("logit_hold")
+class LogitHold(Design):
+    """z-loss: a penalty on the squared log-partition of every context (Chowdhery et al.
+    2022 use lam = 1e-4), the stabiliser of large-model training."""
+    statistic = "log_z"
+    prediction = ("Holds the softmax normaliser near 1 without changing the distribution it normalises "
+                  "(log Z is free under a shift of all logits): no systematic effect on entropy.")
+
+    @dataclass
+    class Params:
+        start: int = 0
+        lam: float = 1e-4
+
+    def loss(self, params, step, batch):
+        if not self.active(step):
+            return super().loss(params, step, batch)
+        logits = self.logits(params, batch[..., :-1]).float()
+        logz = torch.logsumexp(logits, -1).reshape(self.M, -1)
+        return _ce(logits, batch, self.label_smoothing) + self.p.lam * (logz**2).mean(1)
+
+
+# ---------------------------------------------------------------------- measurements
+@torch.no_grad()
+def statistics(base, params, batch: torch.Tensor, n_samples: int, length: int, member_seeds,
+               batched: bool = True, precision: str = "fp32") -> dict[str, np.ndarray]:
+    """Every statistic a design can hold, on a fixed evaluation batch [M, B, T+1] and on
+    own samples with fixed seeds (so that two calls differ only through the parameters),
+    each [3, M]: the whole measurement and its two halves (sequences 0..B/2-1 and the
+    rest; samples likewise), from which the split-half noise floor is computed."""
+    logits = lm_logits(base, params, batch[..., :-1], batched, precision).float()  # [M, B, T, V]
+    H = _entropies(logits)  # [M, B, T]
+    logz = torch.logsumexp(logits, -1)
+    V = logits.shape[-1]
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), batch[..., 1:].reshape(-1),
+                                           reduction="none").reshape(H.shape)
+    h = batch.shape[1] // 2
+    parts = [slice(None), slice(0, h), slice(h, None)]
+    out = {}
+    for name, per in [("tf_entropy", H), ("log_z", logz), ("data_ce", ce)]:
+        out[name] = np.stack([per[:, sl].reshape(per.shape[0], -1).mean(1).double().cpu().numpy() for sl in parts])
+    out["entropy_spread"] = np.stack([H[:, sl].reshape(H.shape[0], -1).var(1).double().cpu().numpy() for sl in parts])
+    _, lq = sample_members(base, params, n_samples, length, seed=0, precision=precision,
+                           member_seeds=[9_973 * int(s) + 5 for s in member_seeds])
+    hs = n_samples // 2
+    out["gen_entropy"] = np.stack([-lq[:, sl].reshape(lq.shape[0], -1).mean(1)
+                                   for sl in [slice(None), slice(0, hs), slice(hs, None)]])
+    return out
+
+
+def expected_own_sample_gradient(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """The exact expected gradient, over x ~ softmax(logits / tau), of the fed-back loss
+    -log softmax(logits)[x] with respect to the logits of a categorical model (by
+    enumeration and autograd): softmax(logits) - softmax(logits / tau), zero at tau = 1."""
+    z = logits.detach().double().clone().requires_grad_(True)
+    q = torch.softmax(z.detach() / tau, -1)
+    loss = -(q * torch.log_softmax(z, -1)).sum()
+    (g,) = torch.autograd.grad(loss, z)
+    return g

@@ -390,7 +390,9 @@ class _Block(nn.Module):
 
 @register("transformer")
 class Transformer(LM):
-    """Decoder-only, pre-LayerNorm, learned positions; sampling with a key/value cache."""
+    """Decoder-only, pre-LayerNorm, learned positions; sampling with a key/value cache.
+    Generations longer than max_len positions continue with a sliding window: BOS and
+    the newest max_len - 1 tokens, the layout every training window has."""
 
     def __init__(self, vocab: int, d: int = 32, layers: int = 2, heads: int = 2, max_len: int = 256, **_):
         super().__init__()
@@ -427,7 +429,10 @@ class Transformer(LM):
     def step(self, x, state):
         ctx, caches = state
         ctx = torch.cat([ctx, x[:, None]], 1)
-        if self.use_cache:
+        if ctx.shape[1] > self.max_len:  # past the trained positions: a sliding window, BOS
+            ctx = torch.cat([ctx[:, :1], ctx[:, 2:]], 1)  # then the newest max_len - 1 tokens,
+            logits, caches = self._run(ctx, 0)  # recomputed without a cache (nanoGPT's crop)
+        elif self.use_cache:
             logits, caches = self._run(x[:, None], ctx.shape[1] - 1, caches)
         else:  # recompute the whole context (reference implementation, O(T^2) per token)
             logits, caches = self._run(ctx, 0)

@@ -98,7 +98,7 @@ class Trajectory:
     params: Params | None = None  # final parameters
     eval_step: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # [E]
     evals: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [E, M] (expensive, every eval_every)
-    feedback: dict[str, np.ndarray] = field(default_factory=dict)  # step [K], stat/setpoint/beta [K, M]
+    feedback: dict[str, np.ndarray] = field(default_factory=dict)  # the feedback design's log: step [K], [K, M]
     ema_params: Params | None = None  # exponential moving average of the parameters (train(ema=...))
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -345,6 +345,21 @@ def generation_entropy_eval(n: int, length: int, seed: int, skip: int = 1, **sam
     return fn
 
 
+def lm_logits(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: bool = True,
+              precision: str = "fp32") -> torch.Tensor:
+    """[M, B, T, V] logits of each member on its own inputs x [M, B, T] (as lm_loss runs the model)."""
+    from torch.func import functional_call
+    from .device import autocast
+
+    def one(p, xb):
+        with autocast(xb.device, precision):
+            return functional_call(base, p, (xb,))
+
+    if batched:
+        return torch.func.vmap(one)(params, x)
+    return torch.stack([one({k: v[m] for k, v in params.items()}, x[m]) for m in range(x.shape[0])])
+
+
 def lm_loss(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: bool = True,
             precision: str = "fp32", label_smoothing: float = 0.0) -> torch.Tensor:
     """[M] mean next-token cross-entropy of each member on its own batch.
@@ -411,8 +426,10 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     Everything runs on data's device (the models are built there). data [M, N, T+1]
     (M = len(seeds)); heldout [M, N_h, T+1] adds a 'heldout' evaluation;
     eval_fns[name](base, params, step) -> Tensor[M] run every eval_every steps.
-    feedback: a feedback.FeedbackConfig (None or mode 'off': plain maximum likelihood);
-    its log lands in trajectory.feedback. Returns (trajectory, base module)."""
+    feedback: a feedback design (feedback.make(...); None or 'off': plain maximum likelihood),
+    used through bind(base, M, vocab, batched, precision, seeds, label_smoothing),
+    loss(params, step, batch) -> [M] and arrays(); its log lands in trajectory.feedback.
+    Returns (trajectory, base module)."""
     seeds = list(seeds)
     if batched is None:  # bench/seeds.py on a 2-core CPU, 5 seeds at the book's sizes: vmap is
         batched = arch in ("gru", "lstm")  # 1.2-1.6x faster for the recurrent cell, not for the others
@@ -423,16 +440,14 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     base = mods[0]
     params = stack_members(mods)
     batches = SequenceBatches(data, batch_size, seeds)
-    fb = None
-    if feedback is not None:
-        from .feedback import Feedback
-        fb = Feedback(feedback, len(seeds), vocab, batched, precision)
+    fb = None if feedback is None else feedback.bind(base, len(seeds), vocab, batched, precision, seeds,
+                                                     label_smoothing)
 
     def loss_fn(p, t):
+        batch = batches.batch(t)
         if fb is not None:
-            fb.measure(base, p, t)
-        loss = lm_loss(base, p, batches.batch(t), batched, precision, label_smoothing)
-        return loss if fb is None else fb.loss(base, p, t, loss)
+            return fb.loss(p, t, batch)
+        return lm_loss(base, p, batch, batched, precision, label_smoothing)
 
     evals = {k: (lambda p, t, f=f: f(base, p, t)) for k, f in (eval_fns or {}).items()}
     if heldout is not None:
