@@ -97,8 +97,9 @@ def claims_page(data: dict, names: list[str]) -> str:
                    "|---|:-:|---|---|")
         for c in r["claims"]:
             n = f", n = {c['n']}" if c.get("n") else ""
+            v = f"{c['value']:.3g}" if isinstance(c["value"], (int, float)) else "—"  # NaN is stored as a string
             out.append(f"| **{c['id']}**<br>{c['statement'].replace('|', '/')} | {'✓' if c['holds'] else '✗'} | "
-                       f"{c['value']:.3g} {c.get('unit', '')}<br>{format_interval(c)}<br>*{c.get('rule', '?')}{n}* | "
+                       f"{v} {c.get('unit', '')}<br>{format_interval(c)}<br>*{c.get('rule', '?')}{n}* | "
                        f"{format_threshold(c)} |")
         out.append("")
     return "\n".join(out) + "\n"

@@ -148,7 +148,9 @@ def format_threshold(c) -> str:
 
 def format_interval(c) -> str:
     iv = _get(c, "interval")
-    return "— (identity)" if iv is None else f"[{iv[0]:.3g}, {iv[1]:.3g}]"
+    if iv is None:
+        return "— (identity)" if _get(c, "rule") == "identity" else "—"
+    return f"[{iv[0]:.3g}, {iv[1]:.3g}]"
 
 
 @dataclass
