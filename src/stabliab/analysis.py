@@ -105,12 +105,12 @@ def instability(measures: np.ndarray, table: dict) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- C3
-C3_EFFECTS = [  # (outcome of experiments.c3_task, column label, unit)
-    ("gen_entropy", "Δ gen. entropy T=1", "nats/token"), ("tf_entropy", "Δ teacher-forced entropy", "nats/token"),
-    ("seq_rep4", "Δ seq-rep-4 T=1", ""), ("seq_rep4_greedy", "Δ seq-rep-4 greedy", ""),
-    ("loops", "Δ loop share T=1", ""), ("loops_greedy", "Δ loop share greedy", ""),
-    ("overconfidence", "Δ over-confidence", "nats/token"), ("heldout_ce", "Δ held-out CE", "nats/token"),
-    ("forward_kl", "Δ KL(source‖model) rate", "nats/token"), ("reverse_kl", "Δ KL(model‖source) rate", "nats/token")]
+C3_EFFECTS = [  # (outcome of experiments.c3_task, short column label, unit)
+    ("gen_entropy", "ΔH", "nats/token"), ("tf_entropy", "ΔH tf", "nats/token"),
+    ("seq_rep4", "Δrep", ""), ("seq_rep4_greedy", "Δrep gr", ""),
+    ("loops", "Δloop", ""), ("loops_greedy", "Δloop gr", ""),
+    ("overconfidence", "Δover", "nats/token"), ("heldout_ce", "ΔCE", "nats/token"),
+    ("forward_kl", "ΔKL→", "nats/token"), ("reverse_kl", "ΔKL←", "nats/token")]
 
 
 def c3_runs(records: list[dict]) -> dict:
@@ -177,11 +177,14 @@ def c3_records(report, runs: dict, corpora: list[str], archs: list[str], designs
       C3[c]                every (family, design) that passes the gate gives C3[c:a:d];
       C3.cause[c]          rank correlation across (family, design) between stabilisation
                            achieved (-log10 variance ratio) and Δ entropy < 0 (bootstrap).
-    Returns {"gate", "effects", "points", "overall"} DataFrames."""
+    Returns DataFrames: "gate" (long), "gate_wide" (design x (corpus, family): mean log10 ratio,
+    ✓ where the gate passes), "gate_floor" (noise floor / whole-window ratio), "effects"
+    (mean paired differences, * where the 95% interval excludes 0), "effects_detail" (mean and
+    interval of every outcome), "points" (the regime map), "overall"."""
     import pandas as pd
 
     from .claims import format_interval, mean_interval
-    gate_rows, eff_rows, pts, overall = [], [], [], []
+    gate_rows, eff_rows, pts, overall, detail = [], [], [], [], []
     for c in corpora:
         gated, X, Y = [], [], []
         for a in archs:
@@ -197,7 +200,9 @@ def c3_records(report, runs: dict, corpora: list[str], archs: list[str], designs
                 gate_rows.append({"corpus": c, "family": a, "design": d, "statistic": stat,
                                   "log10 var ratio": gr.value, "95% CI": format_interval(gr),
                                   "noise floor (log10, vs ML)": float(np.median(g["floor"])), "stabilises": gr.holds,
-                                  "whole window, switch-on included": float(np.mean(g["whole"]))})
+                                  "whole window, switch-on included": float(np.mean(g["whole"])),
+                                  "cell": f"{gr.value:+.2f}{' ✓' if gr.holds else ''}",
+                                  "floor / whole": f"{np.median(g['floor']):+.1f} / {np.mean(g['whole']):+.2f}"})
                 j = report.joint(f"C3[{c}:{a}:{d}]", f"{a} on {c}, design '{d}': lower generation entropy and higher "
                                  "seq-rep-4 than maximum likelihood at temperature 1 (paired by seed)", [
                                      {"name": "Δ gen. entropy", "treated": r["gen_entropy"],
@@ -213,13 +218,18 @@ def c3_records(report, runs: dict, corpora: list[str], archs: list[str], designs
                                       "maximum likelihood over the acting window (log10 ratio of detrended std)",
                                       np.log10(c3_roughness(r, start)), np.log10(c3_roughness(off, start)),
                                       float(np.log10(smooth_factor)), "<")
-                row = {"corpus": c, "family": a, "design": d, "stabilises": gr.holds, "C3": j.holds,
-                       "greedy": gre.holds, "smooth": rough.holds}
+                row = {"corpus": c, "family": a, "design": d, "gate": "✓" if gr.holds else "",
+                       "C3": "✓" if j.holds else "", "greedy": "✓" if gre.holds else "",
+                       "smooth": "✓" if rough.holds else ""}
                 for name, label, _ in C3_EFFECTS:
                     diff = r[name] - off[name]
                     if np.all(np.isfinite(diff)):
                         lo, hi = mean_interval(diff)
-                        row[label] = f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                        row[label] = f"{diff.mean():+.3f}{'*' if lo > 0 or hi < 0 else ''}"
+                        detail.append({"corpus": c, "family": a, "design": d, "outcome": name, "mean": diff.mean(),
+                                       "lo": lo, "hi": hi})
+                    else:
+                        row[label] = ""
                 eff_rows.append(row)
                 dH = r["gen_entropy"] - off["gen_entropy"]
                 dR = r["seq_rep4"] - off["seq_rep4"]
@@ -251,8 +261,12 @@ def c3_records(report, runs: dict, corpora: list[str], archs: list[str], designs
                              n=len(X))
         overall[-1].update({"ρ(stabilisation, ΔH)": f"{rho:+.2f} [{iv[0]:+.2f}, {iv[1]:+.2f}]",
                             "C3.cause": cause.verdict})
-    return {"gate": pd.DataFrame(gate_rows).set_index(["corpus", "family", "design"]),
+    gate = pd.DataFrame(gate_rows)
+    wide = lambda col: gate.pivot(index="design", columns=["corpus", "family"], values=col).loc[list(designs)]  # noqa: E731
+    return {"gate": gate.drop(columns=["cell", "floor / whole"]).set_index(["corpus", "family", "design"]),
+            "gate_wide": wide("cell"), "gate_floor": wide("floor / whole"),
             "effects": pd.DataFrame(eff_rows).set_index(["corpus", "family", "design"]),
+            "effects_detail": pd.DataFrame(detail),
             "points": pd.DataFrame(pts), "overall": pd.DataFrame(overall).set_index("corpus")}
 
 
@@ -274,3 +288,21 @@ def c3_human(data: dict) -> dict:
     return {"seq-rep-4": float(np.mean([seq_rep_n(s, 4) for s in h])),
             "loop share": float(np.mean([ends_in_loop(s, 32) for s in h])),
             "entropy rate": data["source"].entropy_rate if data["source"] is not None else float("nan")}
+
+
+def c3_reference(runs: dict, human: dict, corpora: list[str], archs: list[str]) -> "pd.DataFrame":
+    """Absolute levels beside the human reference: per corpus, the true continuations and
+    each family under maximum likelihood (mean over seeds): seq-rep-4 and loop share at
+    temperature 1 and greedy, generation entropy, and the source's entropy rate (Markov)."""
+    import pandas as pd
+    rows = []
+    for c in corpora:
+        h = human[c]
+        rows.append({"corpus": c, "text": "human (held-out)", "seq-rep-4": h["seq-rep-4"], "seq-rep-4 greedy": np.nan,
+                     "loop share": h["loop share"], "loop share greedy": np.nan, "entropy": h["entropy rate"]})
+        for a in archs:
+            r = runs[c, a, "off"]
+            rows.append({"corpus": c, "text": f"{a}, maximum likelihood", "seq-rep-4": r["seq_rep4"].mean(),
+                         "seq-rep-4 greedy": r["seq_rep4_greedy"].mean(), "loop share": r["loops"].mean(),
+                         "loop share greedy": r["loops_greedy"].mean(), "entropy": r["gen_entropy"].mean()})
+    return pd.DataFrame(rows).set_index(["corpus", "text"])
