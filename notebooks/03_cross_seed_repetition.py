@@ -109,7 +109,7 @@ context = dict(seq_len=seq_len, prompt_len=prompt_len, gen_len=gen_len, steps=st
                start_frac=start_frac, eval_every=eval_every, n_eval=n_eval, n_stat_samples=n_stat_samples,
                n_gen=n_gen, train_chars=train_chars, markov_sequences=markov_sequences, markov_vocab=markov_vocab,
                arch_kw=dict(d=d_model, hidden=hidden, layers=layers, heads=heads, context=mlp_context),
-               device=str(dev), precision=precision, plugins=plugins)
+               device=str(dev), precision=precision, plugins=plugins, plugin_code=feedback.plugin_hash(plugins))
 Markdown("\n".join(f"- **{label}** (`{spec['design']}`, "
                    f"{', '.join(f'{k} = {v}' for k, v in spec.items() if k != 'design') or 'default parameters'}; "
                    f"holds `{held[label]}`): {feedback.REGISTRY[spec['design']].prediction}"

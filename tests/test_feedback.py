@@ -219,3 +219,13 @@ def test_a_new_design_registers_and_runs_through_the_smoke_notebook(repo, tmp_pa
     ids = {c["id"] for c in res["claims"]}
     corpus, arch = res["parameters"]["corpora"][0], res["parameters"]["archs"][0]
     assert f"C3.stabilises[{corpus}:{arch}:damped]" in ids and f"C3[{corpus}:{arch}:damped]" in ids
+
+
+def test_plugin_hash_follows_the_plugin_source(tmp_path, monkeypatch):
+    (tmp_path / "plug_h.py").write_text(PLUGIN.replace('"damped"', '"damped_h"'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = feedback.plugin_hash(["plug_h"])
+    assert "damped_h" in feedback.REGISTRY and before == feedback.plugin_hash(["plug_h"])
+    (tmp_path / "plug_h.py").write_text(PLUGIN.replace('"damped"', '"damped_h"').replace("0.5", "0.4"))
+    assert feedback.plugin_hash(["plug_h"]) != before
+    assert feedback.plugin_hash([]) == feedback.plugin_hash([])

@@ -138,14 +138,17 @@ def c3_task(config: dict, seeds: list[int], *, seq_len: int = 32, prompt_len: in
             steps: int = 300, lr: float = 3e-3, batch_size: int = 32, start_frac: float = 0.5,
             eval_every: int = 10, n_eval: int = 32, n_stat_samples: int = 16, n_gen: int = 32, n_texts: int = 3,
             train_chars: int = 400_000, markov_sequences: int = 512, markov_vocab: int = 12,
-            arch_kw: dict | None = None, device: str = "cpu", precision: str = "fp32", plugins=()) -> dict:
+            arch_kw: dict | None = None, device: str = "cpu", precision: str = "fp32", plugins=(),
+            plugin_code: str = "") -> dict:
     """config: corpus, arch, label, spec (a feedback design, feedback.make). Trains every
     seed, measures every statistic of feedback.STATISTICS on the fixed evaluation batch
     every eval_every steps (with its two halves), then the outcomes: generation entropy
     (T = 1) and seq-rep-4 / loop share at T = 1 and greedy on continuations of held-out
     prompts, teacher-forced entropy and cross-entropy on held-out text, over-confidence
     (generation entropy - held-out CE), and on the Markov source the KL rates to the
-    source in both directions (exact source probabilities, Monte Carlo over sequences)."""
+    source in both directions (exact source probabilities, Monte Carlo over sequences).
+    plugins: modules that register designs (imported here, in every process);
+    plugin_code: their feedback.plugin_hash, only part of the sweep's cache key."""
     from . import feedback
     feedback.load_plugins(plugins)
     spec = dict(config["spec"])

@@ -59,6 +59,19 @@ def load_plugins(modules) -> None:
         importlib.import_module(m)
 
 
+def plugin_hash(modules) -> str:
+    """sha256 of the source files of plugin modules: goes into a sweep's context, so that
+    editing a plugin makes its cached configurations stale, as editing the package does."""
+    import hashlib
+    import importlib
+    import inspect
+    h = hashlib.sha256()
+    for m in modules:
+        h.update(m.encode())
+        h.update(inspect.getsource(importlib.import_module(m)).encode())
+    return h.hexdigest()[:16]
+
+
 def make(spec) -> "Design":
     """A design from a name or {"design": NAME, **parameters}; unknown names and
     parameters raise ValueError naming what is allowed."""
