@@ -235,13 +235,19 @@ report.metric("c3_n_pairs", len(res["gate"]))
 passing = res["gate"].groupby("design")["stabilises"].mean()
 report.metric("c3_designs_gated", ", ".join(f"`{d}`" for d in passing.index[passing == 1]) or "none")
 report.metric("c3_designs_never", ", ".join(f"`{d}`" for d in passing.index[passing == 0]) or "none")
+pi = [label for label, spec in specs.items() if spec["design"] == "pi_own_samples"]
+report.metric("c3_pi_noise", "; ".join(
+    f"`{label}` measured a standard error of {np.mean([runs[k]['fb_noise_se'].mean() for k in runs if k[2] == label]):.3f} "
+    f"nats per measurement on average and ignores deviations within {feedback.make(specs[label]).p.z:g} of them"
+    for label in pi) or "no PI loop in this run")
 
 # %% [markdown]
 # {glue:text}`c3_n_gated` of the {glue:text}`c3_n_pairs` (corpus, family,
 # design) combinations pass the gate. Designs that pass it for every corpus and
 # family: {glue:text}`c3_designs_gated`. Designs that pass it nowhere:
 # {glue:text}`c3_designs_never`. Those are shown in every table below but are
-# left out of the C3 verdict.
+# left out of the C3 verdict. The PI loop's own noise floor, measured from the
+# spread of its samples at every measurement: {glue:text}`c3_pi_noise`.
 #
 # ## Outcomes against maximum likelihood
 #

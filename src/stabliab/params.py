@@ -165,7 +165,7 @@ def parse_parameters(source: str) -> dict[str, ParamSpec]:
 
 class _Loader(yaml.SafeLoader):
     """YAML with 1.2 booleans: only true/false, so that `off`, `on`, `yes`, `no` stay
-    strings (feedback mode `off` is a word, not False)."""
+    strings (the feedback design `off` is a word, not False)."""
 
 
 _Loader.yaml_implicit_resolvers = {
