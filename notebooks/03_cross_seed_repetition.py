@@ -233,11 +233,11 @@ n_gate = int(res["gate"]["stabilises"].sum())
 report.metric("c3_n_gated", n_gate)
 report.metric("c3_n_pairs", len(res["gate"]))
 passing = res["gate"].groupby("design")["stabilises"].mean()
-report.metric("c3_designs_gated", ", ".join(f"`{d}`" for d in passing.index[passing == 1]) or "none")
-report.metric("c3_designs_never", ", ".join(f"`{d}`" for d in passing.index[passing == 0]) or "none")
+report.metric("c3_designs_gated", ", ".join(f"{d}" for d in passing.index[passing == 1]) or "none")
+report.metric("c3_designs_never", ", ".join(f"{d}" for d in passing.index[passing == 0]) or "none")
 pi = [label for label, spec in specs.items() if spec["design"] == "pi_own_samples"]
 report.metric("c3_pi_noise", "; ".join(
-    f"`{label}` measured a standard error of {np.mean([runs[k]['fb_noise_se'].mean() for k in runs if k[2] == label]):.3f} "
+    f"{label} measured a standard error of {np.mean([runs[k]['fb_noise_se'].mean() for k in runs if k[2] == label]):.3f} "
     f"nats per measurement on average and ignores deviations within {feedback.make(specs[label]).p.z:g} of them"
     for label in pi) or "no PI loop in this run")
 
@@ -379,8 +379,8 @@ report.metric("c3_opposite", "; ".join(
 # %%
 report.metric("c3_smooth_factor", smooth_factor)
 smooth = eff.groupby("design", sort=False)["smooth"].apply(lambda v: bool((v == "✓").all()))
-report.metric("c3_smooth_all", ", ".join(f"`{d}`" for d in smooth.index[smooth]) or "none")
-report.metric("c3_smooth_not", ", ".join(f"`{d}`" for d in smooth.index[~smooth]) or "none")
+report.metric("c3_smooth_all", ", ".join(f"{d}" for d in smooth.index[smooth]) or "none")
+report.metric("c3_smooth_not", ", ".join(f"{d}" for d in smooth.index[~smooth]) or "none")
 fig, ax = plt.subplots(figsize=(7.5, 3.6))
 for lab, col in zip(["off", *labels], plots.colors(len(labels) + 1)):
     r = runs[corpora[0], archs[0], lab]
