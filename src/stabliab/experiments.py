@@ -97,10 +97,6 @@ def c4_task(config: dict, seeds: list[int], *, vocab: int = 8, order: int = 2, a
 
 
 # ====================================================================== C3
-C3_OUTCOMES = ["gen_entropy", "tf_entropy", "heldout_ce", "overconfidence", "seq_rep4", "seq_rep4_greedy",
-               "loops", "loops_greedy", "forward_kl", "reverse_kl"]
-
-
 def c3_data(corpus: str, seeds: list[int], *, seq_len: int, prompt_len: int, gen_len: int, n_gen: int,
             n_eval: int, train_chars: int = 400_000, markov_sequences: int = 512, markov_vocab: int = 12,
             device: str = "cpu") -> dict:
