@@ -338,9 +338,9 @@ plt.show()
 
 # %%
 eff = res["effects"]
-report.metric("c3_gated_with_c3", int(((eff["gate"] == "✓") & (eff["C3"] == "✓")).sum()))
-report.metric("c3_ungated_with_c3", int(((eff["gate"] != "✓") & (eff["C3"] == "✓")).sum()))
-report.metric("c3_n_ungated", int((eff["gate"] != "✓").sum()))
+report.metric("c3_gated_with_c3", int((pts.stabilises & pts.C3).sum()))
+report.metric("c3_ungated_with_c3", int((~pts.stabilises & pts.C3).sum()))
+report.metric("c3_n_ungated", int((~pts.stabilises).sum()))
 report.metric("c3_cause_text", "; ".join(f"on {c}, ρ = {r['ρ(stabilisation, ΔH)']} ({r['C3.cause']})"
                                          for c, r in res["overall"].iterrows()))
 opp = {c: analysis.opposite_movers(pts, c) for c in corpora}

@@ -105,12 +105,10 @@ def instability(measures: np.ndarray, table: dict) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- C3
-C3_EFFECTS = [  # (outcome of experiments.c3_task, short column label, unit)
-    ("gen_entropy", "ΔH", "nats/token"), ("tf_entropy", "ΔH tf", "nats/token"),
-    ("seq_rep4", "Δrep", ""), ("seq_rep4_greedy", "Δrep gr", ""),
-    ("loops", "Δloop", ""), ("loops_greedy", "Δloop gr", ""),
-    ("overconfidence", "Δover", "nats/token"), ("heldout_ce", "ΔCE", "nats/token"),
-    ("forward_kl", "ΔKL→", "nats/token"), ("reverse_kl", "ΔKL←", "nats/token")]
+C3_EFFECTS = {  # outcome of experiments.c3_task -> short column label
+    "gen_entropy": "ΔH", "tf_entropy": "ΔH tf", "seq_rep4": "Δrep", "seq_rep4_greedy": "Δrep gr",
+    "loops": "Δloop", "loops_greedy": "Δloop gr", "overconfidence": "Δover", "heldout_ce": "ΔCE",
+    "forward_kl": "ΔKL→", "reverse_kl": "ΔKL←"}
 
 
 def c3_runs(records: list[dict]) -> dict:
@@ -221,7 +219,7 @@ def c3_records(report, runs: dict, corpora: list[str], archs: list[str], designs
                 row = {"corpus": c, "family": a, "design": d, "gate": "✓" if gr.holds else "",
                        "C3": "✓" if j.holds else "", "greedy": "✓" if gre.holds else "",
                        "smooth": "✓" if rough.holds else ""}
-                for name, label, _ in C3_EFFECTS:
+                for name, label in C3_EFFECTS.items():
                     diff = r[name] - off[name]
                     if np.all(np.isfinite(diff)):
                         lo, hi = mean_interval(diff)
@@ -233,11 +231,11 @@ def c3_records(report, runs: dict, corpora: list[str], archs: list[str], designs
                 eff_rows.append(row)
                 dH = r["gen_entropy"] - off["gen_entropy"]
                 dR = r["seq_rep4"] - off["seq_rep4"]
-                pts.append({"corpus": c, "family": a, "design": d, "stabilises": gr.holds,
-                            "x": -g["log_ratio"].mean(), "x_lo": -mean_interval(g["log_ratio"])[1],
-                            "x_hi": -mean_interval(g["log_ratio"])[0], "dH": dH.mean(),
-                            "dH_lo": mean_interval(dH)[0], "dH_hi": mean_interval(dH)[1], "dRep": dR.mean(),
-                            "C3": j.holds})
+                x_lo, x_hi = gr.interval
+                dH_lo, dH_hi = mean_interval(dH)
+                pts.append({"corpus": c, "family": a, "design": d, "stabilises": gr.holds, "x": -gr.value,
+                            "x_lo": -x_hi, "x_hi": -x_lo, "dH": dH.mean(), "dH_lo": dH_lo, "dH_hi": dH_hi,
+                            "dRep": dR.mean(), "C3": j.holds})
                 X.append(-g["log_ratio"])
                 Y.append(dH)
                 if gr.holds:

@@ -180,12 +180,9 @@ def c3_task(config: dict, seeds: list[int], *, seq_len: int = 32, prompt_len: in
             out[f"fb_{name}"] = np.asarray(v).T.tolist()
     # ---- outcomes
     prompts = torch.as_tensor(data["prompts"])
-    with torch.no_grad():
-        logits = train.lm_logits(base, traj.params, heldout[..., :-1]).float()
-        logp = torch.log_softmax(logits, -1)
-        ce = -logp.gather(-1, heldout[..., 1:, None])[..., 0]  # [M, B, T]
-        out["heldout_ce"] = ce.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
-        out["tf_entropy"] = (-(logp.exp() * logp).sum(-1)).reshape(M, -1).mean(1).double().cpu().numpy().tolist()
+    H, _, ce = feedback.per_position(base, traj.params, heldout, precision=precision)  # [M, B, T] each
+    out["heldout_ce"] = ce.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
+    out["tf_entropy"] = H.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
     ms = [4_242 + int(s) for s in seeds]
     tok, lq = train.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
                                    precision=precision)

@@ -399,18 +399,23 @@ class LogitHold(Design):
 
 # ---------------------------------------------------------------------- measurements
 @torch.no_grad()
+def per_position(base, params, batch: torch.Tensor, batched: bool = True, precision: str = "fp32"):
+    """Teacher-forced measurements of every position of batch [M, B, T+1]: predictive
+    entropy, log-partition and cross-entropy of the next token, each [M, B, T] (fp32)."""
+    logits = lm_logits(base, params, batch[..., :-1], batched, precision).float()  # [M, B, T, V]
+    V = logits.shape[-1]
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), batch[..., 1:].reshape(-1), reduction="none")
+    return _entropies(logits), torch.logsumexp(logits, -1), ce.reshape(logits.shape[:-1])
+
+
+@torch.no_grad()
 def statistics(base, params, batch: torch.Tensor, n_samples: int, length: int, member_seeds,
                batched: bool = True, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Every statistic a design can hold, on a fixed evaluation batch [M, B, T+1] and on
     own samples with fixed seeds (so that two calls differ only through the parameters),
     each [3, M]: the whole measurement and its two halves (sequences 0..B/2-1 and the
     rest; samples likewise), from which the split-half noise floor is computed."""
-    logits = lm_logits(base, params, batch[..., :-1], batched, precision).float()  # [M, B, T, V]
-    H = _entropies(logits)  # [M, B, T]
-    logz = torch.logsumexp(logits, -1)
-    V = logits.shape[-1]
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), batch[..., 1:].reshape(-1),
-                                           reduction="none").reshape(H.shape)
+    H, logz, ce = per_position(base, params, batch, batched, precision)  # [M, B, T] each
     h = batch.shape[1] // 2
     parts = [slice(None), slice(0, h), slice(h, None)]
     out = {}
