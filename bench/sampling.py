@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from stabliab import models
+from stabliab import lm
 
 
 def main():
@@ -22,7 +22,7 @@ def main():
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
-    m = models.build_lm("transformer", a.vocab, seed=0, d=a.d, layers=a.layers, heads=a.heads, max_len=a.new + 1)
+    m = lm.build_lm("transformer", a.vocab, seed=0, d=a.d, layers=a.layers, heads=a.heads, max_len=a.new + 1)
     rates, toks = {}, {}
     for use_cache in (True, False):
         m.use_cache = use_cache

@@ -10,14 +10,14 @@ import time
 
 import torch
 
-from stabliab import train
+from stabliab import members, train
 from stabliab.sources import MarkovSource
 
 
 def step_ms(arch, n_seeds, batched, steps, d, hidden, seq_len):
     src = MarkovSource.random(32, seed=0)
     seeds = list(range(n_seeds))
-    data = train.with_bos(src.sample(256, seq_len, seed=0), 32)[None].expand(n_seeds, -1, -1)
+    data = members.with_bos(src.sample(256, seq_len, seed=0), 32)[None].expand(n_seeds, -1, -1)
     kw = dict(vocab=32, seeds=seeds, lr=1e-3, batch_size=32, batched=batched, d=d, hidden=hidden, layers=2,
               heads=4, context=4, max_len=seq_len + 1)
     train.train_lm(arch, data, steps=2, **kw)  # warm-up

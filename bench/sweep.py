@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from stabliab import experiments, sweep
+from stabliab import sweep
+from stabliab.experiments import c4
 
 
 def main():
@@ -31,7 +32,7 @@ def main():
     for executor in ["local", "processes", "ray"]:
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
-            out = sweep.run_sweep(experiments.c4_task, configs, seeds, Path(d), executor=executor,
+            out = sweep.run_sweep(c4.c4_task, configs, seeds, Path(d), executor=executor,
                                   workers=a.workers or None, context={"steps": a.steps})
             times[executor] = time.perf_counter() - t0
             results[executor] = [r["result"] for r in out]

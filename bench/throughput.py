@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from stabliab import models, train
+from stabliab import lm, members, optim
 from stabliab.device import describe, setup
 
 SIZES = {
@@ -48,20 +48,20 @@ def timed(fn, dev, reps: int) -> float:
 
 
 def setup_members(arch, M, sz, dev):
-    mods = [models.build_lm(arch, sz["vocab"], s, d=sz["d"], hidden=sz["hidden"], layers=sz["layers"],
+    mods = [lm.build_lm(arch, sz["vocab"], s, d=sz["d"], hidden=sz["hidden"], layers=sz["layers"],
                             heads=sz["heads"], max_len=sz["seq_len"] + sz["new_tokens"] + 1).to(dev) for s in range(M)]
-    params = {k: v.requires_grad_(True) for k, v in train.stack_members(mods).items()}
-    x = train.with_bos(np.random.default_rng(0).integers(0, sz["vocab"], (M, sz["batch"], sz["seq_len"])),
+    params = {k: v.requires_grad_(True) for k, v in members.stack_members(mods).items()}
+    x = members.with_bos(np.random.default_rng(0).integers(0, sz["vocab"], (M, sz["batch"], sz["seq_len"])),
                        sz["vocab"], dev)
     return mods[0], params, x
 
 
 def train_step_time(arch, M, sz, dev, precision, batched, reps):
     base, params, x = setup_members(arch, M, sz, dev)
-    opt = train.AdamW(1e-4)
+    opt = optim.AdamW(1e-4)
 
     def step():
-        loss = train.lm_loss(base, params, x, batched=batched, precision=precision)
+        loss = members.lm_loss(base, params, x, batched=batched, precision=precision)
         grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
         with torch.no_grad():
             opt.step(params, grads, M)
@@ -97,7 +97,7 @@ def main():
 
     print("\nsampling, one seed, Transformer")
     base, params, _ = setup_members("transformer", 1, sz, dev)
-    mod = train.member(base, params, 0)
+    mod = members.member(base, params, 0)
     n = sz["batch"]
     res = {}
     for cache in [True, False]:
@@ -113,9 +113,9 @@ def main():
             vm, _ = train_step_time(arch, M, sz, dev, "fp32", True, max(1, reps // 2))
             base, params, _ = setup_members(arch, M, sz, dev)
             with torch.no_grad():
-                s_loop = timed(lambda: train.sample_members(base, params, n, sz["new_tokens"], 0, batched=False),
+                s_loop = timed(lambda: members.sample_members(base, params, n, sz["new_tokens"], 0, batched=False),
                                dev, 1)
-                s_vm = timed(lambda: train.sample_members(base, params, n, sz["new_tokens"], 0, batched=True),
+                s_vm = timed(lambda: members.sample_members(base, params, n, sz["new_tokens"], 0, batched=True),
                              dev, 1)
             print(f"  {arch:11s} {M:2d} seeds: training step looped {loop * 1e3:8.1f} ms, batched {vm * 1e3:8.1f} ms "
                   f"({loop / vm:.2f}x); sampling looped {s_loop:6.2f} s, batched {s_vm:6.2f} s ({s_loop / s_vm:.2f}x)")

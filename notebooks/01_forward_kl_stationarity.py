@@ -68,14 +68,14 @@ import pandas as pd
 import torch
 import matplotlib.pyplot as plt
 
-from stabliab import claims, metrics, models, plots, train
+from stabliab import loglinear, measures, optim, plots, records, train
 from stabliab.device import describe, setup
 from stabliab.sources import MarkovSource
 
 plots.setup()
 dev = setup(device)  # count models in float64 on this device
 seeds = list(range(seed, seed + n_seeds))
-report = claims.Report("01_forward_kl_stationarity", dict(
+report = records.Report("01_forward_kl_stationarity", dict(
     seed=seed, n_seeds=n_seeds, vocab=vocab, order=order, sparsity=sparsity, dirichlet_alpha=dirichlet_alpha,
     source_seed=source_seed, n_sequences=n_sequences, seq_len=seq_len, rank=rank, lr_fractions=lr_fractions,
     unstable_fraction=unstable_fraction, steps=steps, lbfgs_starts=lbfgs_starts, gap_threshold=gap_threshold,
@@ -97,8 +97,8 @@ report.set_device(describe(dev, "fp64"))
 src = MarkovSource.random(vocab, sparsity=sparsity, alpha=dirichlet_alpha, order=order, seed=source_seed)
 samples = [src.sample(n_sequences, seq_len, seed=10_000 + s) for s in seeds]  # each [N, T]
 counts = np.stack([src.transition_counts(x) for x in samples])  # [S, C, V]
-emp = [metrics.empirical_conditional(c) for c in counts]  # (w_hat, P_hat) per seed
-H_hat = np.array([metrics.conditional_entropy(w, P) for w, P in emp])  # [S]
+emp = [measures.empirical_conditional(c) for c in counts]  # (w_hat, P_hat) per seed
+H_hat = np.array([measures.conditional_entropy(w, P) for w, P in emp])  # [S]
 unseen = np.array([((src.P > 0) & (c == 0)).sum() for c in counts])  # true transitions never observed
 report.metric("c1_h_true", src.entropy_rate)
 report.metric("c1_h_hat_mean", H_hat.mean())
@@ -127,7 +127,7 @@ pd.DataFrame({"seed": seeds, "H(p_hat) [nats]": H_hat, "true transitions unseen"
 # check independently of any optimiser.
 
 # %%
-family = models.LowRankSoftmax(src.n_contexts, vocab, rank=rank, device=dev)
+family = loglinear.LowRankSoftmax(src.n_contexts, vocab, rank=rank, device=dev)
 C_t = torch.tensor(counts, device=dev)  # [S, C, V]
 ctx_t = torch.tensor(np.stack([src.contexts_of(x).reshape(-1) for x in samples]), device=dev)  # [S, n]
 tgt_t = torch.tensor(np.stack([x[:, order:].reshape(-1) for x in samples]), device=dev)  # [S, n]
@@ -142,7 +142,7 @@ tgt_t = torch.tensor(np.stack([x[:, order:].reshape(-1) for x in samples]), devi
 # %%
 starts_counts = C_t.repeat_interleave(lbfgs_starts, 0)  # [S*starts, C, V]
 init = {k: v * 100 for k, v in family.init([10**6 + i for i in range(n_seeds * lbfgs_starts)]).items()}
-sol, sol_loss, sol_grad = train.minimize_lbfgs(lambda p: models.count_cross_entropy(family, p, starts_counts), init)
+sol, sol_loss, sol_grad = optim.minimize_lbfgs(lambda p: loglinear.count_cross_entropy(family, p, starts_counts), init)
 kl_starts = sol_loss.cpu().numpy().reshape(n_seeds, lbfgs_starts) - H_hat[:, None]  # [S, starts]
 best = kl_starts.argmin(1)
 KL_star = kl_starts[np.arange(n_seeds), best]  # [S]
@@ -178,9 +178,9 @@ report.metric("c1_moment_gap_max", moment.max())
 # than the sample, not less.
 
 # %%
-Q_fwd = models.conditional_probs(family, theta_star).cpu().numpy()  # [S, C, V]
-H_fit = np.array([metrics.conditional_entropy(w, Q_fwd[s]) for s, (w, _) in enumerate(emp)])  # [S]
-outside = np.array([metrics.support_coverage(P, Q_fwd[s], w, keep_tau)["outside"] for s, (w, P) in enumerate(emp)])
+Q_fwd = loglinear.conditional_probs(family, theta_star).cpu().numpy()  # [S, C, V]
+H_fit = np.array([measures.conditional_entropy(w, Q_fwd[s]) for s, (w, _) in enumerate(emp)])  # [S]
+outside = np.array([measures.support_coverage(P, Q_fwd[s], w, keep_tau)["outside"] for s, (w, P) in enumerate(emp)])
 report.mean("C1.maxent", f"rank-{rank} log-linear forward-KL fit: entropy above the sample's, "
             "H(p_θ*) − H(p̂_N) (mean over seeds)", H_fit - H_hat, 0.0, ">=", "nats")
 report.metric("c1_maxent_identity_err", np.abs(H_fit - H_hat - KL_star).max())
@@ -212,7 +212,7 @@ pd.DataFrame({"seed": seeds, "H(p̂_N)": H_hat, "H(p_θ*)": H_fit, "difference":
 # every step size as a fraction of the edge $2/\lambda_{\max}$ of its seed.
 
 # %%
-lam = train.top_hessian_eigenvalue(lambda p: models.count_cross_entropy(family, p, C_t), theta_star)  # [S]
+lam = optim.top_hessian_eigenvalue(lambda p: loglinear.count_cross_entropy(family, p, C_t), theta_star)  # [S]
 edge = 2 / lam  # [S]
 fractions = list(lr_fractions) + [unstable_fraction]
 F = len(fractions)
@@ -228,13 +228,13 @@ report.metric("c1_unstable_fraction", unstable_fraction)
 
 
 traj = train.train(
-    lambda p, t: models.count_cross_entropy(family, p, mem_counts),
+    lambda p, t: loglinear.count_cross_entropy(family, p, mem_counts),
     family.init([s for s in seeds for _ in fractions]),  # same initialisation for every fraction of a seed
     steps=steps, lr=lr, optimizer="sgd", log_every=1, desc="C1 gradient descent",
     log_fns={
-        "ce_tokens": lambda p: models.sequence_cross_entropy(family, p, mem_ctx, mem_tgt),
-        "kl_emp": lambda p: models.count_forward_kl(family, p, mem_counts),
-        "kl_true": lambda p: models.conditional_kl_to(family, p, P_true, pi),
+        "ce_tokens": lambda p: loglinear.sequence_cross_entropy(family, p, mem_ctx, mem_tgt),
+        "kl_emp": lambda p: loglinear.count_forward_kl(family, p, mem_counts),
+        "kl_true": lambda p: loglinear.conditional_kl_to(family, p, P_true, pi),
     })
 kl_emp = traj["kl_emp"]  # [L, M] KL(p_hat || p_theta_t)
 gap = kl_emp - np.repeat(KL_star, F)[None, :]  # [L, M] distance to the family's minimum
@@ -247,10 +247,10 @@ stable = np.array([f < 1 for f in fractions] * n_seeds)  # [M]
 # {glue:text}`c1_members` trajectories we compute two quantities by independent
 # routes: (i) the cross-entropy as a language model reports it, the mean of
 # $-\log p_\theta(x_t\mid c_t)$ over the tokens of the training sequences
-# (`models.sequence_cross_entropy`); (ii) $H(\hat p_N)$ from the counts plus
+# (`loglinear.sequence_cross_entropy`); (ii) $H(\hat p_N)$ from the counts plus
 # the forward KL written out term by term,
 # $\sum_c \hat w_c\sum_j \hat p(j|c)\log\frac{\hat p(j|c)}{p_\theta(j|c)}$
-# (`models.count_forward_kl`). The identity says they are equal.
+# (`loglinear.count_forward_kl`). The identity says they are equal.
 
 # %%
 ident_err = np.abs(traj["ce_tokens"] - (H_mem.cpu().numpy()[None, :] + kl_emp))  # [L, M]
@@ -365,23 +365,23 @@ axes[1].legend(); plt.tight_layout(); plt.show()
 
 # %%
 report.metric("c1_tail_steps", n_tail)
-Ptil = torch.tensor(np.stack([metrics.smoothed_conditional(c, reverse_eps) for c in counts]), device=dev)  # [S, C, V]
+Ptil = torch.tensor(np.stack([measures.smoothed_conditional(c, reverse_eps) for c in counts]), device=dev)  # [S, C, V]
 W_hat = torch.tensor(np.stack([w for w, _ in emp]), device=dev)  # [S, C]
 rev_init = {k: v * 100 for k, v in family.init([2 * 10**6 + i for i in range(n_seeds * lbfgs_starts)]).items()}
-rev_sol, rev_loss, _ = train.minimize_lbfgs(
-    lambda p: models.count_reverse_kl(family, p, W_hat.repeat_interleave(lbfgs_starts, 0),
+rev_sol, rev_loss, _ = optim.minimize_lbfgs(
+    lambda p: loglinear.count_reverse_kl(family, p, W_hat.repeat_interleave(lbfgs_starts, 0),
                                       Ptil.repeat_interleave(lbfgs_starts, 0)), rev_init)
 rbest = rev_loss.cpu().numpy().reshape(n_seeds, lbfgs_starts).argmin(1)
 theta_rev = {k: v.reshape(n_seeds, lbfgs_starts, *v.shape[1:])[np.arange(n_seeds), rbest] for k, v in rev_sol.items()}
-Q_rev = models.conditional_probs(family, theta_rev).cpu().numpy()
+Q_rev = loglinear.conditional_probs(family, theta_rev).cpu().numpy()
 rows = []
 for s in range(n_seeds):
     w, P = emp[s]
     for name, Q in [("forward-KL fit", Q_fwd[s]), ("reverse-KL fit", Q_rev[s])]:
-        cov = metrics.support_coverage(P, Q, w, keep_tau)
+        cov = measures.support_coverage(P, Q, w, keep_tau)
         rows.append({"seed": seeds[s], "fit": name, "kept share of p̂ support": cov["kept"],
                      "mass outside p̂ support": cov["outside"], "p̂-mass dropped": cov["dropped"],
-                     "entropy [nats]": metrics.conditional_entropy(w, Q)})
+                     "entropy [nats]": measures.conditional_entropy(w, Q)})
 cover = pd.DataFrame(rows)
 summary = cover.groupby("fit").mean(numeric_only=True).drop(columns="seed")
 for fit, key in [("forward-KL fit", "fwd"), ("reverse-KL fit", "rev")]:
@@ -421,15 +421,15 @@ plt.show()
 
 # %%
 report.metric("c1_keep_tau", keep_tau)
-full = models.CategoricalTable(src.n_contexts, vocab, device=dev)
+full = loglinear.CategoricalTable(src.n_contexts, vocab, device=dev)
 # the Hessian of a softmax cross-entropy in the logits of context c is w_c (diag(p) - p p^T) <= w_c / 2,
 # so eta = 1 / max_c w_c is below the edge 2 / lambda_max everywhere on the trajectory
 lr_full = 1.0 / W_hat.max(1).values  # [S]
 traj_full = train.train(
-    lambda p, t: models.count_cross_entropy(full, p, C_t), full.init(seeds), steps=steps,
+    lambda p, t: loglinear.count_cross_entropy(full, p, C_t), full.init(seeds), steps=steps,
     lr=lr_full, optimizer="sgd", log_every=max(1, steps // 300), desc="C1 full family",
-    log_fns={"kl_emp": lambda p: models.count_forward_kl(full, p, C_t),
-             "kl_true": lambda p: models.conditional_kl_to(full, p, P_true, pi)})
+    log_fns={"kl_emp": lambda p: loglinear.count_forward_kl(full, p, C_t),
+             "kl_true": lambda p: loglinear.conditional_kl_to(full, p, P_true, pi)})
 st = [s * F + len(lr_fractions) - 1 for s in range(n_seeds)]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 plots.seeds(axes[0], traj.step, kl_emp[:, st], color="C0", label="KL(p̂_N ‖ p_θ)  (training target)")

@@ -86,14 +86,14 @@ import pandas as pd
 import torch
 import matplotlib.pyplot as plt
 
-from stabliab import claims, metrics, models, plots, train
+from stabliab import lm, measures, members, plots, records, stats, train
 from stabliab.device import describe, setup
 from stabliab.sources import MarkovSource, ZipfModes
 
 plots.setup()
 dev = setup(device, precision)
 seeds = list(range(seed, seed + n_seeds))
-report = claims.Report("02_entropy_shrinkage", {k: globals()[k] for k in [
+report = records.Report("02_entropy_shrinkage", {k: globals()[k] for k in [
     "seed", "n_seeds", "vocab", "order", "sparsity", "dirichlet_alpha", "source_seed", "seq_len", "archs",
     "n_values", "steps", "lr", "batch_size", "d_model", "hidden", "layers", "heads", "mlp_context", "n_evals",
     "n_gen", "n_heldout", "bias_reps", "n_modes", "mode_len", "zipf_exponent", "n_mode_samples", "mode_steps",
@@ -129,11 +129,11 @@ N_grid = np.unique(np.geomspace(4, max(n_values) * 4, 10).astype(int))
 rows = []
 for N in N_grid:
     reps = max(2, min(bias_reps, int(bias_reps * 64 / N) + 2))  # fewer repetitions where each is large
-    h = np.array([metrics.conditional_entropy(*metrics.empirical_conditional(
+    h = np.array([measures.conditional_entropy(*measures.empirical_conditional(
         src.transition_counts(src.sample(N, seq_len, seed=10**6 + 1000 * int(N) + r)))) for r in range(reps)])
     n_tr = N * (seq_len - order)
     rows.append({"N": N, "transitions": n_tr, "bias": h.mean() - H_true, "se": h.std(ddof=1) / np.sqrt(reps),
-                 "miller_madow": metrics.conditional_plugin_bias(src.support_sizes(), n_tr)})
+                 "miller_madow": measures.conditional_plugin_bias(src.support_sizes(), n_tr)})
 bias = pd.DataFrame(rows)
 fig, ax = plt.subplots(figsize=(7, 3.8))
 ax.errorbar(bias.transitions, -bias.bias, yerr=2 * bias.se, fmt="o", capsize=3, label="measured  H* − E[H(p̂_N)]  (±2 s.e.)")
@@ -185,9 +185,9 @@ N0 = min(n_values)
 for k in ["mechanism_steps", "mechanism_tol", "mm_tol"]:
     report.metric(f"c2_{k}", globals()[k])
 n0_tr = N0 * (seq_len - order)
-deficit = H_true - np.array([metrics.conditional_entropy(*metrics.empirical_conditional(src.transition_counts(
+deficit = H_true - np.array([measures.conditional_entropy(*measures.empirical_conditional(src.transition_counts(
     src.sample(N0, seq_len, seed=3 * 10**6 + r)))) for r in range(bias_reps)])  # [reps]
-mm0 = -metrics.conditional_plugin_bias(src.support_sizes(), n0_tr)
+mm0 = -measures.conditional_plugin_bias(src.support_sizes(), n0_tr)
 report.mean("C2.plugin", f"the plug-in entropy H(p̂_N) is biased below H* (N = {N0} sequences; deficit "
             f"H* − H(p̂_N), mean over {bias_reps} Monte Carlo samples)", deficit, 0.0, ">", "nats")
 report.mean("C2.mechanism.miller_madow", f"N = {N0}: measured deficit H* − H(p̂_N) / Miller–Madow Σ(K_c − 1)/(2n) "
@@ -197,15 +197,15 @@ report.metric("c2_deficit_sd", deficit.std(ddof=1))
 report.metric("c2_deficit_neg", float(np.mean(deficit < 0)))
 
 samples0 = [src.sample(N0, seq_len, seed=1_000 + s) for s in seeds]  # the training samples of (c) at N0
-emp0 = [metrics.empirical_conditional(src.transition_counts(x)) for x in samples0]
-H_hat0 = np.array([metrics.conditional_entropy(w, P) for w, P in emp0])
-traj_m, base_m = train.train_lm("mlp", torch.stack([train.with_bos(x, vocab, dev) for x in samples0]), vocab=vocab,
+emp0 = [measures.empirical_conditional(src.transition_counts(x)) for x in samples0]
+H_hat0 = np.array([measures.conditional_entropy(w, P) for w, P in emp0])
+traj_m, base_m = train.train_lm("mlp", torch.stack([members.with_bos(x, vocab, dev) for x in samples0]), vocab=vocab,
                                 seeds=seeds, steps=mechanism_steps, lr=mechanism_lr, batch_size=mechanism_batch,
                                 precision=precision, desc="order-matched mlp", **{**arch_kw, "context": order})
-Q_mech = [models.ngram_table(train.member(base_m, traj_m.params, s), src.context_tokens()).cpu().numpy()
+Q_mech = [lm.ngram_table(members.member(base_m, traj_m.params, s), src.context_tokens()).cpu().numpy()
           for s in range(n_seeds)]  # each [C, V]
-H_mech = np.array([metrics.conditional_entropy(w, Q) for (w, _), Q in zip(emp0, Q_mech)])
-kl_mech = np.array([metrics.conditional_kl(w, P, Q) for (w, P), Q in zip(emp0, Q_mech)])
+H_mech = np.array([measures.conditional_entropy(w, Q) for (w, _), Q in zip(emp0, Q_mech)])
+kl_mech = np.array([measures.conditional_kl(w, P, Q) for (w, P), Q in zip(emp0, Q_mech)])
 report.mean("C2.mechanism[mlp]", f"MLP with a window of {order} (the source's order), N = {N0}, trained to convergence: "
             "its entropy matches the sample's (H_model / H(p̂_N), both weighted by the sample's contexts)",
             H_mech / H_hat0, (1 - mechanism_tol, 1 + mechanism_tol), "within")
@@ -247,23 +247,23 @@ mech.round(4)
 report.metric("c2_seq_len", seq_len)
 report.metric("c2_n_evals", n_evals)
 evals = train.eval_schedule(steps, n_evals)
-heldout = torch.stack([train.with_bos(src.sample(n_heldout, seq_len, seed=99_000 + s), vocab, dev) for s in seeds])
-gen_H = train.generation_entropy_eval(64, seq_len, seed=5_000, skip=order, precision=precision)
+heldout = torch.stack([members.with_bos(src.sample(n_heldout, seq_len, seed=99_000 + s), vocab, dev) for s in seeds])
+gen_H = members.generation_entropy_eval(64, seq_len, seed=5_000, skip=order, precision=precision)
 runs = {}  # (arch, N) -> dict
 for N in n_values:
     samples = samples0 if N == N0 else [src.sample(N, seq_len, seed=1_000 + s) for s in seeds]
-    H_hat = np.array([metrics.conditional_entropy(*metrics.empirical_conditional(src.transition_counts(x))) for x in samples])
-    data = torch.stack([train.with_bos(x, vocab, dev) for x in samples])
+    H_hat = np.array([measures.conditional_entropy(*measures.empirical_conditional(src.transition_counts(x))) for x in samples])
+    data = torch.stack([members.with_bos(x, vocab, dev) for x in samples])
     for arch in archs:
         traj, base = train.train_lm(arch, data, vocab=vocab, seeds=seeds, steps=steps, lr=lr, batch_size=batch_size,
                                     heldout=heldout, eval_every=evals, eval_fns={"gen_H": gen_H}, precision=precision,
                                     desc=f"{arch} N={N}", **arch_kw)
-        tok, lq = train.sample_members(base, traj.params, n_gen, seq_len, seed=7_000, precision=precision)
-        h_final = np.array([metrics.generation_entropy(q, skip=order).mean() for q in lq])  # [S]
+        tok, lq = members.sample_members(base, traj.params, n_gen, seq_len, seed=7_000, precision=precision)
+        h_final = np.array([measures.generation_entropy(q, skip=order).mean() for q in lq])  # [S]
         gen_counts = [src.transition_counts(t) for t in tok]
         runs[arch, N] = dict(traj=traj, base=base, H_hat=H_hat, h_final=h_final,
-                             coverage=np.array([metrics.transition_coverage(src.P, c) for c in gen_counts]),
-                             data_coverage=np.array([metrics.transition_coverage(src.P, src.transition_counts(x)) for x in samples]))
+                             coverage=np.array([measures.transition_coverage(src.P, c) for c in gen_counts]),
+                             data_coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(x)) for x in samples]))
 
 # %%
 cols = dict(zip(archs, plots.colors(len(archs))))
@@ -306,7 +306,7 @@ fig, ax = plt.subplots(figsize=(7.5, 4))
 for i, arch in enumerate(archs):
     for j, N in enumerate(n_values):
         v = final.query("arch == @arch and N == @N")["H_model / H*"].to_numpy()
-        plots.points_with_interval(ax, j + (i - 1) * 0.25, v, claims.mean_interval(v), color=cols[arch],
+        plots.points_with_interval(ax, j + (i - 1) * 0.25, v, stats.mean_interval(v), color=cols[arch],
                                    label=arch if j == 0 else None, jitter=0.03)
 hh = final.groupby("N")["H(p̂_N) / H*"].mean().reindex(n_values).to_numpy()
 ax.plot(range(len(n_values)), hh, "k--", marker="_", ms=20, label="H(p̂_N) / H*")
@@ -362,7 +362,7 @@ report.metric("c2_N_large", N_large)
 prec_rows = []
 for arch in archs:
     r0 = runs[arch, N0]
-    eff = train.precision_effect(r0["base"], r0["traj"].params, heldout, n=64, length=seq_len, seed=7_000, skip=order)
+    eff = members.precision_effect(r0["base"], r0["traj"].params, heldout, n=64, length=seq_len, seed=7_000, skip=order)
     prec_rows.append({"family": arch,
                       "held-out CE, fp32 [nats/token]": eff["heldout_fp32"].mean(),
                       "max |Δ held-out CE| bf16 − fp32": np.abs(eff["heldout_bf16"] - eff["heldout_fp32"]).max(),
@@ -401,17 +401,17 @@ zipf = ZipfModes.random(n_modes, mode_len, vocab, exponent=zipf_exponent, seed=s
 mode_rows, mass_rows = [], []
 for arch in archs:
     seqs, ids = zip(*[zipf.sample(n_mode_samples, seed=2_000 + s) for s in seeds])
-    data = torch.stack([train.with_bos(x, vocab, dev) for x in seqs])
+    data = torch.stack([members.with_bos(x, vocab, dev) for x in seqs])
     traj, base = train.train_lm(arch, data, vocab=vocab, seeds=seeds, steps=mode_steps, lr=lr, batch_size=batch_size,
                                 precision=precision,
                                 desc=f"{arch} modes", **arch_kw)
-    tok, lq = train.sample_members(base, traj.params, n_gen, mode_len, seed=8_000, precision=precision)
+    tok, lq = members.sample_members(base, traj.params, n_gen, mode_len, seed=8_000, precision=precision)
     for s in range(n_seeds):
         freq = np.bincount(ids[s], minlength=n_modes)
         top = np.argsort(-freq, kind="stable")[:min(top_m, n_modes)]  # the sample's most frequent modes
         seen = np.zeros(n_modes, bool)
         seen[np.unique(ids[s])] = True
-        mod = train.member(base, traj.params, s)
+        mod = members.member(base, traj.params, s)
         p_mode = mod.sequence_logprob(torch.tensor(zipf.modes, device=dev)).exp().cpu().numpy()  # exact mass of each mode
         gen_ids = zipf.identify(tok[s])
         mode_rows.append({
@@ -425,7 +425,7 @@ for arch in archs:
             "model mass on sample's top modes": p_mode[top].sum(),
             "sample share of its top modes": freq[top].sum() / freq.sum(),
             "true mass of sample's top modes": zipf.weights[top].sum(),
-            "H_model / H(w)": metrics.generation_entropy(lq[s]).mean() * mode_len / zipf.entropy})
+            "H_model / H(w)": measures.generation_entropy(lq[s]).mean() * mode_len / zipf.entropy})
         for m in range(n_modes):
             mass_rows.append({"arch": arch, "seed": seeds[s], "rank": m + 1, "model": p_mode[m],
                               "sample": np.mean(ids[s] == m), "true": zipf.weights[m], "seen": seen[m]})
@@ -511,7 +511,7 @@ for arch in archs:
     c = report.mean(f"C2.early[{arch}]", f"{arch}, N = {N0}, stopped at the held-out minimum, temperature 1: "
                     "generative entropy below the truth (H_model / H*)", v, ratio_threshold, "<")
     early_rows.append({"arch": arch, "step of held-out minimum": tr.eval_step[best].mean(), "H_model / H* there": c.value,
-                       "95% CI": claims.format_interval(c), "verdict": c.verdict,
+                       "95% CI": records.format_interval(c), "verdict": c.verdict,
                        "H_model / H* at the end": runs[arch, N0]["h_final"].mean() / H_true})
 report.glue_table("c2_early_table", pd.DataFrame(early_rows).set_index("arch").round(3))
 

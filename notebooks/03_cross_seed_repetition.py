@@ -86,13 +86,14 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from IPython.display import Markdown
 
-from stabliab import analysis, claims, experiments, feedback, plots, sweep
+from stabliab import feedback, plots, records, stats, sweep
+from stabliab.experiments import c3
 from stabliab.device import describe, setup
 
 plots.setup()
 dev = setup(device, precision)
 seeds = list(range(seed, seed + n_seeds))
-report = claims.Report("03_cross_seed_repetition", {k: globals()[k] for k in [
+report = records.Report("03_cross_seed_repetition", {k: globals()[k] for k in [
     "seed", "n_seeds", "archs", "corpora", "designs", "design_specs", "plugins", "train_chars", "markov_sequences",
     "markov_vocab", "seq_len", "prompt_len", "gen_len", "steps", "lr", "batch_size", "d_model", "hidden", "layers",
     "heads", "mlp_context", "start_frac", "eval_every", "n_eval", "n_stat_samples", "n_gen", "gate_settle", "smooth_factor",
@@ -112,7 +113,7 @@ context = dict(seq_len=seq_len, prompt_len=prompt_len, gen_len=gen_len, steps=st
                device=str(dev), precision=precision, plugins=plugins, plugin_code=feedback.plugin_hash(plugins))
 Markdown("\n".join(f"- **{label}** (`{spec['design']}`, "
                    f"{', '.join(f'{k} = {v}' for k, v in spec.items() if k != 'design') or 'default parameters'}; "
-                   f"holds `{held[label]}`): {feedback.REGISTRY[spec['design']].prediction}"
+                   f"holds `{held[label]}`): {feedback.DESIGNS[spec['design']].prediction}"
                    for label, spec in specs.items()))
 
 # %% [markdown]
@@ -135,7 +136,7 @@ Markdown("\n".join(f"- **{label}** (`{spec['design']}`, "
 # %%
 for k in ["markov_vocab", "seq_len", "steps", "start", "n_gen", "prompt_len", "gen_len"]:
     report.metric(f"c3_{k}", globals()[k])
-human = {c: analysis.c3_human(experiments.c3_data(c, seeds[:1], seq_len=seq_len, prompt_len=prompt_len,
+human = {c: c3.c3_human(c3.c3_data(c, seeds[:1], seq_len=seq_len, prompt_len=prompt_len,
                                                   gen_len=gen_len, n_gen=n_gen, n_eval=n_eval, train_chars=train_chars,
                                                   markov_sequences=1, markov_vocab=markov_vocab))
          for c in corpora}
@@ -159,11 +160,11 @@ report.metric("c3_n_eval", n_eval)
 report.metric("c3_n_stat_samples", n_stat_samples)
 configs = [{"corpus": c, "arch": a, "label": label, "spec": spec} for c in corpora for a in archs
            for label, spec in {"off": {"design": "off"}, **specs}.items()]
-out = sweep.run_sweep(experiments.c3_task, configs, seeds, sweep.results_dir("03_cross_seed_repetition"),
+out = sweep.run_sweep(c3.c3_task, configs, seeds, sweep.results_dir("03_cross_seed_repetition"),
                       executor=executor, workers=workers or None, context=context, device=str(dev),
                       desc="C3 configurations")
-runs = analysis.c3_runs(out)
-res = analysis.c3_records(report, runs, corpora, archs, held, start, smooth_factor, gate_settle)
+runs = c3.c3_runs(out)
+res = c3.c3_records(report, runs, corpora, archs, held, start, smooth_factor, gate_settle)
 
 # %% [markdown]
 # ## The gate: does each design stabilise what it holds?
@@ -268,7 +269,7 @@ report.metric("c3_pi_noise", "; ".join(
 
 # %%
 report.glue_table("c3_effects_table", res["effects"])
-report.glue_table("c3_reference_table", analysis.c3_reference(runs, human, corpora, archs).round(3))
+report.glue_table("c3_reference_table", c3.c3_reference(runs, human, corpora, archs).round(3))
 report.metric("c3_effects_detail", res["effects_detail"].to_dict(orient="records"), glue_it=False)
 pts = res["points"]
 fig, axes = plt.subplots(len(corpora), 2, figsize=(13, 3.4 * len(corpora)), squeeze=False)
@@ -279,7 +280,7 @@ for i, c in enumerate(corpora):
         for j, a in enumerate(archs):
             for k, d in enumerate(labels):
                 diff = runs[c, a, d][name] - runs[c, a, "off"][name]
-                plots.points_with_interval(ax, k + (j - (len(archs) - 1) / 2) * 0.22, diff, claims.mean_interval(diff),
+                plots.points_with_interval(ax, k + (j - (len(archs) - 1) / 2) * 0.22, diff, stats.mean_interval(diff),
                                            color=cols[a], label=a if k == 0 else None, jitter=0.03)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
@@ -343,7 +344,7 @@ report.metric("c3_ungated_with_c3", int((~pts.stabilises & pts.C3).sum()))
 report.metric("c3_n_ungated", int((~pts.stabilises).sum()))
 report.metric("c3_cause_text", "; ".join(f"on {c}, ρ = {r['ρ(stabilisation, ΔH)']} ({r['C3.cause']})"
                                          for c, r in res["overall"].iterrows()))
-opp = {c: analysis.opposite_movers(pts, c) for c in corpora}
+opp = {c: c3.opposite_movers(pts, c) for c in corpora}
 c3_designs = pts[pts.C3].groupby("corpus").apply(lambda q: ", ".join(f"{r.family}:{r.design}" for r in q.itertuples()))
 report.metric("c3_where", "; ".join(f"on {c}: {c3_designs.get(c, 'none')}" for c in corpora))
 report.metric("c3_opposite", "; ".join(

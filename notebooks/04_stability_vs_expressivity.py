@@ -84,13 +84,14 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 
-from stabliab import analysis, claims, experiments, plots, sweep
+from stabliab import plots, records, stats, sweep
+from stabliab.experiments import c4
 from stabliab.device import describe, setup
 
 plots.setup()
 dev = setup(device)
 seeds = list(range(seed, seed + n_seeds))
-report = claims.Report("04_stability_vs_expressivity", {k: globals()[k] for k in [
+report = records.Report("04_stability_vs_expressivity", {k: globals()[k] for k in [
     "seed", "n_seeds", "n_configs", "design", "design_seed", "executor", "workers", "vocab", "order", "alpha",
     "seq_len", "steps", "d_model", "hidden", "lr_range", "batch_range", "n_train_range", "weight_decay_max",
     "label_smoothing_max", "clip_choices", "ema_choices", "warmup_max", "tail", "tau", "rank_bound", "n_boot",
@@ -122,16 +123,16 @@ reference = dict(lr=reference_lr, batch=32, n_train=256, weight_decay=0.0, label
 stabilisers = {"clipping": dict(reference, clip=0.1), "moving average": dict(reference, ema=0.99),
                "warm-up": dict(reference, warmup=0.2), "smaller lr": dict(reference, lr=reference_lr / 10)}
 all_configs = configs + [reference] + list(stabilisers.values())
-out = sweep.run_sweep(experiments.c4_task, all_configs, seeds, sweep.results_dir("04_stability_vs_expressivity"),
+out = sweep.run_sweep(c4.c4_task, all_configs, seeds, sweep.results_dir("04_stability_vs_expressivity"),
                       executor=executor, workers=workers or None, context=context, device=str(dev),
                       desc="C4 configurations")
 report.metric("c4_n_configs", n_configs)
 report.metric("c4_n_seeds", n_seeds)
 
 # %%
-table = analysis.c4_table(out[:n_configs], experiments.STABILITY, experiments.QUALITY)
+table = c4.c4_table(out[:n_configs], c4.STABILITY, c4.QUALITY)
 ok = ~table["diverged"]
-inst = analysis.instability(table["measures"], table)  # [C, S] per-seed instability index
+inst = c4.instability(table["measures"], table)  # [C, S] per-seed instability index
 report.metric("c4_n_diverged", int((~ok).sum()))
 report.metric("c4_n_used", int(ok.sum()))
 qualities = {"entropy gap |log H_model/H*|": "entropy_gap", "forward KL rate": "forward_kl",
@@ -159,7 +160,7 @@ for ax, (lab, q) in zip(axes.ravel(), qualities.items()):
     ax.set_ylabel(lab + (" [nats/token]" if "KL" in lab or "confidence" in lab else ""))
     if "KL" in lab:
         ax.set_yscale("log")
-    ax.set_title(f"ρ = {analysis.spearman(stab.mean(1), Y.mean(1)):.2f}")
+    ax.set_title(f"ρ = {stats.spearman(stab.mean(1), Y.mean(1)):.2f}")
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
@@ -173,19 +174,19 @@ plt.tight_layout(); plt.show()
 rows = []
 for lab, q in qualities.items():
     Y = table[q][ok]
-    v, ci = analysis.rank_bootstrap(-inst[ok], Y, n_boot=n_boot, seed=seed)
+    v, ci = stats.rank_bootstrap(-inst[ok], Y, n_boot=n_boot, seed=seed)
     c = report.claim(f"C4.rank[{q}]", f"stability index vs {lab}: Spearman ρ over configurations within "
                      f"±{rank_bound:g}", v, ci, (-rank_bound, rank_bound), "within", rule="bootstrap", n=int(ok.sum()))
-    row = {"quality": lab, "ρ": v, "ρ 95% CI": claims.format_interval(c), "C4.rank": c.verdict}
+    row = {"quality": lab, "ρ": v, "ρ 95% CI": records.format_interval(c), "C4.rank": c.verdict}
     if q != "forward_kl":
-        vp, cip = analysis.rank_bootstrap(-inst[ok], Y, table["heldout_ce"][ok], n_boot=n_boot, seed=seed)
+        vp, cip = stats.rank_bootstrap(-inst[ok], Y, table["heldout_ce"][ok], n_boot=n_boot, seed=seed)
         cp = report.claim(f"C4.partial[{q}]", f"stability index vs {lab} given held-out cross-entropy: partial "
                           f"Spearman ρ within ±{rank_bound:g}", vp, cip, (-rank_bound, rank_bound), "within",
                           rule="bootstrap", n=int(ok.sum()))
-        row.update({"partial ρ": vp, "partial 95% CI": claims.format_interval(cp), "C4.partial": cp.verdict})
+        row.update({"partial ρ": vp, "partial 95% CI": records.format_interval(cp), "C4.partial": cp.verdict})
     rows.append(row)
 report.glue_table("c4_rank_table", pd.DataFrame(rows).set_index("quality").round(3))
-report.metric("c4_rho_ce", analysis.spearman(-inst[ok].mean(1), table["heldout_ce"][ok].mean(1)))
+report.metric("c4_rho_ce", stats.spearman(-inst[ok].mean(1), table["heldout_ce"][ok].mean(1)))
 rank_recs = [c for c in report.claims if c.id.startswith("C4.rank")]
 report.metric("c4_rank_holds", f"{sum(c.holds for c in rank_recs)} of {len(rank_recs)}")
 part_recs = [c for c in report.claims if c.id.startswith("C4.partial")]
@@ -217,17 +218,17 @@ ref_res = out[n_configs]
 st_rows, st_deltas = [], {}
 for i, (name, cfg) in enumerate(stabilisers.items()):
     res = out[n_configs + 1 + i]
-    a = analysis.instability(analysis.stability_measures(ref_res["result"], experiments.STABILITY), table)
-    b = analysis.instability(analysis.stability_measures(res["result"], experiments.STABILITY), table)
+    a = c4.instability(c4.stability_measures(ref_res["result"], c4.STABILITY), table)
+    b = c4.instability(c4.stability_measures(res["result"], c4.STABILITY), table)
     st_deltas[name] = {"instability": b - a, "forward_kl": np.subtract(res["result"]["forward_kl"],
                                                                        ref_res["result"]["forward_kl"])}
     c = report.paired(f"C4.stabilisers[{name}]", f"adding {name} to the reference configuration lowers each "
                       "seed's instability index (paired difference)", b, a, 0.0, "<")
-    st_rows.append({"stabiliser": name, "Δ instability": c.value, "95% CI": claims.format_interval(c),
+    st_rows.append({"stabiliser": name, "Δ instability": c.value, "95% CI": records.format_interval(c),
                     "verdict": c.verdict,
-                    **claims.paired_summary("Δ forward KL", res["result"]["forward_kl"], ref_res["result"]["forward_kl"]),
-                    **claims.paired_summary("Δ coverage", res["result"]["coverage"], ref_res["result"]["coverage"]),
-                    **claims.paired_summary("Δ H_model/H*", res["result"]["entropy_ratio"],
+                    **stats.paired_summary("Δ forward KL", res["result"]["forward_kl"], ref_res["result"]["forward_kl"]),
+                    **stats.paired_summary("Δ coverage", res["result"]["coverage"], ref_res["result"]["coverage"]),
+                    **stats.paired_summary("Δ H_model/H*", res["result"]["entropy_ratio"],
                                             ref_res["result"]["entropy_ratio"])})
 report.metric("c4_reference_lr", reference_lr)
 report.glue_table("c4_stabiliser_table", pd.DataFrame(st_rows).set_index("stabiliser").round(4))
@@ -236,7 +237,7 @@ report.glue_table("c4_stabiliser_table", pd.DataFrame(st_rows).set_index("stabil
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
 for ax, key, lab in [(axes[0], "instability", "Δ instability index"), (axes[1], "forward_kl", "Δ forward KL [nats/token]")]:
     for i, (name, d) in enumerate(st_deltas.items()):
-        lo, hi = claims.mean_interval(d[key])
+        lo, hi = stats.mean_interval(d[key])
         ax.errorbar([d[key].mean()], [i], xerr=[[d[key].mean() - lo], [hi - d[key].mean()]], fmt="D", capsize=4,
                     color="C0")
         ax.scatter(d[key], np.full(len(d[key]), i) + 0.15, s=10, color="C0", alpha=0.5)

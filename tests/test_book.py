@@ -36,8 +36,8 @@ def tiny_repo(path: Path, body: str) -> Path:
     return path
 
 
-TINY = ("import time\nfrom stabliab import claims\ntime.sleep(secs)\n"
-        "r = claims.Report('99_tiny', {'secs': secs}, [0, 1])\nr.mean('T', 's', [1.0, 2.0], 0.0, '>')\nr.save()\n")
+TINY = ("import time\nfrom stabliab import records\ntime.sleep(secs)\n"
+        "r = records.Report('99_tiny', {'secs': secs}, [0, 1])\nr.mean('T', 's', [1.0, 2.0], 0.0, '>')\nr.save()\n")
 
 
 # ---------------------------------------------------------------- reader's view

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from stabliab import analysis, claims, experiments, feedback, metrics, models, train
+from stabliab import feedback, lm, measures, members, records, stats, train
+from stabliab.experiments import c3
 from stabliab.sources import MarkovSource
 
 
 @pytest.fixture(scope="module")
 def tiny():
     src = MarkovSource.random(6, seed=0)
-    data = torch.stack([train.with_bos(src.sample(32, 12, seed=s), 6) for s in (0, 1)])
+    data = torch.stack([members.with_bos(src.sample(32, 12, seed=s), 6) for s in (0, 1)])
     return data, dict(vocab=6, seeds=[0, 1], steps=30, d=8, hidden=8, layers=1, heads=2, context=2, max_len=13)
 
 
@@ -84,8 +85,8 @@ def test_markov_own_sample_entropy_agrees_with_the_exact_rate():
         src = MarkovSource.random(7, sparsity=0.3, alpha=0.5, seed=seed)
         x = src.sample(400, 60, seed=10 + seed)
         logq = np.log(src.P[x[:, :-1], x[:, 1:]])  # [n, L-1] transitions after the stationary start
-        per_seq = metrics.generation_entropy(logq)  # [n] mean -log q per sequence
-        lo, hi = claims.mean_interval(per_seq, level=1 - 0.01 / 4)
+        per_seq = measures.generation_entropy(logq)  # [n] mean -log q per sequence
+        lo, hi = stats.mean_interval(per_seq, level=1 - 0.01 / 4)
         assert lo < src.entropy_rate < hi
         assert hi - lo < 0.1  # and the interval is narrow enough to mean something
 
@@ -93,8 +94,8 @@ def test_markov_own_sample_entropy_agrees_with_the_exact_rate():
 def test_statistics_are_deterministic_given_the_parameters(tiny):
     data, kw = tiny
     traj, base = train.train_lm("gru", data, **kw)
-    a = feedback.statistics(base, traj.params, data[:, :8], 6, 10, [0, 1])
-    b = feedback.statistics(base, traj.params, data[:, :8], 6, 10, [0, 1])
+    a = c3.statistics(base, traj.params, data[:, :8], 6, 10, [0, 1])
+    b = c3.statistics(base, traj.params, data[:, :8], 6, 10, [0, 1])
     assert set(a) == set(feedback.STATISTICS)
     for k in a:
         assert a[k].shape == (3, 2) and np.array_equal(a[k], b[k])
@@ -102,7 +103,7 @@ def test_statistics_are_deterministic_given_the_parameters(tiny):
 
 
 def test_sliding_window_decoding_past_the_trained_length():
-    m = models.build_lm("transformer", 5, seed=0, d=16, layers=2, heads=2, max_len=8).eval()
+    m = lm.build_lm("transformer", 5, seed=0, d=16, layers=2, heads=2, max_len=8).eval()
     tok, _ = m.sample(3, 20, seed=1)  # 20 tokens from a model with 8 positions
     assert tok.shape == (3, 20)
     logits, state = m.start(3)
@@ -129,7 +130,7 @@ def small_runs():
              "hold_spread": {"design": "hold_spread", "lam": 10.0}, "logit_hold": {"design": "logit_hold", "lam": 1.0}}
     out = {}
     for label, spec in specs.items():
-        out[label] = experiments.c3_task({"corpus": "markov", "arch": "mlp", "label": label, "spec": spec},
+        out[label] = c3.c3_task({"corpus": "markov", "arch": "mlp", "label": label, "spec": spec},
                                          [0, 1, 2], **SMALL)
     return {k: {n: (np.asarray(v, float) if n not in ("texts", "texts_greedy") else v) for n, v in r.items()}
             for k, r in out.items()}
@@ -138,17 +139,17 @@ def small_runs():
 @pytest.mark.parametrize("label", ["hold_entropy", "hold_spread", "logit_hold"])
 def test_each_design_lowers_the_variance_of_its_statistic(small_runs, label):
     stat = feedback.make(label).statistic
-    g = analysis.c3_gate(small_runs[label], small_runs["off"], stat, int(SMALL["start_frac"] * SMALL["steps"]))
+    g = c3.c3_gate(small_runs[label], small_runs["off"], stat, int(SMALL["start_frac"] * SMALL["steps"]))
     assert np.all(g["log_ratio"] < 0), g["log_ratio"]  # every seed, not only on average
 
 
 def test_off_against_itself_is_a_ratio_of_exactly_one(small_runs):
     start = int(SMALL["start_frac"] * SMALL["steps"])
     for stat in ["tf_entropy", "gen_entropy", "log_z", "entropy_spread"]:
-        g = analysis.c3_gate(small_runs["off"], small_runs["off"], stat, start)
+        g = c3.c3_gate(small_runs["off"], small_runs["off"], stat, start)
         assert np.all(g["log_ratio"] == 0)
     with pytest.raises(ValueError, match="fewer than 3 evaluation steps"):
-        analysis.c3_gate(small_runs["off"], small_runs["off"], "log_z", SMALL["steps"])
+        c3.c3_gate(small_runs["off"], small_runs["off"], "log_z", SMALL["steps"])
 
 
 def test_c3_task_seeds_are_independent():
@@ -156,15 +157,15 @@ def test_c3_task_seeds_are_independent():
     cfg = {"corpus": "markov", "arch": "gru", "label": "sc", "spec": {"design": "self_consume", "n_samples": 4,
                                                                        "length": 8}}
     kw = {**SMALL, "steps": 20, "eval_every": 2}
-    both = experiments.c3_task(cfg, [3, 4], **kw)
-    one = experiments.c3_task(cfg, [4], **kw)
+    both = c3.c3_task(cfg, [3, 4], **kw)
+    one = c3.c3_task(cfg, [4], **kw)
     for k in ["gen_entropy", "seq_rep4_greedy", "heldout_ce", "stat_gen_entropy", "stat_tf_entropy"]:
         np.testing.assert_allclose(both[k][1], one[k][0], rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- records
 def test_joint_record_holds_only_when_every_part_holds():
-    rep = claims.Report("t", {}, [0])
+    rep = records.Report("t", {}, [0])
     base = np.zeros(6)
     good = rep.joint("J[a]", "both", [
         {"name": "down", "treated": -1 - 0.1 * np.arange(6), "baseline": base, "threshold": 0.0, "comparator": "<"},
@@ -225,7 +226,7 @@ def test_plugin_hash_follows_the_plugin_source(tmp_path, monkeypatch):
     (tmp_path / "plug_h.py").write_text(PLUGIN.replace('"damped"', '"damped_h"'))
     monkeypatch.syspath_prepend(str(tmp_path))
     before = feedback.plugin_hash(["plug_h"])
-    assert "damped_h" in feedback.REGISTRY and before == feedback.plugin_hash(["plug_h"])
+    assert "damped_h" in feedback.DESIGNS and before == feedback.plugin_hash(["plug_h"])
     (tmp_path / "plug_h.py").write_text(PLUGIN.replace('"damped"', '"damped_h"').replace("0.5", "0.4"))
     assert feedback.plugin_hash(["plug_h"]) != before
     assert feedback.plugin_hash([]) == feedback.plugin_hash([])

@@ -1,65 +1,64 @@
 """C3 machinery: degeneration measures on hand cases, the PI controller, the corpus loader."""
 import numpy as np
 import pytest
-import torch
 
-from stabliab import metrics, train
+from stabliab import measures
 from stabliab.feedback import PIController
-from stabliab.sources import ALPHABET, CharCorpus, MarkovSource, clean_play
+from stabliab.sources import ALPHABET, CharCorpus, clean_play
 
 
 # ---------------------------------------------------------------- measures, by hand
 def test_seq_rep_n_hand_cases():
-    assert metrics.seq_rep_n([1, 2, 1, 2, 1, 2], 2) == pytest.approx(1 - 2 / 5)  # 5 bigrams, 2 distinct
-    assert metrics.seq_rep_n([1, 2, 3, 4], 2) == 0.0
-    assert metrics.seq_rep_n([7, 7, 7, 7, 7], 4) == pytest.approx(1 - 1 / 2)
-    assert metrics.seq_rep_n([1, 2, 3], 4) == 0.0  # shorter than n
-    assert metrics.seq_rep_n([], 4) == 0.0
+    assert measures.seq_rep_n([1, 2, 1, 2, 1, 2], 2) == pytest.approx(1 - 2 / 5)  # 5 bigrams, 2 distinct
+    assert measures.seq_rep_n([1, 2, 3, 4], 2) == 0.0
+    assert measures.seq_rep_n([7, 7, 7, 7, 7], 4) == pytest.approx(1 - 1 / 2)
+    assert measures.seq_rep_n([1, 2, 3], 4) == 0.0  # shorter than n
+    assert measures.seq_rep_n([], 4) == 0.0
 
 
 def test_rep_l_hand_cases():
     # positions 1..4 of [1,2,1,3,2]: 2 new, 1 repeat (within 2), 3 new, 2 repeat (within 3 back? l=2: no)
-    assert metrics.rep_l([1, 2, 1, 3, 2], l=2) == pytest.approx(1 / 4)
-    assert metrics.rep_l([1, 2, 1, 3, 2], l=3) == pytest.approx(2 / 4)
-    assert metrics.rep_l([5], l=4) == 0.0 and metrics.rep_l([], l=4) == 0.0
+    assert measures.rep_l([1, 2, 1, 3, 2], l=2) == pytest.approx(1 / 4)
+    assert measures.rep_l([1, 2, 1, 3, 2], l=3) == pytest.approx(2 / 4)
+    assert measures.rep_l([5], l=4) == 0.0 and measures.rep_l([], l=4) == 0.0
 
 
 def test_distinct_n_hand_cases():
-    assert metrics.distinct_n([[1, 2, 3], [1, 2, 4]], 2) == pytest.approx(3 / 4)
-    assert metrics.distinct_n([[1, 1, 1, 1]], 1) == pytest.approx(1 / 4)
-    assert metrics.distinct_n([[1], [2]], 2) == 0.0  # no bigrams
-    assert metrics.distinct_n([], 2) == 0.0
+    assert measures.distinct_n([[1, 2, 3], [1, 2, 4]], 2) == pytest.approx(3 / 4)
+    assert measures.distinct_n([[1, 1, 1, 1]], 1) == pytest.approx(1 / 4)
+    assert measures.distinct_n([[1], [2]], 2) == 0.0  # no bigrams
+    assert measures.distinct_n([], 2) == 0.0
 
 
 def test_self_bleu_identical_distinct_and_short():
     same = [[1, 2, 3, 4, 5]] * 3
-    assert metrics.self_bleu(same) == pytest.approx(1.0)
+    assert measures.self_bleu(same) == pytest.approx(1.0)
     disjoint = [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12, 13, 14, 15]]
-    assert metrics.self_bleu(disjoint) == 0.0
-    partial = metrics.self_bleu([[1, 2, 3, 4, 5], [1, 2, 3, 9, 9], [8, 8, 8, 8, 8]])
+    assert measures.self_bleu(disjoint) == 0.0
+    partial = measures.self_bleu([[1, 2, 3, 4, 5], [1, 2, 3, 9, 9], [8, 8, 8, 8, 8]])
     assert 0 < partial < 1
     with pytest.raises(ValueError):
-        metrics.self_bleu([[1, 2, 3]])
-    assert metrics.self_bleu([[1, 2], [1, 2]]) == 0.0  # no 4-grams: BLEU-4 is 0
+        measures.self_bleu([[1, 2, 3]])
+    assert measures.self_bleu([[1, 2], [1, 2]]) == 0.0  # no 4-grams: BLEU-4 is 0
 
 
 def test_zipf_coefficient_recovers_exact_power_law():
     counts = np.round(10_000 * np.arange(1, 21, dtype=float) ** -1.5).astype(int)
     tokens = np.repeat(np.arange(20), counts)
-    assert metrics.zipf_coefficient(tokens) == pytest.approx(1.5, abs=0.01)
+    assert measures.zipf_coefficient(tokens) == pytest.approx(1.5, abs=0.01)
     with pytest.raises(ValueError):
-        metrics.zipf_coefficient([3, 3, 3])
+        measures.zipf_coefficient([3, 3, 3])
 
 
 def test_ends_in_loop_hand_cases():
-    assert metrics.ends_in_loop([9, 8] + [1, 2, 3] * 12, tail=30)
-    assert metrics.ends_in_loop([4] * 40, tail=32)
-    assert not metrics.ends_in_loop(list(range(40)), tail=32)
-    assert not metrics.ends_in_loop([1, 2] * 5, tail=32)  # too short to tell
+    assert measures.ends_in_loop([9, 8] + [1, 2, 3] * 12, tail=30)
+    assert measures.ends_in_loop([4] * 40, tail=32)
+    assert not measures.ends_in_loop(list(range(40)), tail=32)
+    assert not measures.ends_in_loop([1, 2] * 5, tail=32)  # too short to tell
 
 
 def test_degeneration_table_reports_undefined_as_nan():
-    t = metrics.degeneration_table([[0] * 40, [0] * 40], logq=np.zeros((2, 40)))
+    t = measures.degeneration_table([[0] * 40, [0] * 40], logq=np.zeros((2, 40)))
     assert np.isnan(t["zipf"]) and t["seq-rep-4"] == pytest.approx(1 - 1 / 37) and t["loops"] == 1.0
     assert t["gen. entropy"] == 0.0
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from stabliab import metrics, models, train
+from stabliab import lm, loglinear, measures, optim, train
 from stabliab.sources import MarkovSource
 
 
@@ -11,7 +11,7 @@ def setup():
     src = MarkovSource.random(6, sparsity=0.4, seed=0)
     x = src.sample(10, 40, seed=1)
     counts = src.transition_counts(x)
-    fam = models.LowRankSoftmax(src.n_contexts, src.vocab, rank=2)
+    fam = loglinear.LowRankSoftmax(src.n_contexts, src.vocab, rank=2)
     return src, x, counts, fam
 
 
@@ -20,23 +20,23 @@ def test_three_routes_to_cross_entropy_agree(setup):
     p = fam.init([0, 1, 2])
     p = {k: v * 50 for k, v in p.items()}
     C = torch.tensor(counts)
-    ce_counts = models.count_cross_entropy(fam, p, C)
+    ce_counts = loglinear.count_cross_entropy(fam, p, C)
     ctx = torch.tensor(src.contexts_of(x).reshape(1, -1)).expand(3, -1)
     tgt = torch.tensor(x[:, 1:].reshape(1, -1)).expand(3, -1)
-    ce_tokens = models.sequence_cross_entropy(fam, p, ctx, tgt)
-    h = metrics.conditional_entropy(*metrics.empirical_conditional(counts))
-    kl = models.count_forward_kl(fam, p, C)
+    ce_tokens = loglinear.sequence_cross_entropy(fam, p, ctx, tgt)
+    h = measures.conditional_entropy(*measures.empirical_conditional(counts))
+    kl = loglinear.count_forward_kl(fam, p, C)
     torch.testing.assert_close(ce_counts, ce_tokens, rtol=0, atol=1e-12)
     torch.testing.assert_close(ce_counts, h + kl, rtol=0, atol=1e-12)
-    Q = models.conditional_probs(fam, p)[0].numpy()
-    assert metrics.conditional_kl(*metrics.empirical_conditional(counts), Q) == pytest.approx(kl[0].item(), abs=1e-12)
+    Q = loglinear.conditional_probs(fam, p)[0].numpy()
+    assert measures.conditional_kl(*measures.empirical_conditional(counts), Q) == pytest.approx(kl[0].item(), abs=1e-12)
 
 
 def test_lbfgs_minimiser_satisfies_moment_matching_and_is_unique(setup):
     _, _, counts, fam = setup
     C = torch.tensor(counts)
     init = {k: v * 100 for k, v in fam.init(range(4)).items()}
-    sol, loss, gnorm = train.minimize_lbfgs(lambda p: models.count_cross_entropy(fam, p, C), init)
+    sol, loss, gnorm = optim.minimize_lbfgs(lambda p: loglinear.count_cross_entropy(fam, p, C), init)
     assert gnorm.max() < 1e-6
     assert (loss.max() - loss.min()).item() < 1e-10  # convex: every start finds the same minimum
     assert fam.moment_gap(sol, C).max() < 1e-5
@@ -46,10 +46,9 @@ def test_lbfgs_minimiser_satisfies_moment_matching_and_is_unique(setup):
 
 def test_family_rank_is_checked_and_registry_names_families():
     with pytest.raises(ValueError, match="rank"):
-        models.LowRankSoftmax(4, 4, rank=4)
-    with pytest.raises(ValueError, match="unknown model family"):
-        models.build("nope")
-    assert isinstance(models.build("categorical", n_ctx=2, vocab=3), models.CategoricalTable)
+        loglinear.LowRankSoftmax(4, 4, rank=4)
+    with pytest.raises(ValueError, match="unknown architecture 'nope'; allowed: mlp, gru, lstm, transformer"):
+        lm.build_lm("nope", 4, 0)
 
 
 def test_adamw_matches_torch():
@@ -70,7 +69,7 @@ def test_adamw_matches_torch():
 def test_members_train_independently_with_their_own_step_size(setup):
     _, _, counts, fam = setup
     C = torch.tensor(counts)
-    f = lambda p, t: models.count_cross_entropy(fam, p, C)  # noqa: E731
+    f = lambda p, t: loglinear.count_cross_entropy(fam, p, C)  # noqa: E731
     both = train.train(f, fam.init([5, 6]), steps=30, lr=torch.tensor([0.5, 2.0], dtype=torch.float64))
     one = train.train(f, fam.init([6]), steps=30, lr=2.0)
     np.testing.assert_allclose(both.loss[:, 1], one.loss[:, 0], rtol=1e-12)
@@ -82,7 +81,7 @@ def test_top_hessian_eigenvalue_matches_dense_hessian(setup):
     _, _, counts, fam = setup
     C = torch.tensor(counts)
     p = {k: v * 30 for k, v in fam.init([1]).items()}
-    lam = train.top_hessian_eigenvalue(lambda q: models.count_cross_entropy(fam, q, C), p, iters=500)
+    lam = optim.top_hessian_eigenvalue(lambda q: loglinear.count_cross_entropy(fam, q, C), p, iters=500)
     shapes = {k: v.shape for k, v in p.items()}
     flat = torch.cat([v.reshape(-1) for v in p.values()])
 
@@ -92,7 +91,7 @@ def test_top_hessian_eigenvalue_matches_dense_hessian(setup):
             n = int(np.prod(s))
             out[k] = z[i:i + n].reshape(s)
             i += n
-        return models.count_cross_entropy(fam, out, C).sum()
+        return loglinear.count_cross_entropy(fam, out, C).sum()
 
     H = torch.autograd.functional.hessian(f, flat)
     assert lam.item() == pytest.approx(torch.linalg.eigvalsh(H).max().item(), rel=1e-6)

@@ -3,15 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from stabliab import metrics, models, train
+from stabliab import lm, measures, members, train
 from stabliab.sources import MarkovSource, ZipfModes
 
 V = 7
 
 
-@pytest.mark.parametrize("arch", models.NEURAL)
+@pytest.mark.parametrize("arch", lm.NEURAL)
 def test_interface_shapes_and_causality(arch):
-    m = models.build_lm(arch, V, seed=0, d=16, hidden=16, layers=2, heads=2, context=3)
+    m = lm.build_lm(arch, V, seed=0, d=16, hidden=16, layers=2, heads=2, context=3)
     x = torch.randint(0, V + 1, (3, 11))
     logits = m(x)
     assert logits.shape == (3, 11, V)
@@ -22,9 +22,9 @@ def test_interface_shapes_and_causality(arch):
     assert not torch.allclose(m(y)[:, 7:], logits[:, 7:])
 
 
-@pytest.mark.parametrize("arch", models.NEURAL)
+@pytest.mark.parametrize("arch", lm.NEURAL)
 def test_seeded_sampling_is_repeatable_and_logq_is_consistent(arch):
-    m = models.build_lm(arch, V, seed=1, d=16, hidden=16)
+    m = lm.build_lm(arch, V, seed=1, d=16, hidden=16)
     a, qa = m.sample(5, 12, seed=3)
     b, qb = m.sample(5, 12, seed=3)
     c, _ = m.sample(5, 12, seed=4)
@@ -37,7 +37,7 @@ def test_seeded_sampling_is_repeatable_and_logq_is_consistent(arch):
 
 
 def test_cached_transformer_sampling_equals_recompute():
-    m = models.build_lm("transformer", V, seed=2, d=32, layers=3, heads=4, max_len=80)
+    m = lm.build_lm("transformer", V, seed=2, d=32, layers=3, heads=4, max_len=80)
     a, qa = m.sample(6, 60, seed=11, temperature=0.8, top_k=5)
     m.use_cache = False
     b, qb = m.sample(6, 60, seed=11, temperature=0.8, top_k=5)
@@ -47,25 +47,25 @@ def test_cached_transformer_sampling_equals_recompute():
 
 def test_sampling_distribution_truncation():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    p = models.sampling_logprobs(logits, top_k=2).exp()
+    p = lm.sampling_logprobs(logits, top_k=2).exp()
     torch.testing.assert_close(p, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
-    p = models.sampling_logprobs(logits, top_p=0.7).exp()  # smallest set with mass >= 0.7: {0, 1}
+    p = lm.sampling_logprobs(logits, top_p=0.7).exp()  # smallest set with mass >= 0.7: {0, 1}
     torch.testing.assert_close(p, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
-    p = models.sampling_logprobs(logits, temperature=0.5).exp()
+    p = lm.sampling_logprobs(logits, temperature=0.5).exp()
     q = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2
     torch.testing.assert_close(p[0], q / q.sum())
     with pytest.raises(ValueError, match="temperature"):
-        models.sampling_logprobs(logits, temperature=0)
+        lm.sampling_logprobs(logits, temperature=0)
     with pytest.raises(ValueError, match="unknown architecture"):
-        models.build_lm("rnn", V, 0)
+        lm.build_lm("rnn", V, 0)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "gru", "transformer"])
 def test_training_lowers_heldout_loss_and_batched_equals_loop(arch):
     src = MarkovSource.random(V, sparsity=0.5, seed=0)
     seeds = [0, 1]
-    data = torch.stack([train.with_bos(src.sample(64, 12, seed=s), V) for s in seeds])
-    held = torch.stack([train.with_bos(src.sample(64, 12, seed=100 + s), V) for s in seeds])
+    data = torch.stack([members.with_bos(src.sample(64, 12, seed=s), V) for s in seeds])
+    held = torch.stack([members.with_bos(src.sample(64, 12, seed=100 + s), V) for s in seeds])
     kw = dict(vocab=V, seeds=seeds, steps=40, lr=1e-2, heldout=held, eval_every=40, d=16, hidden=16)
     tr, _ = train.train_lm(arch, data, batched=True, **kw)
     assert np.all(tr["heldout"][-1] < tr["heldout"][0] - 0.2)
@@ -80,34 +80,34 @@ def test_training_lowers_heldout_loss_and_batched_equals_loop(arch):
 def test_miller_madow_predicts_the_plugin_bias():
     src = MarkovSource.random(6, sparsity=0.3, alpha=1.0, seed=4)
     N, T, reps = 40, 26, 400  # about 1000 transitions, ~170 per context
-    h = np.array([metrics.conditional_entropy(*metrics.empirical_conditional(
+    h = np.array([measures.conditional_entropy(*measures.empirical_conditional(
         src.transition_counts(src.sample(N, T, seed=r)))) for r in range(reps)])
     measured, se = h.mean() - src.entropy_rate, h.std(ddof=1) / np.sqrt(reps)
-    predicted = metrics.conditional_plugin_bias(src.support_sizes(), N * (T - 1))
+    predicted = measures.conditional_plugin_bias(src.support_sizes(), N * (T - 1))
     assert measured < 0
     assert abs(measured - predicted) < 3 * se + 0.1 * abs(predicted)
     # and the uncorrected-vs-corrected i.i.d. estimators bracket the truth
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(20))
-    plug = np.mean([metrics.plugin_entropy(rng.choice(20, 50, p=p)) for _ in range(300)])
-    mm = np.mean([metrics.miller_madow(rng.choice(20, 50, p=p)) for _ in range(300)])
-    assert plug < mm and abs(mm - metrics.entropy(p)) < abs(plug - metrics.entropy(p))
+    plug = np.mean([measures.plugin_entropy(rng.choice(20, 50, p=p)) for _ in range(300)])
+    mm = np.mean([measures.miller_madow(rng.choice(20, 50, p=p)) for _ in range(300)])
+    assert plug < mm and abs(mm - measures.entropy(p)) < abs(plug - measures.entropy(p))
 
 
 def test_generation_measures_hand_cases():
     lq = np.log(np.array([[0.5, 0.25], [1.0, 0.5]]))
-    np.testing.assert_allclose(metrics.generation_entropy(lq), [-(np.log(0.5) + np.log(0.25)) / 2, np.log(2) / 2])
-    np.testing.assert_allclose(metrics.generation_entropy(lq, skip=1), [np.log(4), np.log(2)])
+    np.testing.assert_allclose(measures.generation_entropy(lq), [-(np.log(0.5) + np.log(0.25)) / 2, np.log(2) / 2])
+    np.testing.assert_allclose(measures.generation_entropy(lq, skip=1), [np.log(4), np.log(2)])
     with pytest.raises(ValueError):
-        metrics.generation_entropy(lq, skip=2)
+        measures.generation_entropy(lq, skip=2)
     P = np.array([[0.5, 0.5], [1.0, 0.0]])
-    assert metrics.transition_coverage(P, np.array([[3, 0], [1, 0]])) == pytest.approx(2 / 3)
+    assert measures.transition_coverage(P, np.array([[3, 0], [1, 0]])) == pytest.approx(2 / 3)
 
 
 def test_zipf_modes_entropy_and_identification():
     z = ZipfModes.random(10, 4, 5, exponent=1.0, seed=0)
     w = 1 / np.arange(1, 11)
-    assert z.entropy == pytest.approx(metrics.entropy(w / w.sum()))
+    assert z.entropy == pytest.approx(measures.entropy(w / w.sum()))
     x, ids = z.sample(200, seed=1)
     assert np.array_equal(z.identify(x), ids)
     x[0, 0] = (x[0, 0] + 1) % 5
@@ -133,15 +133,15 @@ def test_markov_sequence_entropy():
 def test_ngram_table_is_the_models_conditional_at_each_context():
     from stabliab.sources import MarkovSource
     src = MarkovSource.random(5, order=2, seed=0)
-    mod = models.build_lm("mlp", 5, seed=0, context=2, d=8, hidden=16).eval()
-    Q = models.ngram_table(mod, src.context_tokens())  # [25, 5]
+    mod = lm.build_lm("mlp", 5, seed=0, context=2, d=8, hidden=16).eval()
+    Q = lm.ngram_table(mod, src.context_tokens())  # [25, 5]
     x = torch.as_tensor(src.sample(4, 9, seed=1))
     logits = mod(x)  # position t sees x[t-1], x[t]: its context is contexts_of at t+1
     c = torch.as_tensor(src.contexts_of(x.numpy()))  # [4, 7], context before position t >= 2
     p = torch.softmax(logits[:, 1:-1].double(), -1)  # predictions for positions 2..8
     assert torch.allclose(p, Q[c], atol=1e-12)
     with pytest.raises(ValueError, match="contexts"):
-        models.ngram_table(mod, src.context_tokens()[:, :1])
+        lm.ngram_table(mod, src.context_tokens()[:, :1])
 
 
 # ---------------------------------------------------------------- devices and precision
@@ -159,25 +159,25 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ["mlp", "gru", "transformer"])
 def test_training_and_sampling_stay_on_the_requested_device(device, arch):
-    x = train.with_bos(np.random.default_rng(0).integers(0, 5, (2, 6, 9)), 5, device)
+    x = members.with_bos(np.random.default_rng(0).integers(0, 5, (2, 6, 9)), 5, device)
     traj, base = train.train_lm(arch, x, vocab=5, seeds=[0, 1], steps=3, batch_size=4, d=8, hidden=8, layers=1,
                                 heads=2, context=2, max_len=16, heldout=x)
     assert_on_device(traj.params, device)
     assert_on_device(base, device)
-    assert_on_device(train.member(base, traj.params, 1), device)
-    tok, lq = train.sample_members(base, traj.params, 3, 5, seed=0)
+    assert_on_device(members.member(base, traj.params, 1), device)
+    tok, lq = members.sample_members(base, traj.params, 3, 5, seed=0)
     assert tok.shape == (2, 3, 5) and np.all(lq <= 0)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "gru", "lstm", "transformer"])
 @pytest.mark.parametrize("kw", [{}, {"temperature": 0.7}, {"greedy": True}, {"prompt": "yes"}])
 def test_batched_sampling_gives_the_tokens_of_the_per_member_path(arch, kw):
-    mods = [models.build_lm(arch, 7, s, d=16, hidden=16, layers=2, heads=2, context=3, max_len=40) for s in range(3)]
-    params = train.stack_members(mods)
+    mods = [lm.build_lm(arch, 7, s, d=16, hidden=16, layers=2, heads=2, context=3, max_len=40) for s in range(3)]
+    params = members.stack_members(mods)
     if "prompt" in kw:
         kw = {"prompt": torch.randint(0, 7, (5, 4), generator=torch.Generator().manual_seed(0))}
-    tb, qb = train.sample_members(mods[0], params, 5, 20, seed=11, batched=True, **kw)
-    tl, ql = train.sample_members(mods[0], params, 5, 20, seed=11, batched=False, **kw)
+    tb, qb = members.sample_members(mods[0], params, 5, 20, seed=11, batched=True, **kw)
+    tl, ql = members.sample_members(mods[0], params, 5, 20, seed=11, batched=False, **kw)
     assert np.array_equal(tb, tl)
     assert np.allclose(qb, ql, atol=1e-5, rtol=0)
     t0, _ = mods[2].sample(5, 20, seed=13, **kw)  # member m uses seed + m, alone or batched
@@ -185,12 +185,12 @@ def test_batched_sampling_gives_the_tokens_of_the_per_member_path(arch, kw):
 
 
 def test_bf16_autocast_changes_the_loss_by_rounding_only_and_reports_fp32():
-    x = train.with_bos(np.random.default_rng(1).integers(0, 9, (2, 8, 17)), 9)
-    mods = [models.build_lm("transformer", 9, s, d=32, layers=2, heads=2, max_len=32) for s in range(2)]
-    params = train.stack_members(mods)
-    l32 = train.lm_loss(mods[0], params, x, precision="fp32")
-    l16 = train.lm_loss(mods[0], params, x, precision="bf16")
+    x = members.with_bos(np.random.default_rng(1).integers(0, 9, (2, 8, 17)), 9)
+    mods = [lm.build_lm("transformer", 9, s, d=32, layers=2, heads=2, max_len=32) for s in range(2)]
+    params = members.stack_members(mods)
+    l32 = members.lm_loss(mods[0], params, x, precision="fp32")
+    l16 = members.lm_loss(mods[0], params, x, precision="bf16")
     assert l16.dtype == torch.float32 and not torch.equal(l16, l32)
     assert torch.allclose(l16, l32, atol=0.02)  # bf16 has 8 bits of mantissa: ~0.4% per product
-    tok, lq = train.sample_members(mods[0], params, 4, 6, seed=0, precision="bf16")
+    tok, lq = members.sample_members(mods[0], params, 4, 6, seed=0, precision="bf16")
     assert lq.dtype == np.float64 and np.all(lq <= 0)

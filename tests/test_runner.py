@@ -107,7 +107,7 @@ def test_unchanged_rerun_is_skipped_and_source_edits_make_it_stale(smoke_run):
     key = runner.cache_key(repo, NB, resolved)
     assert runner.is_cached(repo, NB, "smoke", key)
     assert not runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, {**resolved, "seed": 4}))
-    lib = repo / "src" / "stabliab" / "metrics.py"
+    lib = repo / "src" / "stabliab" / "measures.py"
     original = lib.read_text()
     try:
         lib.write_text(original + "\n# an edit\n")

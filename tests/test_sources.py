@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stabliab import metrics
+from stabliab import measures
 from stabliab.sources import MarkovSource
 
 
@@ -26,7 +26,7 @@ def test_entropy_rate_equals_joint_minus_marginal_entropy():
     src = MarkovSource.random(8, sparsity=0.5, alpha=0.5, seed=0)
     pi = src.stationary
     joint = pi[:, None] * src.P  # law of (context, next token) under stationarity
-    h_rate = metrics.entropy(joint.reshape(-1)) - metrics.entropy(pi)
+    h_rate = measures.entropy(joint.reshape(-1)) - measures.entropy(pi)
     assert src.entropy_rate == pytest.approx(h_rate, abs=1e-12)
     assert 0 < src.entropy_rate < np.log(8)
 

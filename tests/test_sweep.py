@@ -10,9 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as sps
 
-from stabliab import analysis, experiments, metrics, sweep
+import torch
+
+from stabliab import lm, measures, stats, sweep
+from stabliab.experiments import c4
+from stabliab.sources import MarkovSource
 
 CONTEXT = dict(vocab=5, order=1, seq_len=12, steps=12, d=8, hidden=8, n_fixed=8, n_gen=8, n_evals=6, sharp_iters=3)
 CONFIGS = sweep.space_filling({"lr": ("log", 0.001, 0.3), "batch": ("int-log", 4, 16), "n_train": ("int-log", 8, 32),
@@ -47,7 +51,7 @@ def _square(config, seeds, offset=0.0, marker=None):
 def test_executors_give_identical_results_for_the_c4_task(tmp_path):
     res = {}
     for executor in ["local", "processes", "ray"]:
-        out = sweep.run_sweep(experiments.c4_task, CONFIGS, [0, 1], tmp_path / executor, executor=executor,
+        out = sweep.run_sweep(c4.c4_task, CONFIGS, [0, 1], tmp_path / executor, executor=executor,
                               workers=2, context=CONTEXT)
         res[executor] = [r["result"] for r in out]
     assert len(res["local"]) == 4 and all(np.isfinite(r["forward_kl"]).all() for r in res["local"])
@@ -69,9 +73,9 @@ def test_cached_configurations_are_not_recomputed_and_new_ones_are(tmp_path):
 
 def test_a_seed_gives_the_same_numbers_alone_or_with_others(tmp_path):
     """What makes per-seed caching exact: member m of a seeds-at-once run depends only on its seed."""
-    both = experiments.c4_task(CONFIGS[0], [0, 1], **CONTEXT)
-    alone = experiments.c4_task(CONFIGS[0], [1], **CONTEXT)
-    for name in experiments.STABILITY + experiments.QUALITY + ["table"]:
+    both = c4.c4_task(CONFIGS[0], [0, 1], **CONTEXT)
+    alone = c4.c4_task(CONFIGS[0], [1], **CONTEXT)
+    for name in c4.STABILITY + c4.QUALITY + ["table"]:
         assert both[name][1] == alone[name][0], name
 
 
@@ -121,47 +125,44 @@ def test_spearman_and_partial_spearman_against_scipy_and_the_formula():
     rng = np.random.default_rng(0)
     z = rng.normal(size=200)
     x, y = z + rng.normal(size=200), z ** 3 + rng.normal(size=200)
-    assert analysis.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
-    rxy, rxz, ryz = (stats.spearmanr(a, b).statistic for a, b in [(x, y), (x, z), (y, z)])
+    assert stats.spearman(x, y) == pytest.approx(sps.spearmanr(x, y).statistic, abs=1e-12)
+    rxy, rxz, ryz = (sps.spearmanr(a, b).statistic for a, b in [(x, y), (x, z), (y, z)])
     formula = (rxy - rxz * ryz) / np.sqrt((1 - rxz ** 2) * (1 - ryz ** 2))
-    assert analysis.partial_spearman(x, y, z) == pytest.approx(formula, abs=1e-12)
-    assert abs(analysis.partial_spearman(x, y, z)) < 0.5 * abs(rxy)  # z explains most of it
+    assert stats.partial_spearman(x, y, z) == pytest.approx(formula, abs=1e-12)
+    assert abs(stats.partial_spearman(x, y, z)) < 0.5 * abs(rxy)  # z explains most of it
 
 
 def test_rank_bootstrap_covers_and_shrinks():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(40, 5))
     Y = X + rng.normal(scale=0.5, size=(40, 5))
-    v, (lo, hi) = analysis.rank_bootstrap(X, Y, n_boot=500, seed=0)
+    v, (lo, hi) = stats.rank_bootstrap(X, Y, n_boot=500, seed=0)
     assert lo < v < hi and lo > 0.5
-    v0, (lo0, hi0) = analysis.rank_bootstrap(X, rng.normal(size=(40, 5)), n_boot=500, seed=0)
+    v0, (lo0, hi0) = stats.rank_bootstrap(X, rng.normal(size=(40, 5)), n_boot=500, seed=0)
     assert lo0 < 0 < hi0
 
 
 # ---------------------------------------------------------------- measures with known answers
 def test_stability_and_quality_measures_on_known_cases():
     t = np.arange(20.0)
-    assert metrics.detrended_std(np.stack([3 * t + 1, -t], 1)) == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert measures.detrended_std(np.stack([3 * t + 1, -t], 1)) == pytest.approx([0.0, 0.0], abs=1e-12)
     alt = np.where(np.arange(20) % 2, 1.0, -1.0)
-    assert metrics.detrended_std(2 * t + alt) == pytest.approx(1.0, rel=0.06)
+    assert measures.detrended_std(2 * t + alt) == pytest.approx(1.0, rel=0.06)
     p, q = np.array([0.5, 0.5, 0.0, 0.0]), np.array([0.0, 0.0, 0.5, 0.5])
-    assert metrics.js_divergence(p, p) == pytest.approx(0.0, abs=1e-15)
-    assert metrics.js_divergence(p, q) == pytest.approx(np.log(2), abs=1e-15)
-    idx = analysis.instability_index(np.array([[1.0, 10.0], [10.0, 100.0], [100.0, 1000.0]]))
+    assert measures.js_divergence(p, p) == pytest.approx(0.0, abs=1e-15)
+    assert measures.js_divergence(p, q) == pytest.approx(np.log(2), abs=1e-15)
+    idx = c4.instability_index(np.array([[1.0, 10.0], [10.0, 100.0], [100.0, 1000.0]]))
     assert idx == pytest.approx([-1.0, 0.0, 1.0])
 
 
 def test_c4_task_reports_exact_quality_for_a_perfect_model(monkeypatch):
     """With the model's table replaced by the source's own conditionals, every quality
     measure takes its ideal value: the measures are exact, not estimates."""
-    from stabliab import models
-    from stabliab.sources import MarkovSource
     src = MarkovSource.random(5, sparsity=0.0, alpha=0.3, order=1, seed=0)
-    import torch
-    monkeypatch.setattr(models, "ngram_table", lambda model, ctx: torch.tensor(src.P))
+    monkeypatch.setattr(lm, "ngram_table", lambda model, ctx: torch.tensor(src.P))
     cfg = dict(lr=0.01, batch=4, n_train=8, weight_decay=0.0, label_smoothing=0.0, clip=0.0, ema=0.0, warmup=0.0,
                schedule="constant")
-    r = experiments.c4_task(cfg, [0, 1], **CONTEXT)
+    r = c4.c4_task(cfg, [0, 1], **CONTEXT)
     assert r["forward_kl"] == pytest.approx([0, 0], abs=1e-12) and r["reverse_kl"] == pytest.approx([0, 0], abs=1e-12)
     assert r["entropy_ratio"] == pytest.approx([1, 1], abs=1e-12) and r["overconfidence"] == pytest.approx([0, 0], abs=1e-12)
-    assert analysis.disagreement(r) == pytest.approx(0.0, abs=1e-15) and r["coverage"][0] <= 1.0
+    assert c4.disagreement(r) == pytest.approx(0.0, abs=1e-15) and r["coverage"][0] <= 1.0

@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from .claims import RULES, format_interval, format_threshold, write_json_atomic
+import nbformat
+
+from .io import write_json_atomic
+from .records import RULES, format_interval, format_threshold
 from .runner import RunResult, executed_path, results_path, run_notebook
 
 
@@ -43,7 +46,6 @@ def readers_view(nb):
 
 def place_notebooks(root: Path, profile: str, names: list[str]) -> None:
     """Copy profile's executed notebooks to book/generated/ with the reader's view."""
-    import nbformat
     out = root / "book" / "generated"
     if out.exists():
         shutil.rmtree(out)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from . import book, params, runner
@@ -75,7 +76,6 @@ def main(argv=None) -> int:
         _err(e)
         return 1
     except KeyboardInterrupt:
-        import logging
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the dead kernel's pending reply task
         _err("interrupted; the last good results and notebooks are untouched")
         return 130

@@ -31,30 +31,27 @@ each conditional towards its tempered, lower-entropy version.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .train import lm_logits, lm_loss, sample_members, with_bos
+from .lm import cross_entropy
+from .members import entropies, lm_logits, lm_loss, sample_members, with_bos
+from .registry import Registry
 
-REGISTRY: dict[str, type] = {}
+DESIGNS = Registry("feedback design")
+register = DESIGNS.register
 STATISTICS = ("gen_entropy", "tf_entropy", "entropy_spread", "log_z", "data_ce")
-
-
-def register(name: str):
-    def deco(cls):
-        cls.name = name
-        REGISTRY[name] = cls
-        return cls
-    return deco
 
 
 def load_plugins(modules) -> None:
     """Import modules that register designs of their own (a notebook's `plugins`; every
     process of a sweep imports them again, so a design defined outside the package runs
     on every executor)."""
-    import importlib
     for m in modules:
         importlib.import_module(m)
 
@@ -62,9 +59,6 @@ def load_plugins(modules) -> None:
 def plugin_hash(modules) -> str:
     """sha256 of the source files of plugin modules: goes into a sweep's context, so that
     editing a plugin makes its cached configurations stale, as editing the package does."""
-    import hashlib
-    import importlib
-    import inspect
     h = hashlib.sha256()
     for m in modules:
         h.update(m.encode())
@@ -77,9 +71,7 @@ def make(spec) -> "Design":
     parameters raise ValueError naming what is allowed."""
     spec = {"design": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("design", None)
-    if name not in REGISTRY:
-        raise ValueError(f"unknown feedback design {name!r}; allowed: {', '.join(REGISTRY)}")
-    cls = REGISTRY[name]
+    cls = DESIGNS.get_class(name)
     fields = {f.name for f in dataclasses.fields(cls.Params)}
     bad = sorted(set(spec) - fields)
     if bad:
@@ -87,18 +79,9 @@ def make(spec) -> "Design":
     return cls(cls.Params(**spec))
 
 
-def _entropies(logits: torch.Tensor) -> torch.Tensor:
-    """[..., V] logits -> [...] predictive entropy in nats (float32 or wider)."""
-    logp = torch.log_softmax(logits.float(), -1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def _ce(logits: torch.Tensor, x: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """[M] mean cross-entropy of logits [M, B, T, V] against targets x[..., 1:] ([M, B, T+1])."""
-    V = logits.shape[-1]
-    ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, V), x[..., 1:].reshape(-1),
-                                           reduction="none", label_smoothing=label_smoothing)
-    return ce.reshape(x.shape[0], -1).mean(1)
+    return cross_entropy(logits, x[..., 1:], label_smoothing, reduction="none").reshape(x.shape[0], -1).mean(1)
 
 
 def _seeds(member_seeds, k: int, salt: int) -> list[int]:
@@ -271,7 +254,7 @@ class HoldEntropy(Design):
         if not self.active(step):
             return super().loss(params, step, batch)
         logits = self.logits(params, batch[..., :-1])  # [M, B, T, V]
-        H = _entropies(logits).reshape(self.M, -1).mean(1)  # [M]
+        H = entropies(logits).reshape(self.M, -1).mean(1)  # [M]
         target = self.avg.update(H)
         return _ce(logits, batch, self.label_smoothing) + self.p.lam * (H - target) ** 2
 
@@ -292,7 +275,7 @@ class HoldSpread(Design):
         if not self.active(step):
             return super().loss(params, step, batch)
         logits = self.logits(params, batch[..., :-1])
-        H = _entropies(logits).reshape(self.M, -1)  # [M, B*T]
+        H = entropies(logits).reshape(self.M, -1)  # [M, B*T]
         return _ce(logits, batch, self.label_smoothing) + self.p.lam * H.var(1)
 
 
@@ -370,8 +353,7 @@ class ScoreHold(Design):
         n = R.shape[1]
         b = (R.sum(1, keepdim=True) - R) / (n - 1)  # leave-one-out baseline
         logits = self.logits(params, x[..., :-1])
-        logp = -torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                  x[..., 1:].reshape(-1), reduction="none")
+        logp = -cross_entropy(logits, x[..., 1:], reduction="none")
         logp = logp.reshape(self.M, n, -1).mean(-1)  # [M, n] per-token log p of each sample
         return ce + self.p.lam * ((R - b) * logp).mean(1)
 
@@ -395,40 +377,6 @@ class LogitHold(Design):
         logits = self.logits(params, batch[..., :-1]).float()
         logz = torch.logsumexp(logits, -1).reshape(self.M, -1)
         return _ce(logits, batch, self.label_smoothing) + self.p.lam * (logz**2).mean(1)
-
-
-# ---------------------------------------------------------------------- measurements
-@torch.no_grad()
-def per_position(base, params, batch: torch.Tensor, batched: bool = True, precision: str = "fp32"):
-    """Teacher-forced measurements of every position of batch [M, B, T+1]: predictive
-    entropy, log-partition and cross-entropy of the next token, each [M, B, T] (fp32)."""
-    logits = lm_logits(base, params, batch[..., :-1], batched, precision).float()  # [M, B, T, V]
-    V = logits.shape[-1]
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), batch[..., 1:].reshape(-1), reduction="none")
-    return _entropies(logits), torch.logsumexp(logits, -1), ce.reshape(logits.shape[:-1])
-
-
-@torch.no_grad()
-def statistics(base, params, batch: torch.Tensor, n_samples: int, length: int, member_seeds,
-               batched: bool = True, precision: str = "fp32") -> dict[str, np.ndarray]:
-    """Every statistic a design can hold, on a fixed evaluation batch [M, B, T+1] and on
-    own samples with fixed seeds (so that two calls differ only through the parameters),
-    each [3, M]: the whole measurement and its two halves (sequences 0..B/2-1 and the
-    rest; samples likewise), from which the split-half noise floor is computed."""
-    H, logz, ce = per_position(base, params, batch, batched, precision)  # [M, B, T] each
-    h = batch.shape[1] // 2
-    parts = [slice(None), slice(0, h), slice(h, None)]
-    out = {}
-    for name, per in [("tf_entropy", H), ("log_z", logz), ("data_ce", ce)]:
-        out[name] = np.stack([per[:, sl].reshape(per.shape[0], -1).mean(1).double().cpu().numpy() for sl in parts])
-    out["entropy_spread"] = np.stack([H[:, sl].reshape(H.shape[0], -1).var(1).double().cpu().numpy() for sl in parts])
-    _, lq = sample_members(base, params, n_samples, length, seed=0, precision=precision,
-                           member_seeds=[9_973 * int(s) + 5 for s in member_seeds])
-    hs = n_samples // 2
-    out["gen_entropy"] = np.stack([-lq[:, sl].reshape(lq.shape[0], -1).mean(1)
-                                   for sl in [slice(None), slice(0, hs), slice(hs, None)]])
-    return out
-
 
 def expected_own_sample_gradient(logits: torch.Tensor, tau: float) -> torch.Tensor:
     """The exact expected gradient, over x ~ softmax(logits / tau), of the fed-back loss

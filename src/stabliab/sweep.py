@@ -15,7 +15,10 @@ configurations and seeds.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import logging
+import multiprocessing as mp
 import os
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -23,8 +26,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+from scipy.stats import qmc
 
-from .claims import write_json_atomic
+from . import io
 
 EXECUTORS = ("local", "processes", "ray")
 
@@ -51,7 +56,6 @@ def grid(**axes) -> list[dict]:
 def space_filling(space: dict, n: int, seed: int, method: str = "sobol") -> list[dict]:
     """n configurations from a seeded Sobol or Latin-hypercube design. space maps a name
     to ("log", lo, hi), ("lin", lo, hi), ("int-log", lo, hi) or ("choice", [values])."""
-    from scipy.stats import qmc
     sampler = (qmc.Sobol(len(space), scramble=True, seed=seed) if method == "sobol"
                else qmc.LatinHypercube(len(space), seed=seed))
     u = sampler.random(n)  # [n, dims] in [0, 1)
@@ -77,18 +81,8 @@ def space_filling(space: dict, n: int, seed: int, method: str = "sobol") -> list
 def results_dir(notebook: str, name: str = "") -> Path:
     """results/PROFILE/sweeps/NOTEBOOK[/name]: PROFILE is the runner's (env STABLIAB_PROFILE),
     'adhoc' when the notebook runs any other way."""
-    base = Path("results") / os.environ.get("STABLIAB_PROFILE", "adhoc") / "sweeps" / notebook
+    base = Path("results") / io.env(io.PROFILE, "adhoc") / "sweeps" / notebook
     return base / name if name else base
-
-
-def code_hash() -> str:
-    """sha256 of every file of the package: a change of code makes cached configurations stale."""
-    h = hashlib.sha256()
-    pkg = Path(__file__).resolve().parent
-    for f in sorted(p for p in pkg.rglob("*.py")):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def config_key(task: Callable, config: dict, context: dict, code: str) -> str:
@@ -97,24 +91,30 @@ def config_key(task: Callable, config: dict, context: dict, code: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def task_context(task: Callable, parameters: dict, **extra) -> dict:
+    """The keyword-only arguments of `task`, taken by name from a notebook's parameters
+    (Report.parameters) or from `extra` (values the notebook derives, such as the resolved
+    device): parameter names are written once, in the parameters cell. A keyword that
+    neither provides is an error naming it."""
+    names = [p.name for p in inspect.signature(task).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    missing = [n for n in names if n not in extra and n not in parameters]
+    if missing:
+        raise TypeError(f"{task.__name__} needs {', '.join(missing)}: neither a notebook parameter nor given")
+    return {n: extra[n] if n in extra else parameters[n] for n in names}
+
+
 # ---------------------------------------------------------------------- executors
 def _call(task, config, seeds, context, threads):
     """Run one task; (ok, result or formatted error). Threads are set per task so that
     every executor computes with the same number of threads."""
-    import torch
     if threads:
         torch.set_num_threads(threads)
-    keep = os.environ.get("STABLIAB_PROGRESS")
-    os.environ["STABLIAB_PROGRESS"] = "0"  # one bar, over configurations, not one per training run
-    try:
-        return True, task(config, list(seeds), **context)
-    except Exception as e:  # reported by name, the others go on
-        return False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
-    finally:
-        if keep is None:
-            os.environ.pop("STABLIAB_PROGRESS", None)
-        else:
-            os.environ["STABLIAB_PROGRESS"] = keep
+    # one bar, over configurations, not one per training run
+    with io.environment(**{io.PROGRESS: "0"}):
+        try:
+            return True, task(config, list(seeds), **context)
+        except Exception as e:  # reported by name, the others go on
+            return False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
 
 
 def _ray_remote(device: str):
@@ -131,11 +131,10 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
     Raises SweepError naming the failed configurations after all others are written."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    from .train import progress
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = dict(context or {})
-    code = code_hash()
+    code = io.code_hash()
     seeds = [int(s) for s in seeds]
     keys = [config_key(task, c, context, code) for c in configs]
     stored: dict[str, dict] = {}  # key -> {"config", "key", "per_seed": {seed: {name: value}}}
@@ -145,7 +144,7 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
     todo = [(k, c, [s for s in seeds if str(s) not in stored[k]["per_seed"]]) for k, c in zip(keys, configs)]
     todo = [(k, c, missing) for k, c, missing in todo if missing]
     failed: list[tuple[dict, str]] = []
-    bar = progress(None, total=len(configs), desc=desc, initial=len(configs) - len(todo))
+    bar = io.progress(None, total=len(configs), desc=desc, initial=len(configs) - len(todo))
     bar.set_postfix(cached=len(configs) - len(todo), running=0)
 
     def done(k, c, missing, ok, res):
@@ -157,7 +156,7 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
             rec = stored[k]
             for i, s in enumerate(missing):
                 rec["per_seed"][str(s)] = {n: v[i] for n, v in res.items()}
-            write_json_atomic(out_dir / f"{k}.json", rec)
+            io.write_json_atomic(out_dir / f"{k}.json", rec)
         else:
             failed.append((c, res.strip().splitlines()[0]))
         bar.update(1)
@@ -167,7 +166,6 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
             bar.set_postfix(cached=len(configs) - len(todo), running=1)
             done(k, c, missing, *_call(task, c, missing, context, threads))
     elif executor == "processes":
-        import multiprocessing as mp
         n = workers or max(1, (os.cpu_count() or 1) // max(threads, 1))
         with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
             futs = {pool.submit(_call, task, c, missing, context, threads): (k, c, missing) for k, c, missing in todo}
@@ -178,9 +176,7 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
                 for f in finished:
                     done(*futs[f], *f.result())
     else:
-        import logging
-
-        import ray
+        import ray  # the optional [ray] extra
         started = not ray.is_initialized()
         if started:  # RAY_ADDRESS joins a cluster; otherwise a local instance
             ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,

@@ -1,9 +1,9 @@
 """Claim records: interval rules (coverage, exactness), comparator edges, aggregates."""
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as sps
 
-from stabliab import claims
+from stabliab import records, stats
 
 
 @pytest.mark.parametrize("n", [5, 20])
@@ -12,42 +12,42 @@ def test_mean_interval_covers_the_true_mean_at_its_level(n):
     draws, mu = 2000, 1.7
     hits = 0
     for _ in range(draws):
-        lo, hi = claims.mean_interval(rng.normal(mu, 2.0, size=n))
+        lo, hi = stats.mean_interval(rng.normal(mu, 2.0, size=n))
         hits += lo <= mu <= hi
     assert 0.93 <= hits / draws <= 0.97
 
 
 def test_mean_interval_matches_the_t_formula_and_refuses_one_value():
     v = np.array([1.0, 2.0, 4.0])
-    lo, hi = claims.mean_interval(v)
-    half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+    lo, hi = stats.mean_interval(v)
+    half = sps.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
     assert (lo, hi) == pytest.approx((v.mean() - half, v.mean() + half), rel=1e-12)
     with pytest.raises(ValueError, match="at least 2"):
-        claims.mean_interval([1.0])
+        stats.mean_interval([1.0])
     with pytest.raises(ValueError, match="non-finite"):
-        claims.mean_interval([1.0, np.nan])
+        stats.mean_interval([1.0, np.nan])
 
 
 @pytest.mark.parametrize("k,n", [(0, 5), (1, 5), (3, 5), (5, 5), (7, 20), (20, 20)])
 def test_share_interval_solves_the_clopper_pearson_equations(k, n):
-    lo, hi = claims.share_interval(k, n)
+    lo, hi = stats.share_interval(k, n)
     # defining property (independent of the Beta form): each end leaves 2.5% in its tail
     if k > 0:
-        assert stats.binom.sf(k - 1, n, lo) == pytest.approx(0.025, abs=1e-9)
+        assert sps.binom.sf(k - 1, n, lo) == pytest.approx(0.025, abs=1e-9)
     else:
         assert lo == 0.0
     if k < n:
-        assert stats.binom.cdf(k, n, hi) == pytest.approx(0.025, abs=1e-9)
+        assert sps.binom.cdf(k, n, hi) == pytest.approx(0.025, abs=1e-9)
     else:
         assert hi == 1.0
 
 
 def test_share_interval_closed_forms_and_bad_input():
-    assert claims.share_interval(5, 5)[0] == pytest.approx(0.025 ** (1 / 5), rel=1e-9)  # 0.478, not 1
-    assert claims.share_interval(0, 5)[1] == pytest.approx(1 - 0.025 ** (1 / 5), rel=1e-9)
+    assert stats.share_interval(5, 5)[0] == pytest.approx(0.025 ** (1 / 5), rel=1e-9)  # 0.478, not 1
+    assert stats.share_interval(0, 5)[1] == pytest.approx(1 - 0.025 ** (1 / 5), rel=1e-9)
     for bad in [(6, 5), (-1, 5), (1, 0), (1.5, 5)]:
         with pytest.raises(ValueError):
-            claims.share_interval(*bad)
+            stats.share_interval(*bad)
 
 
 @pytest.mark.parametrize("comparator,interval,holds", [
@@ -56,12 +56,12 @@ def test_share_interval_closed_forms_and_bad_input():
     ("<", (0.0, 0.999), True), (">", (1.001, 2.0), True), (">", (0.5, 2.0), False),
 ])
 def test_comparator_edges(comparator, interval, holds):
-    r = claims.Report("t", {}, [0])
+    r = records.Report("t", {}, [0])
     assert r.claim("x", "s", 1.0, interval, 1.0, comparator).holds is holds
 
 
 def test_within_band_is_inclusive_and_identity_compares_its_value():
-    r = claims.Report("t", {}, [0])
+    r = records.Report("t", {}, [0])
     assert r.claim("a", "s", 1.0, (0.9, 1.1), (0.9, 1.1), "within").holds
     assert not r.claim("b", "s", 1.0, (0.89, 1.05), (0.9, 1.1), "within").holds
     assert not r.identity("c", "s", [1e-12, -1e-10], 1e-10).holds  # max |error| equal to the tolerance
@@ -72,11 +72,11 @@ def test_within_band_is_inclusive_and_identity_compares_its_value():
 
 
 def test_helpers_use_the_rule_of_their_kind():
-    r = claims.Report("t", {}, [0, 1, 2, 3, 4])
+    r = records.Report("t", {}, [0, 1, 2, 3, 4])
     m = r.mean("m", "s", [1.0, 2.0, 3.0], 0.0, ">")
-    assert m.interval == pytest.approx(claims.mean_interval([1.0, 2.0, 3.0])) and m.rule == "mean" and m.n == 3
+    assert m.interval == pytest.approx(stats.mean_interval([1.0, 2.0, 3.0])) and m.rule == "mean" and m.n == 3
     p = r.paired("p", "s", [2.0, 3.0, 5.0], [1.0, 1.0, 1.0], 0.0, ">")
-    assert p.value == pytest.approx(7 / 3) and p.interval == pytest.approx(claims.mean_interval([1.0, 2.0, 4.0]))
+    assert p.value == pytest.approx(7 / 3) and p.interval == pytest.approx(stats.mean_interval([1.0, 2.0, 4.0]))
     s = r.share("s", "s", np.array([True] * 5), 0.5)
     assert s.value == 1.0 and s.interval[0] == pytest.approx(0.4782, abs=1e-4) and not s.holds
     with pytest.raises(ValueError, match="boolean"):
@@ -86,7 +86,7 @@ def test_helpers_use_the_rule_of_their_kind():
 
 
 def test_aggregate_is_the_least_favourable_member_and_holds_only_if_all_do():
-    r = claims.Report("t", {}, [0])
+    r = records.Report("t", {}, [0])
     a = r.claim("m[a]", "s", 0.2, (0.1, 0.3), 0.5, "<")
     b = r.claim("m[b]", "s", 0.4, (0.3, 0.45), 0.5, "<")  # holds, but closest to the threshold
     agg = r.aggregate("m", "every member", [a, b])
@@ -102,11 +102,11 @@ def test_aggregate_is_the_least_favourable_member_and_holds_only_if_all_do():
     f = r.claim("m[f]", "s", 0.45, (0.3, 0.6), 0.5, "<")  # fails
     agg4 = r.aggregate("m4", "s", [e, f, d])
     assert not agg4.holds and agg4.worst == "m[f]"
-    assert claims.standardised_margin(a) == pytest.approx(2.0)
+    assert records.standardised_margin(a) == pytest.approx(2.0)
 
 
 def test_results_dict_carries_the_rule():
-    r = claims.Report("t", {"x": 1}, [0, 1])
+    r = records.Report("t", {"x": 1}, [0, 1])
     r.mean("m", "s", [1.0, 2.0], 0.0, ">")
     r.identity("i", "s", [0.0], 1.0)
     d = r.to_dict()["claims"]

@@ -1,169 +1,34 @@
-"""Model families behind one interface, with a registry by name.
+"""Neural families (MLP n-gram, GRU, LSTM, Transformer) behind one interface, and the
+one token cross-entropy of the package.
 
-Count models (exact KL): p_theta(j | c) for C contexts and V tokens, written as
-pure functions of a parameter dict whose tensors all have a leading *member*
-dimension M (one member per seed or per learning rate), so that many
-independent models train as one batched computation.
-
-    params = family.init(seeds)            # dict name -> Tensor[M, ...]
-    logits = family.logits(params)         # Tensor[M, C, V]
+Token sequences use ids 0..V-1 and a beginning-of-sequence id BOS = V (input only):
+every model maps x: LongTensor[B, T] (ids in 0..V) to next-token logits [B, T, V].
+The layers are plain tensor code (no fused RNN kernels, no fused attention) so that
+torch.func.vmap can train many seeds as one batched model (members.lm_loss).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
+import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-REGISTRY: dict[str, type] = {}
+from .registry import Registry
 
-
-def register(name: str):
-    def deco(cls):
-        REGISTRY[name] = cls
-        cls.name = name
-        return cls
-    return deco
+FAMILIES = Registry("architecture")
+register = FAMILIES.register
 
 
-def build(name: str, **kwargs):
-    """Instantiate a registered family by name (a clear error on unknown names)."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown model family {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**kwargs)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
-
-
-@register("categorical")
-@dataclass
-class CategoricalTable:
-    """Full family: logits[c, j] is a free parameter (its KL minimiser is P_hat)."""
-    n_ctx: int
-    vocab: int
-    init_scale: float = 0.01
-    dtype: torch.dtype = torch.float64
-
-    device: str = "cpu"
-
-    def init(self, seeds) -> dict[str, torch.Tensor]:
-        T = torch.stack([torch.randn(self.n_ctx, self.vocab, generator=_gen(s), dtype=self.dtype)
-                         for s in seeds]) * self.init_scale  # [M, C, V], drawn on the CPU: same numbers anywhere
-        return {"T": T.to(self.device)}
-
-    def logits(self, params) -> torch.Tensor:
-        return params["T"]  # [M, C, V]
-
-
-@register("lowrank")
-@dataclass
-class LowRankSoftmax:
-    """Misspecified log-linear family of rank r < V:
-
-        logits[c, j] = <U_c, phi_j> + b_j,   phi_j in R^r fixed (random, seeded)
-
-    U [C, r] and b [V] are learned. The logit matrix minus its column bias has
-    rank at most r, so most transition matrices lie outside the family. The
-    cross-entropy is convex in (U, b) (a log-sum-exp of linear functions), so the
-    forward-KL minimiser is unique (where it is finite) and is characterised by
-    moment matching: E_theta[phi | c] = E_hat[phi | c] for every seen context c.
-    """
-    n_ctx: int
-    vocab: int
-    rank: int
-    feature_seed: int = 0
-    init_scale: float = 0.01
-    dtype: torch.dtype = torch.float64
-    device: str = "cpu"
-
-    def __post_init__(self):
-        if not 1 <= self.rank < self.vocab:
-            raise ValueError(f"rank must lie in [1, {self.vocab - 1}]")
-        g = _gen(self.feature_seed)
-        self.phi = torch.randn(self.vocab, self.rank, generator=g, dtype=self.dtype).to(self.device)  # [V, r]
-
-    def init(self, seeds) -> dict[str, torch.Tensor]:
-        U = [torch.randn(self.n_ctx, self.rank, generator=_gen(s), dtype=self.dtype) for s in seeds]
-        M = len(U)
-        return {
-            "U": (torch.stack(U) * self.init_scale).to(self.device),  # [M, C, r]
-            "b": torch.zeros(M, self.vocab, dtype=self.dtype, device=self.device),  # [M, V]
-        }
-
-    def logits(self, params) -> torch.Tensor:
-        # [M, C, r] @ [r, V] + [M, 1, V] -> [M, C, V]
-        return params["U"] @ self.phi.T + params["b"][:, None, :]
-
-    def moment_gap(self, params, counts: torch.Tensor) -> torch.Tensor:
-        """[M] max over seen contexts of |E_theta[phi | c] - E_hat[phi | c]| and over
-        tokens of |p_theta(j) - p_hat(j)| marginals (the b-moments): zero exactly at
-        the forward-KL minimiser (first-order optimality of a convex problem)."""
-        counts = counts.expand(params["U"].shape[0], *counts.shape[-2:])  # [M, C, V]
-        n_c = counts.sum(-1, keepdim=True)  # [M, C, 1]
-        p = torch.softmax(self.logits(params), -1)  # [M, C, V]
-        phat = counts / n_c.clamp_min(1)
-        dphi = ((p - phat) @ self.phi).abs() * (n_c > 0)  # [M, C, r]
-        db = ((p - phat) * n_c).sum(1).abs() / n_c.sum(1)  # [M, V]
-        return torch.maximum(dphi.amax((1, 2)), db.amax(1))
-
-
-def conditional_probs(family, params) -> torch.Tensor:
-    """[M, C, V] p_theta(j | c)."""
-    return torch.softmax(family.logits(params), dim=-1)
-
-
-def count_cross_entropy(family, params, counts: torch.Tensor) -> torch.Tensor:
-    """[M] CE(theta) = -(1/n) sum_{c,j} counts[c,j] log p_theta(j|c), full batch.
-
-    counts: [C, V] shared by all members, or [M, C, V] one sample per member."""
-    logp = torch.log_softmax(family.logits(params), dim=-1)  # [M, C, V]
-    return -(counts * logp).sum((-1, -2)) / counts.sum((-1, -2))
-
-
-def conditional_kl_to(family, params, P: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """[M] sum_c w_c sum_j P(j|c) log(P(j|c) / p_theta(j|c)), written out term by term
-    (P: [C, V] or [M, C, V] conditionals, w: [C] or [M, C] context weights)."""
-    logq = torch.log_softmax(family.logits(params), dim=-1)  # [M, C, V]
-    logP = torch.where(P > 0, P.clamp_min(1e-300).log(), 0.0)
-    return (w[..., None] * torch.where(P > 0, P * (logP - logq), 0.0)).sum((-1, -2))
-
-
-def count_forward_kl(family, params, counts: torch.Tensor) -> torch.Tensor:
-    """[M] KL(p_hat || p_theta) for the empirical law of `counts` ([C, V] or [M, C, V]),
-    written out term by term, not as CE - H."""
-    n_c = counts.sum(-1)
-    return conditional_kl_to(family, params, counts / n_c.clamp_min(1)[..., None],
-                             n_c / n_c.sum(-1, keepdim=True))
-
-
-def sequence_cross_entropy(family, params, ctx: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    """[M] mean over tokens of -log p_theta(tgt | ctx), read off the token sequences
-    (ctx, tgt: [M, n] context index and next token per position, one sample per member)."""
-    logp = torch.log_softmax(family.logits(params), dim=-1)  # [M, C, V]
-    m = torch.arange(logp.shape[0], device=logp.device)[:, None]
-    return -logp[m, ctx, tgt].mean(1)
-
-
-def count_reverse_kl(family, params, weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """[M] sum_c w_c KL(p_theta(.|c) || target(.|c)); target must be > 0.
-
-    weights: [C] or [M, C]; target: [C, V] or [M, C, V]."""
-    logp = torch.log_softmax(family.logits(params), dim=-1)  # [M, C, V]
-    return (weights[..., None] * (logp.exp() * (logp - target.log()))).sum((-1, -2))
-
-
-# ====================================================================== neural families
-# Token sequences use ids 0..V-1 and a beginning-of-sequence id BOS = V (input only):
-# every model maps x: LongTensor[B, T] (ids in 0..V) to next-token logits [B, T, V].
-# The layers are plain tensor code (no fused RNN kernels, no fused attention) so that
-# torch.func.vmap can train many seeds as one batched model (train.lm_loss).
-import math  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy in nats, in fp32: logits [..., V] against targets [...]
+    (flattened; reduction "mean" over every position, or "none": one value per position,
+    flat)."""
+    V = logits.shape[-1]
+    return F.cross_entropy(logits.float().reshape(-1, V), targets.reshape(-1), reduction=reduction,
+                           label_smoothing=label_smoothing)
 
 
 class LM(nn.Module):
@@ -439,12 +304,11 @@ class Transformer(LM):
         return logits[:, -1], (ctx, caches)
 
 
-NEURAL = ("mlp", "gru", "lstm", "transformer")
+NEURAL = tuple(FAMILIES)  # mlp, gru, lstm, transformer
 
 
 def build_lm(arch: str, vocab: int, seed: int, **kw) -> LM:
     """A neural family by name, initialised from `seed`."""
-    if arch not in NEURAL:
-        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(NEURAL)}")
+    cls = FAMILIES.get_class(arch)
     torch.manual_seed(int(seed))
-    return REGISTRY[arch](vocab=vocab, **kw)
+    return cls(vocab=vocab, **kw)

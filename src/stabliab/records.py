@@ -9,16 +9,17 @@ goes to results/adhoc/NAME.json.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import platform
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from . import io, params
+from .stats import LEVEL, mean_interval, share_interval
 
 COMPARATORS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
                ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
@@ -35,22 +36,6 @@ def glue(name: str, value, display: bool = False) -> None:
     _glue(name, value, display=display)
 
 
-def _plain(x):
-    """JSON-safe Python scalars and lists from numpy / torch values."""
-    if hasattr(x, "tolist"):
-        x = x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    return x
-
-
-# ---------------------------------------------------------------------- intervals
-LEVEL = 0.95  # every record of the book is judged at this level (no multiplicity adjustment)
-
 RULES = {
     "mean": "Student-t interval of a mean over independent replicates (seeds, or Monte Carlo draws where "
             "the statement says so)",
@@ -63,41 +48,6 @@ RULES = {
     "bootstrap": "percentile bootstrap of a rank correlation over configurations, then seeds within each "
                  "(analysis.rank_bootstrap)",
 }
-
-
-def mean_interval(values, level: float = LEVEL) -> tuple[float, float]:
-    """Student-t interval of the mean of independent replicates:
-    mean ± t_{n-1, (1+level)/2} · s / sqrt(n). Needs n >= 2 finite values."""
-    from scipy import stats
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    if v.size < 2:
-        raise ValueError(f"mean_interval needs at least 2 values (got {v.size}): one replicate has no spread")
-    if not np.all(np.isfinite(v)):
-        raise ValueError("mean_interval got a non-finite value")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    half = stats.t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-    return float(v.mean() - half), float(v.mean() + half)
-
-
-def share_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) interval of a binomial share successes / n:
-    [Beta_{a/2}(k, n-k+1), Beta_{1-a/2}(k+1, n-k)], with 0 and 1 at the edges."""
-    from scipy import stats
-    k, n = int(successes), int(n)
-    if n < 1 or not 0 <= k <= n or k != successes or n != float(n):
-        raise ValueError(f"share_interval needs integers 0 <= successes <= n, n >= 1 (got {successes}, {n})")
-    a = 1 - level
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
-    return lo, hi
-
-
-def paired_summary(name: str, treated, baseline, level: float = LEVEL) -> dict:
-    """Table cells for a paired difference: {name: mean, name + ' 95% CI': '[lo, hi]'}."""
-    d = np.asarray(treated, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    lo, hi = mean_interval(d, level)
-    return {name: float(d.mean()), f"{name} {level:.0%} CI": f"[{lo:.3g}, {hi:.3g}]"}
 
 
 # ---------------------------------------------------------------------- records
@@ -153,6 +103,25 @@ def format_interval(c) -> str:
     return f"[{iv[0]:.3g}, {iv[1]:.3g}]"
 
 
+def style(df: pd.DataFrame, fmt: str | dict = "{:.3g}", bold: dict | None = None):
+    """The display form of a numeric table; the table itself keeps its numbers. Floats are
+    shown by `fmt` (one format, or column -> format), booleans as ✓ / ✗, missing values as a
+    dash; bold = {column: boolean column}: that column's cells in bold where the boolean
+    column is True (boolean columns named only for bold are hidden)."""
+    bold = bold or {}
+    formats = {}
+    for c in df.columns:
+        if pd.api.types.is_bool_dtype(df[c]):
+            formats[c] = lambda v: "✓" if v else "✗"
+        elif pd.api.types.is_float_dtype(df[c]):
+            formats[c] = fmt.get(c, "{:.3g}") if isinstance(fmt, dict) else fmt
+    st = df.style.format(formats, na_rep="—")
+    for col, flag in bold.items():
+        st = st.apply(lambda s, f=flag: ["font-weight: bold" if x else "" for x in df.loc[s.index, f]], subset=[col])
+    hidden = [f for f in bold.values() if f not in bold]
+    return st.hide(hidden, axis="columns") if hidden else st
+
+
 @dataclass
 class Claim:
     id: str
@@ -174,17 +143,6 @@ class Claim:
         return "✓ holds" if self.holds else "✗ does not hold"
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_plain(obj), f, indent=1, ensure_ascii=False)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; results and the published claims.json are not
-    os.replace(tmp, path)
-
-
 class Report:
     def __init__(self, notebook: str, parameters: dict, seeds):
         self.notebook = notebook
@@ -194,6 +152,20 @@ class Report:
         self.metrics: dict = {}
         self.level = LEVEL
         self.device = {"device": "cpu", "precision": "fp32"}
+
+    @classmethod
+    def from_notebook(cls, notebook: str, namespace: dict, seeds) -> "Report":
+        """The Report of one run of a notebook, with the parameters named once: every name
+        assigned in the notebook's cell tagged "parameters", with the value it has now in
+        `namespace` (the notebook's globals(), after papermill's injected cell), each checked
+        against the cell's constraint comments (params.ParamSpec.check). A bad value stops
+        plain papermill and interactive runs with the one-line ParameterError that
+        `stabliab run` gives. The notebook source is found under params.find_root()."""
+        specs = params.parse_parameters(params.notebook_path(params.find_root(), notebook).read_text())
+        missing = [k for k in specs if k not in namespace]
+        if missing:
+            raise params.ParameterError(f"{notebook}: parameters cell names {', '.join(missing)}, which are not defined")
+        return cls(notebook, {k: specs[k].check(namespace[k]) for k in specs}, seeds)
 
     def set_device(self, info: dict) -> None:
         """Where the numbers were computed (device.describe): goes into the manifest."""
@@ -308,33 +280,29 @@ class Report:
     def metric(self, name: str, value, glue_it: bool = True) -> None:
         """Record a metric and glue it under its name (returns nothing, so that a
         cell ending in report.metric(...) displays nothing)."""
-        self.metrics[name] = _plain(value)
+        self.metrics[name] = io.plain(value)
         if glue_it:
             glue(name, value)
 
-    def glue_table(self, name: str, df) -> None:
-        """Record a table (its rows) under `name` and glue the DataFrame, so that the
-        prose shows it with a {glue:} directive whatever families or settings it holds."""
-        self.metrics[name] = _plain(df.reset_index().to_dict(orient="records"))
-        glue(name, df)
+    def glue_table(self, name: str, df: pd.DataFrame, fmt: str | dict = "{:.3g}", bold: dict | None = None) -> None:
+        """Record a numeric table (its rows, numbers kept) under `name` and glue its display
+        form (records.style), so that the prose shows it with a {glue:} directive whatever
+        families or settings it holds."""
+        self.metrics[name] = io.plain(df.reset_index().to_dict(orient="records"))
+        glue(name, style(df, fmt, bold))
 
     def table(self):
-        import pandas as pd
         return pd.DataFrame([{"claim": c.id, "value": c.value, "95% interval": format_interval(c),
                               "threshold": format_threshold(c), "rule": c.rule, "verdict": c.verdict}
                              for c in self.claims]).set_index("claim")
 
     def to_dict(self) -> dict:
-        try:
-            import torch
-            tv = torch.__version__
-        except ImportError:  # pragma: no cover
-            tv = None
         return {"notebook": self.notebook, "parameters": self.parameters,
                 "claims": [asdict(c) for c in self.claims], "metrics": self.metrics,
-                "manifest": {"python": platform.python_version(), "torch": tv, **self.device, "seeds": self.seeds}}
+                "manifest": {"python": platform.python_version(), "torch": io.torch_version(), **self.device,
+                             "seeds": self.seeds}}
 
     def save(self) -> Path:
-        path = os.environ.get("STABLIAB_RESULTS_FILE") or Path("results") / "adhoc" / f"{self.notebook}.json"
-        write_json_atomic(Path(path), self.to_dict())
+        path = io.env(io.RESULTS_FILE) or Path("results") / "adhoc" / f"{self.notebook}.json"
+        io.write_json_atomic(Path(path), self.to_dict())
         return Path(path)

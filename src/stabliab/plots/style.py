@@ -1,4 +1,5 @@
-"""One figure style for the whole book; every cross-seed figure shows the spread."""
+"""One figure style for the whole book, and the figure pieces every claim uses; every
+cross-seed figure shows the spread."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

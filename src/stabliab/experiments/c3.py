@@ -1,114 +1,156 @@
-"""What notebooks would otherwise compute inline: rank correlations with their
-intervals, the pre-registered stability index, and effect tables."""
+"""Claim C3's room: feedback designs on the Markov source and Shakespeare. c3_data builds
+the corpora, c3_task trains one (corpus, architecture, design) configuration for every
+seed and measures the held statistics and the outcomes, and the functions below turn
+the sweep's results into gate statistics, records and tables."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+import pandas as pd
+import torch
+
+from .. import feedback, measures, members, train
+from ..records import format_interval
+from ..sources import CharCorpus, MarkovSource
+from ..stats import mean_interval, rank_bootstrap
 
 
-def spearman(x, y) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
-    return float(stats.spearmanr(x, y).statistic)
-
-
-def partial_spearman(x, y, z) -> float:
-    """Rank correlation of x and y given z: the Pearson correlation of the residuals of
-    rank(x) and rank(y) after a linear fit on rank(z)."""
-    rx, ry, rz = (stats.rankdata(v) for v in (x, y, z))
-    A = np.stack([np.ones_like(rz), rz], 1)
-    res = [r - A @ np.linalg.lstsq(A, r, rcond=None)[0] for r in (rx, ry)]
-    return float(np.corrcoef(res[0], res[1])[0, 1])
-
-
-def standardise(values: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
-    """(log values - mean) / sd, with the mean and sd of `ref` (default: the values)."""
-    lv = np.log(np.asarray(values, dtype=np.float64))
-    lr = lv if ref is None else np.log(np.asarray(ref, dtype=np.float64))
-    return (lv - np.nanmean(lr, 0)) / np.nanstd(lr, 0, ddof=1)
-
-
-def instability_index(measures: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
-    """The pre-registered index: the mean over stability measures (columns; each larger
-    when less stable, all positive) of their standardised logarithms. Larger = less stable."""
-    return standardise(measures, ref).mean(-1)
-
-
-def rank_bootstrap(per_seed_x: np.ndarray, per_seed_y: np.ndarray, per_seed_z: np.ndarray | None = None,
-                   n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, tuple[float, float]]:
-    """Spearman (or partial Spearman given z) between configuration means of x and y,
-    [configs, seeds] arrays, with a percentile bootstrap that resamples configurations,
-    then seeds within each resampled configuration."""
-    X, Y = np.asarray(per_seed_x, float), np.asarray(per_seed_y, float)
-    Z = None if per_seed_z is None else np.asarray(per_seed_z, float)
-    corr = (lambda a, b, c: spearman(a, b)) if Z is None else partial_spearman
-    value = corr(X.mean(1), Y.mean(1), None if Z is None else Z.mean(1))
-    rng = np.random.default_rng(seed)
-    C, S = X.shape
-    boots = []
-    import warnings
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        # a resample that repeats one configuration can be constant: its correlation is
-        # undefined and it is left out (only with very few configurations)
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        for _ in range(n_boot):
-            ci = rng.integers(0, C, C)
-            si = rng.integers(0, S, (C, S))
-            pick = lambda A: np.take_along_axis(A[ci], si, 1).mean(1)  # noqa: E731
-            b = corr(pick(X), pick(Y), None if Z is None else pick(Z))
-            if np.isfinite(b):
-                boots.append(b)
-    a = (1 - level) / 2
-    return value, (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
-
-
-# ---------------------------------------------------------------------- C4
-def disagreement(result: dict) -> float:
-    """Seed-to-seed disagreement of one configuration: the mean over pairs of seeds of
-    the Jensen-Shannon divergence between their conditional tables, weighted by the
-    source's stationary law (result["table"]: per seed [C, V]; result["weights"]: [C])."""
-    from .metrics import js_divergence
-    Q = np.asarray(result["table"], dtype=np.float64)
-    w = np.asarray(result["weights"][0], dtype=np.float64)
-    js = [float(np.dot(w, js_divergence(Q[a], Q[b]))) for a in range(len(Q)) for b in range(a + 1, len(Q))]
-    return float(np.mean(js)) if js else float("nan")
-
-
-def stability_measures(result: dict, stability: list[str]) -> np.ndarray:
-    """[S, K] one configuration's stability measures per seed: the per-seed ones, then
-    the configuration's seed disagreement (the same for every seed)."""
-    per_seed = np.stack([np.asarray(result[n], dtype=np.float64) for n in stability], -1)  # [S, K-1]
-    return np.concatenate([per_seed, np.full((len(per_seed), 1), disagreement(result))], -1)
-
-
-def c4_table(records: list[dict], stability: list[str], quality: list[str]) -> dict:
-    """Sweep records -> {"configs": [...], name: [C, S] per-seed values,
-    "entropy_gap": |log H_model / H*| [C, S], "measures": [C, S, K] stability measures,
-    "diverged": [C] (a non-finite loss or measure in any seed)}."""
-    res = [r["result"] for r in records]
-    t = {"configs": [r["config"] for r in records]}
-    for name in quality:
-        t[name] = np.array([r[name] for r in res], dtype=np.float64)
-    t["entropy_gap"] = np.abs(np.log(t["entropy_ratio"]))
-    t["measures"] = np.stack([stability_measures(r, stability) for r in res])
-    bad = np.array([any(r["diverged"]) for r in res]) | ~np.isfinite(t["measures"]).all((1, 2))
-    for name in quality:
-        bad |= ~np.isfinite(t[name]).all(1)
-    t["diverged"] = bad
-    return t
-
-
-def instability(measures: np.ndarray, table: dict) -> np.ndarray:
-    """Per-seed instability index of measures [..., K], standardised by the usable
-    configurations of the design in `table`."""
-    ref = table["measures"][~table["diverged"]].reshape(-1, table["measures"].shape[-1])
-    return instability_index(np.maximum(measures, 1e-300), np.maximum(ref, 1e-300))
-
-
-# ---------------------------------------------------------------------- C3
-C3_EFFECTS = {  # outcome of experiments.c3_task -> short column label
+C3_EFFECTS = {  # outcome of c3_task -> short column label
     "gen_entropy": "ΔH", "tf_entropy": "ΔH tf", "seq_rep4": "Δrep", "seq_rep4_greedy": "Δrep gr",
     "loops": "Δloop", "loops_greedy": "Δloop gr", "overconfidence": "Δover", "heldout_ce": "ΔCE",
     "forward_kl": "ΔKL→", "reverse_kl": "ΔKL←"}
+
+@torch.no_grad()
+def statistics(base, params, batch: torch.Tensor, n_samples: int, length: int, member_seeds,
+               batched: bool = True, precision: str = "fp32") -> dict[str, np.ndarray]:
+    """Every statistic a design can hold, on a fixed evaluation batch [M, B, T+1] and on
+    own samples with fixed seeds (so that two calls differ only through the parameters),
+    each [3, M]: the whole measurement and its two halves (sequences 0..B/2-1 and the
+    rest; samples likewise), from which the split-half noise floor is computed."""
+    H, logz, ce = members.per_position(base, params, batch, batched, precision)  # [M, B, T] each
+    h = batch.shape[1] // 2
+    parts = [slice(None), slice(0, h), slice(h, None)]
+    out = {}
+    for name, per in [("tf_entropy", H), ("log_z", logz), ("data_ce", ce)]:
+        out[name] = np.stack([per[:, sl].reshape(per.shape[0], -1).mean(1).double().cpu().numpy() for sl in parts])
+    out["entropy_spread"] = np.stack([H[:, sl].reshape(H.shape[0], -1).var(1).double().cpu().numpy() for sl in parts])
+    _, lq = members.sample_members(base, params, n_samples, length, seed=0, precision=precision,
+                           member_seeds=[9_973 * int(s) + 5 for s in member_seeds])
+    hs = n_samples // 2
+    out["gen_entropy"] = np.stack([-lq[:, sl].reshape(lq.shape[0], -1).mean(1)
+                                   for sl in [slice(None), slice(0, hs), slice(hs, None)]])
+    return out
+
+
+def c3_data(corpus: str, seeds: list[int], *, seq_len: int, prompt_len: int, gen_len: int, n_gen: int,
+            n_eval: int, train_chars: int = 400_000, markov_sequences: int = 512, markov_vocab: int = 12,
+            device: str = "cpu") -> dict:
+    """Training data [S, N, T+1] (per seed for the Markov source, shared for Shakespeare),
+    a fixed evaluation batch and held-out sequences [n_eval, T+1], and n_gen held-out
+    prompts [n_gen, P] with their true continuations [n_gen, gen_len] (the human
+    reference). The Markov source has every transition possible (finite KL both ways)."""
+    dev = torch.device(device)
+    S = len(seeds)
+    if corpus == "shakespeare":
+        c = CharCorpus.shakespeare(max_train_chars=train_chars)
+        vocab = c.vocab
+        train_x = members.with_bos(c.windows("train", seq_len), vocab, dev)[None].expand(S, -1, -1)
+        fixed = c.windows("train", seq_len, n=n_eval, seed=1)
+        held = c.windows("heldout", seq_len, n=n_eval, seed=2)
+        pr = c.windows("heldout", prompt_len + gen_len, n=n_gen, seed=3)
+        return dict(vocab=vocab, train=train_x, fixed=members.with_bos(fixed, vocab, dev),
+                    heldout=members.with_bos(held, vocab, dev), prompts=pr[:, :prompt_len], human=pr[:, prompt_len:],
+                    decode=c.decode, source=None)
+    if corpus == "markov":
+        src = MarkovSource.random(markov_vocab, sparsity=0.0, alpha=0.5, seed=0)
+        vocab = markov_vocab
+        train_x = torch.stack([members.with_bos(src.sample(markov_sequences, seq_len, seed=1_000 + s), vocab, dev)
+                               for s in seeds])
+        pr = src.sample(n_gen, prompt_len + gen_len, seed=99_000)
+        return dict(vocab=vocab, train=train_x, fixed=members.with_bos(src.sample(n_eval, seq_len, seed=98_000), vocab, dev),
+                    heldout=members.with_bos(src.sample(n_eval, seq_len, seed=97_000), vocab, dev),
+                    prompts=pr[:, :prompt_len], human=pr[:, prompt_len:],
+                    decode=lambda ids: " ".join(map(str, np.asarray(ids).reshape(-1).tolist())), source=src)
+    raise ValueError(f"unknown corpus {corpus!r}; allowed: shakespeare, markov")
+
+
+def c3_task(config: dict, seeds: list[int], *, seq_len: int = 32, prompt_len: int = 16, gen_len: int = 128,
+            steps: int = 300, lr: float = 3e-3, batch_size: int = 32, start_frac: float = 0.5,
+            eval_every: int = 10, n_eval: int = 32, n_stat_samples: int = 16, n_gen: int = 32, n_texts: int = 3,
+            train_chars: int = 400_000, markov_sequences: int = 512, markov_vocab: int = 12,
+            arch_kw: dict | None = None, device: str = "cpu", precision: str = "fp32", plugins=(),
+            plugin_code: str = "") -> dict:
+    """config: corpus, arch, label, spec (a feedback design, feedback.make). Trains every
+    seed, measures every statistic of feedback.STATISTICS on the fixed evaluation batch
+    every eval_every steps (with its two halves), then the outcomes: generation entropy
+    (T = 1) and seq-rep-4 / loop share at T = 1 and greedy on continuations of held-out
+    prompts, teacher-forced entropy and cross-entropy on held-out text, over-confidence
+    (generation entropy - held-out CE), and on the Markov source the KL rates to the
+    source in both directions (exact source probabilities, Monte Carlo over sequences).
+    plugins: modules that register designs (imported here, in every process);
+    plugin_code: their feedback.plugin_hash, only part of the sweep's cache key."""
+    feedback.load_plugins(plugins)
+    spec = dict(config["spec"])
+    data = c3_data(config["corpus"], seeds, seq_len=seq_len, prompt_len=prompt_len, gen_len=gen_len, n_gen=n_gen,
+                   n_eval=n_eval, train_chars=train_chars, markov_sequences=markov_sequences,
+                   markov_vocab=markov_vocab, device=device)
+    V, M = data["vocab"], len(seeds)
+    start = int(start_frac * steps)
+    design = feedback.make({**spec, "start": start})
+    fixed = data["fixed"][None].expand(M, -1, -1)
+    heldout = data["heldout"][None].expand(M, -1, -1)
+    rec: dict[str, list] = {}
+    kw = dict(arch_kw or {}, max_len=seq_len + 1)
+
+    def stats(base, p, t):
+        for name, v in statistics(base, p, fixed, n_stat_samples, seq_len, seeds,
+                                           precision=precision).items():
+            rec.setdefault(name, []).append(v)  # [3, M]
+        return torch.zeros(M)
+
+    evals = sorted(set(range(0, steps + 1, eval_every)) | {steps})
+    traj, base = train.train_lm(config["arch"], data["train"], vocab=V, seeds=seeds, steps=steps, lr=lr,
+                                batch_size=batch_size, feedback=design, precision=precision, eval_every=evals,
+                                eval_fns={"stats": stats}, desc=f"{config['corpus']} {config['arch']} "
+                                f"{config['label']}", **kw)
+    out: dict[str, list] = {"eval_step": [traj.eval_step.tolist()] * M}
+    for name, v in rec.items():
+        a = np.stack(v)  # [E, 3, M]
+        for j, suffix in enumerate(["", "_a", "_b"]):
+            out[f"stat_{name}{suffix}"] = a[:, j].T.tolist()
+    for name, v in traj.feedback.items():
+        if name != "step":
+            out[f"fb_{name}"] = np.asarray(v).T.tolist()
+    # ---- outcomes
+    prompts = torch.as_tensor(data["prompts"])
+    H, _, ce = members.per_position(base, traj.params, heldout, precision=precision)  # [M, B, T] each
+    out["heldout_ce"] = ce.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
+    out["tf_entropy"] = H.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
+    ms = [4_242 + int(s) for s in seeds]
+    tok, lq = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
+                                   precision=precision)
+    gtok, _ = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
+                                   greedy=True, precision=precision)
+    out["gen_entropy"] = [float(-lq[m].mean()) for m in range(M)]
+    out["overconfidence"] = [g - c for g, c in zip(out["gen_entropy"], out["heldout_ce"])]
+    out["seq_rep4"] = [float(np.mean([measures.seq_rep_n(s, 4) for s in tok[m]])) for m in range(M)]
+    out["seq_rep4_greedy"] = [float(np.mean([measures.seq_rep_n(s, 4) for s in gtok[m]])) for m in range(M)]
+    out["loops"] = [float(np.mean([measures.ends_in_loop(s, 32) for s in tok[m]])) for m in range(M)]
+    out["loops_greedy"] = [float(np.mean([measures.ends_in_loop(s, 32) for s in gtok[m]])) for m in range(M)]
+    src = data["source"]
+    if src is not None:
+        logP = np.log(src.P)
+        h = data["heldout"].cpu().numpy()[:, 1:]  # [B, T]
+        fwd = (logP[h[:, :-1], h[:, 1:]][None] + ce.double().cpu().numpy()[:, :, 1:]).reshape(M, -1).mean(1)
+        prev = np.concatenate([np.broadcast_to(data["prompts"][:, -1:], (M,) + data["prompts"][:, -1:].shape),
+                               tok[:, :, :-1]], -1)  # [M, n, L] the token before each generated one
+        rev = (lq - logP[prev, tok]).reshape(M, -1).mean(1)
+        out["forward_kl"], out["reverse_kl"] = fwd.tolist(), rev.tolist()
+    else:
+        out["forward_kl"] = out["reverse_kl"] = [float("nan")] * M
+    dec = data["decode"]
+    out["texts"] = [[dec(tok[m, i]) for i in range(min(n_texts, n_gen))] for m in range(M)]
+    out["texts_greedy"] = [[dec(gtok[m, i]) for i in range(min(n_texts, n_gen))] for m in range(M)]
+    return out
 
 
 def c3_runs(records: list[dict]) -> dict:
@@ -130,8 +172,7 @@ def c3_runs(records: list[dict]) -> dict:
 def detrended_var(y: np.ndarray) -> np.ndarray:
     """[S] variance of the residuals of a least-squares line, per seed, of y [S, E]
     (a statistic over evaluation steps): its fluctuation around its trend."""
-    from .metrics import detrended_std
-    return detrended_std(np.asarray(y, dtype=np.float64).T) ** 2
+    return measures.detrended_std(np.asarray(y, dtype=np.float64).T) ** 2
 
 
 def c3_gate(design: dict, off: dict, statistic: str, start: int, settle: float = 0.25) -> dict:
@@ -179,9 +220,7 @@ def c3_records(report, runs: dict, corpora: list[str], archs: list[str], designs
     ✓ where the gate passes), "gate_floor" (noise floor / whole-window ratio), "effects"
     (mean paired differences, * where the 95% interval excludes 0), "effects_detail" (mean and
     interval of every outcome), "points" (the regime map), "overall"."""
-    import pandas as pd
 
-    from .claims import format_interval, mean_interval
     gate_rows, eff_rows, pts, overall, detail = [], [], [], [], []
     for c in corpora:
         gated, X, Y = [], [], []
@@ -281,10 +320,9 @@ def opposite_movers(points, corpus: str) -> list[tuple[str, str]]:
 def c3_human(data: dict) -> dict:
     """The human reference of one corpus (experiments.c3_data): seq-rep-4 and loop share of
     the true continuations, and the entropy rate where it is known (Markov)."""
-    from .metrics import ends_in_loop, seq_rep_n
     h = data["human"]
-    return {"seq-rep-4": float(np.mean([seq_rep_n(s, 4) for s in h])),
-            "loop share": float(np.mean([ends_in_loop(s, 32) for s in h])),
+    return {"seq-rep-4": float(np.mean([measures.seq_rep_n(s, 4) for s in h])),
+            "loop share": float(np.mean([measures.ends_in_loop(s, 32) for s in h])),
             "entropy rate": data["source"].entropy_rate if data["source"] is not None else float("nan")}
 
 
@@ -292,7 +330,6 @@ def c3_reference(runs: dict, human: dict, corpora: list[str], archs: list[str]) 
     """Absolute levels beside the human reference: per corpus, the true continuations and
     each family under maximum likelihood (mean over seeds): seq-rep-4 and loop share at
     temperature 1 and greedy, generation entropy, and the source's entropy rate (Markov)."""
-    import pandas as pd
     rows = []
     for c in corpora:
         h = human[c]

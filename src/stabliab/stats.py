@@ -1,0 +1,93 @@
+"""Statistics the verdicts rest on: intervals (Student-t, Clopper–Pearson, paired) and
+rank correlations with their bootstrap over configurations, then seeds."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95  # every record of the book is judged at this level (no multiplicity adjustment)
+
+
+def mean_interval(values, level: float = LEVEL) -> tuple[float, float]:
+    """Student-t interval of the mean of independent replicates:
+    mean ± t_{n-1, (1+level)/2} · s / sqrt(n). Needs n >= 2 finite values."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size < 2:
+        raise ValueError(f"mean_interval needs at least 2 values (got {v.size}): one replicate has no spread")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("mean_interval got a non-finite value")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    half = stats.t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def share_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval of a binomial share successes / n:
+    [Beta_{a/2}(k, n-k+1), Beta_{1-a/2}(k+1, n-k)], with 0 and 1 at the edges."""
+    k, n = int(successes), int(n)
+    if n < 1 or not 0 <= k <= n or k != successes or n != float(n):
+        raise ValueError(f"share_interval needs integers 0 <= successes <= n, n >= 1 (got {successes}, {n})")
+    a = 1 - level
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def paired_summary(name: str, treated, baseline, level: float = LEVEL) -> dict:
+    """Table cells for a paired difference: {name: mean, name + ' 95% CI': '[lo, hi]'}."""
+    d = np.asarray(treated, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    lo, hi = mean_interval(d, level)
+    return {name: float(d.mean()), f"{name} {level:.0%} CI": f"[{lo:.3g}, {hi:.3g}]"}
+
+
+
+# ---------------------------------------------------------------------- rank correlations
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def partial_spearman(x, y, z) -> float:
+    """Rank correlation of x and y given z: the Pearson correlation of the residuals of
+    rank(x) and rank(y) after a linear fit on rank(z)."""
+    rx, ry, rz = (stats.rankdata(v) for v in (x, y, z))
+    A = np.stack([np.ones_like(rz), rz], 1)
+    res = [r - A @ np.linalg.lstsq(A, r, rcond=None)[0] for r in (rx, ry)]
+    return float(np.corrcoef(res[0], res[1])[0, 1])
+
+
+def standardise(values: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+    """(log values - mean) / sd, with the mean and sd of `ref` (default: the values)."""
+    lv = np.log(np.asarray(values, dtype=np.float64))
+    lr = lv if ref is None else np.log(np.asarray(ref, dtype=np.float64))
+    return (lv - np.nanmean(lr, 0)) / np.nanstd(lr, 0, ddof=1)
+
+
+def rank_bootstrap(per_seed_x: np.ndarray, per_seed_y: np.ndarray, per_seed_z: np.ndarray | None = None,
+                   n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """Spearman (or partial Spearman given z) between configuration means of x and y,
+    [configs, seeds] arrays, with a percentile bootstrap that resamples configurations,
+    then seeds within each resampled configuration."""
+    X, Y = np.asarray(per_seed_x, float), np.asarray(per_seed_y, float)
+    Z = None if per_seed_z is None else np.asarray(per_seed_z, float)
+    corr = (lambda a, b, c: spearman(a, b)) if Z is None else partial_spearman
+    value = corr(X.mean(1), Y.mean(1), None if Z is None else Z.mean(1))
+    rng = np.random.default_rng(seed)
+    C, S = X.shape
+    boots = []
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        # a resample that repeats one configuration can be constant: its correlation is
+        # undefined and it is left out (only with very few configurations)
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        for _ in range(n_boot):
+            ci = rng.integers(0, C, C)
+            si = rng.integers(0, S, (C, S))
+            pick = lambda A: np.take_along_axis(A[ci], si, 1).mean(1)  # noqa: E731
+            b = corr(pick(X), pick(Y), None if Z is None else pick(Z))
+            if np.isfinite(b):
+                boots.append(b)
+    a = (1 - level) / 2
+    return value, (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
