@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from stabliab import params, sweep
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("STABLIAB_PROGRESS", "0")
 
@@ -20,3 +22,14 @@ def copy_repo(dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def repo(tmp_path_factory) -> Path:
     return copy_repo(tmp_path_factory.mktemp("repo"))
+
+
+def smoke_parameters(notebook: str) -> dict:
+    """The parameters a notebook runs with in the smoke profile (its cell's defaults, then the
+    profile): tests take their values from here, so a test and a notebook cannot disagree."""
+    return params.resolve_parameters(ROOT, notebook, "smoke")
+
+
+def smoke_context(notebook: str, task, **extra) -> dict:
+    """A sweep task's keyword arguments as the notebook passes them in the smoke profile."""
+    return sweep.task_context(task, smoke_parameters(notebook), **extra)
