@@ -46,8 +46,41 @@ def test_share_interval_closed_forms_and_bad_input():
     assert stats.share_interval(5, 5)[0] == pytest.approx(0.025 ** (1 / 5), rel=1e-9)  # 0.478, not 1
     assert stats.share_interval(0, 5)[1] == pytest.approx(1 - 0.025 ** (1 / 5), rel=1e-9)
     for bad in [(6, 5), (-1, 5), (1, 0), (1.5, 5)]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="share_interval needs integers"):
             stats.share_interval(*bad)
+    with pytest.raises(ValueError, match="level"):
+        stats.share_interval(1, 5, 1.0)
+
+
+def test_share_interval_equals_the_beta_quantile_formula():
+    """scipy's exact binomtest interval against the hand-written Beta form it replaced
+    (its root finder stops at an absolute 2e-12, hence the absolute tolerance)."""
+    for level in [0.9, 0.95]:
+        a = 1 - level
+        for n in [1, 2, 3, 5, 8, 13, 20]:
+            for k in range(n + 1):
+                lo = 0.0 if k == 0 else sps.beta.ppf(a / 2, k, n - k + 1)
+                hi = 1.0 if k == n else sps.beta.ppf(1 - a / 2, k + 1, n - k)
+                got = stats.share_interval(k, n, level)
+                assert got == pytest.approx((lo, hi), rel=1e-12, abs=4e-12)
+                assert (got[0] == 0.0) == (k == 0) and (got[1] == 1.0) == (k == n)
+
+
+def test_paired_interval_is_the_t_interval_of_the_differences():
+    rng = np.random.default_rng(4)
+    for n in [2, 3, 5, 20]:
+        for level in [0.5, 0.95]:
+            b = rng.normal(size=n) * 1e3
+            t = (b + rng.normal(0.3, 2.0, size=n))[:, None]  # [n, 1]: flattened like the baseline
+            ref = stats.mean_interval(t.reshape(-1) - b, level)
+            assert stats.paired_interval(t, b, level) == pytest.approx(ref, rel=1e-12, abs=1e-12)
+    assert stats.paired_interval([2.0, 3.0, 4.0], [1.0, 2.0, 3.0]) == pytest.approx((1.0, 1.0), abs=1e-12)
+    with pytest.raises(ValueError, match="2 treated values against 3"):
+        stats.paired_interval([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.paired_interval([1.0], [0.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        stats.paired_interval([1.0, np.nan], [0.0, 0.0])
 
 
 @pytest.mark.parametrize("comparator,interval,holds", [
@@ -77,10 +110,6 @@ def test_helpers_use_the_rule_of_their_kind():
     assert m.interval == pytest.approx(stats.mean_interval([1.0, 2.0, 3.0])) and m.rule == "mean" and m.n == 3
     p = r.paired("p", "s", [2.0, 3.0, 5.0], [1.0, 1.0, 1.0], 0.0, ">")
     assert p.value == pytest.approx(7 / 3) and p.interval == pytest.approx(stats.mean_interval([1.0, 2.0, 4.0]))
-    s = r.share("s", "s", np.array([True] * 5), 0.5)
-    assert s.value == 1.0 and s.interval[0] == pytest.approx(0.4782, abs=1e-4) and not s.holds
-    with pytest.raises(ValueError, match="boolean"):
-        r.share("s2", "s", np.ones(5), 0.5)
     with pytest.raises(ValueError, match="paired"):
         r.paired("p2", "s", [1.0, 2.0], [1.0], 0.0)
 

@@ -1,5 +1,6 @@
-"""Measures: entropy and KL (exact), their conditional forms, plug-in estimation, and the
-degeneration measures of generated text. (Intervals for claim records live in claims.py.)
+"""Measures: entropy and KL (exact), their conditional forms, plug-in estimation, the
+degeneration measures of generated text and the stability measures of a loss curve.
+(Intervals for claim records live in stats.py.)
 
 All quantities are in nats. Conditional quantities are averages over contexts c
 weighted by w_c (a stationary law, or empirical context frequencies):
@@ -7,32 +8,23 @@ weighted by w_c (a stationary law, or empirical context frequencies):
     H(P | w)        = - sum_c w_c sum_j P[c,j] log P[c,j]
     KL(P || Q | w)  =   sum_c w_c sum_j P[c,j] log(P[c,j] / Q[c,j])
     CE(P, Q | w)    = - sum_c w_c sum_j P[c,j] log Q[c,j]   = H(P|w) + KL(P||Q|w)
+
+(claim C1's identity; each family computes CE itself, e.g. loglinear.count_cross_entropy).
 """
 from __future__ import annotations
 
 import numpy as np
-
-
-def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """x * log(y) with 0 * log(anything) = 0 (and x>0, y=0 -> -inf)."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    x, y = np.broadcast_arrays(x, y)
-    out = np.zeros(x.shape)
-    pos = x > 0
-    with np.errstate(divide="ignore"):
-        out[pos] = x[pos] * np.log(y[pos])
-    return out
+from scipy import signal, special
 
 
 def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     """H(p) = -sum p log p along `axis` (0 log 0 = 0)."""
-    return -_xlogy(p, p).sum(axis)
+    return special.entr(np.asarray(p, dtype=np.float64)).sum(axis)
 
 
 def kl(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
     """KL(p || q) along `axis`; +inf where p > 0 and q = 0."""
-    return (_xlogy(p, p) - _xlogy(p, q)).sum(axis)
+    return special.rel_entr(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)).sum(axis)
 
 
 def conditional_entropy(w: np.ndarray, P: np.ndarray) -> float:
@@ -43,12 +35,6 @@ def conditional_kl(w: np.ndarray, P: np.ndarray, Q: np.ndarray) -> float:
     w = np.asarray(w, dtype=np.float64)
     k = kl(P, Q)
     return float(np.dot(w[w > 0], k[w > 0]))
-
-
-def conditional_cross_entropy(w: np.ndarray, P: np.ndarray, Q: np.ndarray) -> float:
-    w = np.asarray(w, dtype=np.float64)
-    ce = -_xlogy(P, Q).sum(-1)
-    return float(np.dot(w[w > 0], ce[w > 0]))
 
 
 def empirical_conditional(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,14 +55,6 @@ def smoothed_conditional(counts: np.ndarray, eps: float) -> np.ndarray:
     """(counts + eps) / (n_c + V eps): an everywhere-positive version of P_hat."""
     counts = np.asarray(counts, dtype=np.float64)
     return (counts + eps) / (counts.sum(-1, keepdims=True) + eps * counts.shape[-1])
-
-
-def decompose_cross_entropy(counts: np.ndarray, Q: np.ndarray) -> dict[str, float]:
-    """CE(P_hat, Q), H(P_hat) and KL(P_hat || Q) for the empirical law of `counts`
-    ([C, V]) against model conditionals Q ([C, V]); CE = H + KL up to rounding."""
-    w, P = empirical_conditional(counts)
-    return {"ce": conditional_cross_entropy(w, P, Q), "h": conditional_entropy(w, P),
-            "kl": conditional_kl(w, P, Q)}
 
 
 def temper(P: np.ndarray, tau: float) -> np.ndarray:
@@ -146,8 +124,7 @@ def transition_coverage(P_true: np.ndarray, counts: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------- degeneration
 # Conventions for short inputs (stated in the book's appendix): a quantity with no
-# n-grams to count is 0 (nothing can repeat; nothing is distinct), except
-# Self-BLEU and the Zipf coefficient, which are undefined there and raise.
+# n-grams to count is 0 (nothing can repeat; nothing is distinct).
 def ngrams(tokens, n: int) -> list[tuple]:
     t = list(np.asarray(tokens).reshape(-1).tolist())
     return [tuple(t[i : i + n]) for i in range(len(t) - n + 1)]
@@ -160,72 +137,10 @@ def seq_rep_n(tokens, n: int = 4) -> float:
     return 0.0 if not g else 1.0 - len(set(g)) / len(g)
 
 
-def rep_l(tokens, l: int = 16) -> float:
-    """Share of positions t >= 1 whose token already occurs among the previous l tokens
-    (x_t in {x_{t-l}, ..., x_{t-1}}); 0 for sequences of length < 2."""
-    t = list(np.asarray(tokens).reshape(-1).tolist())
-    if len(t) < 2:
-        return 0.0
-    return float(np.mean([t[i] in t[max(0, i - l) : i] for i in range(1, len(t))]))
-
-
 def distinct_n(sequences, n: int = 2) -> float:
     """Distinct n-gram types / total n-grams, pooled over all sequences; 0 without n-grams."""
     g = [x for s in sequences for x in ngrams(s, n)]
     return 0.0 if not g else len(set(g)) / len(g)
-
-
-def _bleu(hyp: list[tuple], refs_counts: list[dict], hyp_len: int, ref_lens: list[int], n_max: int) -> float:
-    from collections import Counter
-    logp = 0.0
-    for n in range(1, n_max + 1):
-        h = Counter(x for x in hyp if len(x) == n)
-        total = sum(h.values())
-        if total == 0:
-            return 0.0
-        best = Counter()
-        for rc in refs_counts:
-            for g, c in rc[n].items():
-                if c > best[g]:
-                    best[g] = c
-        clipped = sum(min(c, best[g]) for g, c in h.items())
-        if clipped == 0 and n == 1:
-            return 0.0  # no unigram in common: BLEU is 0
-        logp += np.log((clipped + (n > 1)) / (total + (n > 1))) / n_max  # add-one smoothing for n > 1
-    closest = min(ref_lens, key=lambda r: (abs(r - hyp_len), r))
-    bp = 1.0 if hyp_len > closest else np.exp(1 - closest / max(hyp_len, 1))
-    return float(bp * np.exp(logp))
-
-
-def self_bleu(sequences, n_max: int = 4, max_sequences: int = 64, seed: int = 0) -> float:
-    """Mean BLEU-n_max of each sequence against all the others as references (Zhu et al.
-    2018): high when generations resemble each other. At most max_sequences (a seeded
-    subsample) are compared; needs at least 2 sequences."""
-    from collections import Counter
-    seqs = [list(np.asarray(s).reshape(-1).tolist()) for s in sequences]
-    if len(seqs) < 2:
-        raise ValueError("Self-BLEU needs at least 2 sequences")
-    if len(seqs) > max_sequences:
-        idx = np.random.default_rng(seed).choice(len(seqs), max_sequences, replace=False)
-        seqs = [seqs[i] for i in idx]
-    grams = [[g for n in range(1, n_max + 1) for g in ngrams(s, n)] for s in seqs]
-    counts = [{n: Counter(g for g in gs if len(g) == n) for n in range(1, n_max + 1)} for gs in grams]
-    lens = [len(s) for s in seqs]
-    scores = [_bleu(grams[i], counts[:i] + counts[i + 1 :], lens[i], lens[:i] + lens[i + 1 :], n_max)
-              for i in range(len(seqs))]
-    return float(np.mean(scores))
-
-
-def zipf_coefficient(tokens) -> float:
-    """s in frequency ~ rank^(-s): minus the least-squares slope of log frequency on
-    log rank over the observed types; needs at least 2 distinct tokens."""
-    _, c = np.unique(np.asarray(tokens).reshape(-1), return_counts=True)
-    if c.size < 2:
-        raise ValueError("the Zipf coefficient needs at least 2 distinct tokens")
-    f = np.sort(c)[::-1].astype(np.float64)
-    r = np.arange(1, f.size + 1)
-    slope = np.polyfit(np.log(r), np.log(f), 1)[0]
-    return float(-slope)
 
 
 def ends_in_loop(tokens, tail: int = 32, max_period: int | None = None) -> bool:
@@ -240,44 +155,20 @@ def ends_in_loop(tokens, tail: int = 32, max_period: int | None = None) -> bool:
     return any(np.array_equal(end[p:], end[:-p]) for p in range(1, max_period + 1))
 
 
-def degeneration_table(sequences, logq=None, n: int = 4, l: int = 16, tail: int = 32) -> dict[str, float]:
-    """Every degeneration measure of a set of sequences (rows of the book's tables).
-    logq (the samples' log-probabilities) adds the generation entropy. Measures that
-    are undefined for these sequences (Zipf with one distinct token, Self-BLEU of
-    one sequence) are NaN here."""
-    seqs = [np.asarray(s).reshape(-1) for s in sequences]
-    flat = np.concatenate(seqs)
-    out = {
-        f"seq-rep-{n}": float(np.mean([seq_rep_n(s, n) for s in seqs])),
-        f"rep/{l}": float(np.mean([rep_l(s, l) for s in seqs])),
-        "distinct-2": distinct_n(seqs, 2),
-        f"distinct-{n}": distinct_n(seqs, n),
-        "self-BLEU": self_bleu(seqs, max_sequences=32) if len(seqs) > 1 else np.nan,
-        "zipf": zipf_coefficient(flat) if np.unique(flat).size > 1 else np.nan,
-        "loops": float(np.mean([ends_in_loop(s, tail) for s in seqs])),
-        "unigram entropy": plugin_entropy(flat),
-    }
-    if logq is not None:
-        out["gen. entropy"] = float(np.mean(generation_entropy(logq)))
-    return out
-
-
 # ---------------------------------------------------------------------- stability
 def detrended_std(y, axis: int = 0) -> np.ndarray:
     """Standard deviation of the residuals of a least-squares line along `axis` (time):
     the fluctuation of a loss curve around its trend. 0 for a straight line."""
-    y = np.moveaxis(np.asarray(y, dtype=np.float64), axis, 0)
-    t = np.arange(y.shape[0], dtype=np.float64)
-    if t.size < 3:
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape[axis] < 3:
         raise ValueError("detrended_std needs at least 3 points")
-    A = np.stack([np.ones_like(t), t], 1)
-    coef, *_ = np.linalg.lstsq(A, y.reshape(len(t), -1), rcond=None)
-    resid = y.reshape(len(t), -1) - A @ coef
-    return resid.std(0, ddof=2).reshape(y.shape[1:])
+    return signal.detrend(y, axis=axis, type="linear").std(axis, ddof=2)  # ddof 2: a line has 2 parameters
 
 
 def js_divergence(p, q, axis: int = -1) -> np.ndarray:
-    """Jensen-Shannon divergence (nats) along `axis`: 0 for equal laws, log 2 for disjoint ones."""
+    """Jensen-Shannon divergence (nats) along `axis`: 0 for equal laws, log 2 for disjoint ones.
+    (Not scipy's jensenshannon(p, q) ** 2: it renormalises p and q, and its square root
+    turns the rounding of two nearly equal laws, a sum just below 0, into NaN.)"""
     p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     m = (p + q) / 2
     return (kl(p, m, axis) + kl(q, m, axis)) / 2

@@ -25,23 +25,30 @@ def mean_interval(values, level: float = LEVEL) -> tuple[float, float]:
 
 
 def share_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) interval of a binomial share successes / n:
-    [Beta_{a/2}(k, n-k+1), Beta_{1-a/2}(k+1, n-k)], with 0 and 1 at the edges."""
+    """Exact (Clopper–Pearson) interval of a binomial share successes / n: the shares
+    at which each tail of Binomial(n, p) beyond k holds (1 - level) / 2; 0 and 1 at the edges."""
     k, n = int(successes), int(n)
     if n < 1 or not 0 <= k <= n or k != successes or n != float(n):
         raise ValueError(f"share_interval needs integers 0 <= successes <= n, n >= 1 (got {successes}, {n})")
-    a = 1 - level
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
-    return lo, hi
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
 
 
-def paired_summary(name: str, treated, baseline, level: float = LEVEL) -> dict:
-    """Table cells for a paired difference: {name: mean, name + ' 95% CI': '[lo, hi]'}."""
-    d = np.asarray(treated, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    lo, hi = mean_interval(d, level)
-    return {name: float(d.mean()), f"{name} {level:.0%} CI": f"[{lo:.3g}, {hi:.3g}]"}
-
+def paired_interval(treated, baseline, level: float = LEVEL) -> tuple[float, float]:
+    """Student-t interval of the mean paired difference treated - baseline (same seeds,
+    same order): mean_interval of the differences. Needs n >= 2 finite pairs."""
+    t = np.asarray(treated, dtype=np.float64).reshape(-1)
+    b = np.asarray(baseline, dtype=np.float64).reshape(-1)
+    if t.shape != b.shape:
+        raise ValueError(f"paired_interval: {t.size} treated values against {b.size} baseline values")
+    mean_interval(t - b, level)  # the same checks, the same one-line errors
+    with warnings.catch_warnings():
+        # equal differences (a zero-width interval) make scipy warn of precision loss
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        ci = stats.ttest_rel(t, b).confidence_interval(level)
+    return float(ci.low), float(ci.high)
 
 
 # ---------------------------------------------------------------------- rank correlations
