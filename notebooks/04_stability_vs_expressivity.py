@@ -26,7 +26,8 @@
 # batch size, weight decay, label smoothing, gradient clipping, a moving average
 # of the weights, warm-up and schedule, and the training-set size. Quality is
 # read off the model's full conditional table, exactly.
-#
+
+# %% [markdown]
 # **Fixed before the run.** The *instability index* of a seed is the mean of
 # four standardised logarithms: the detrended standard deviation of the loss on
 # a fixed evaluation batch over the last {glue:text}`c4_tail_pct` of training,
@@ -37,7 +38,8 @@
 # pairwise Jensen–Shannon divergence of the seeds' predictive laws, weighted by
 # the stationary law). The standardisation uses the design's own mean and spread.
 # The *stability index* is its negative.
-#
+
+# %% [markdown]
 # **What a verdict means.** `C4.rank[Q]` is Spearman's $\rho$ between the
 # stability index and quality measure $Q$ over configurations, with a bootstrap
 # interval over configurations, then seeds. It holds (✓) when the whole interval
@@ -80,27 +82,18 @@ reference_lr = 0.03  # in (0, 10]: the reference configuration of the stabiliser
 device = "auto"  # device: auto (the first CUDA device if there is one), cpu, cuda or cuda:N
 
 # %%
-import numpy as np
-import pandas as pd
 import matplotlib.pyplot as plt
 
-from stabliab import plots, records, stats, sweep
+from stabliab import plots, records
 from stabliab.experiments import c4
 from stabliab.device import describe, setup
 
 plots.setup()
 dev = setup(device)
 seeds = list(range(seed, seed + n_seeds))
-report = records.Report("04_stability_vs_expressivity", {k: globals()[k] for k in [
-    "seed", "n_seeds", "n_configs", "design", "design_seed", "executor", "workers", "vocab", "order", "alpha",
-    "seq_len", "steps", "d_model", "hidden", "lr_range", "batch_range", "n_train_range", "weight_decay_max",
-    "label_smoothing_max", "clip_choices", "ema_choices", "warmup_max", "tail", "tau", "rank_bound", "n_boot",
-    "reference_lr", "device"]}, seeds)
+report = records.Report.from_notebook("04_stability_vs_expressivity", globals(), seeds)
 report.set_device(describe(dev))
-report.metric("c4_tail_pct", f"{tail:.0%}")
-report.metric("c4_rank_bound", rank_bound)
-context = dict(vocab=vocab, order=order, alpha=alpha, seq_len=seq_len, steps=steps, d=d_model, hidden=hidden,
-               tail=tail, tau=tau, device=str(dev))
+c4.record_parameters(report)
 
 # %% [markdown]
 # ## The sweep
@@ -113,34 +106,11 @@ context = dict(vocab=vocab, order=order, alpha=alpha, seq_len=seq_len, steps=ste
 # or more seeds computes only the new ones.
 
 # %%
-space = {"lr": ("log", *lr_range), "batch": ("int-log", *batch_range), "n_train": ("int-log", *n_train_range),
-         "weight_decay": ("lin", 0.0, weight_decay_max), "label_smoothing": ("lin", 0.0, label_smoothing_max),
-         "clip": ("choice", clip_choices), "ema": ("choice", ema_choices), "warmup": ("lin", 0.0, warmup_max),
-         "schedule": ("choice", ["constant", "cosine"])}
-configs = sweep.space_filling(space, n_configs, seed=design_seed, method=design)
-reference = dict(lr=reference_lr, batch=32, n_train=256, weight_decay=0.0, label_smoothing=0.0, clip=0.0, ema=0.0,
-                 warmup=0.0, schedule="constant")
-stabilisers = {"clipping": dict(reference, clip=0.1), "moving average": dict(reference, ema=0.99),
-               "warm-up": dict(reference, warmup=0.2), "smaller lr": dict(reference, lr=reference_lr / 10)}
-all_configs = configs + [reference] + list(stabilisers.values())
-out = sweep.run_sweep(c4.c4_task, all_configs, seeds, sweep.results_dir("04_stability_vs_expressivity"),
-                      executor=executor, workers=workers or None, context=context, device=str(dev),
-                      desc="C4 configurations")
-report.metric("c4_n_configs", n_configs)
-report.metric("c4_n_seeds", n_seeds)
-
-# %%
-table = c4.c4_table(out[:n_configs], c4.STABILITY, c4.QUALITY)
-ok = ~table["diverged"]
+runs = c4.run_c4(report.parameters, seeds, device=str(dev))
+table = c4.c4_table(runs["design"], c4.STABILITY, c4.QUALITY)
 inst = c4.instability(table["measures"], table)  # [C, S] per-seed instability index
-report.metric("c4_n_diverged", int((~ok).sum()))
-report.metric("c4_n_used", int(ok.sum()))
-qualities = {"entropy gap |log H_model/H*|": "entropy_gap", "forward KL rate": "forward_kl",
-             "reverse KL rate": "reverse_kl", "coverage": "coverage", "distinct-4": "distinct4",
-             "over-confidence": "overconfidence"}
-cfg_df = pd.DataFrame([{**c, "instability": inst[i].mean(), **{lab: table[q][i].mean() for lab, q in qualities.items()}}
-                       for i, c in enumerate(table["configs"])])
-cfg_df[ok].sort_values("instability").round(4).head(8)
+c4.record_design(report, table)
+records.style(c4.config_table(table, inst).head(8), "{:.4g}")
 
 # %% [markdown]
 # {glue:text}`c4_n_used` configurations enter the analysis;
@@ -150,18 +120,8 @@ cfg_df[ok].sort_values("instability").round(4).head(8)
 # quality measure over its seeds).
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
-stab = -inst[ok]  # [C', S]
-for ax, (lab, q) in zip(axes.ravel(), qualities.items()):
-    Y = table[q][ok]
-    ax.errorbar(stab.mean(1), Y.mean(1), yerr=[Y.mean(1) - Y.min(1), Y.max(1) - Y.mean(1)], fmt="o", ms=4,
-                alpha=0.7, capsize=2)
-    ax.set_xlabel("stability index (higher = more stable)")
-    ax.set_ylabel(lab + (" [nats/token]" if "KL" in lab or "confidence" in lab else ""))
-    if "KL" in lab:
-        ax.set_yscale("log")
-    ax.set_title(f"ρ = {stats.spearman(stab.mean(1), Y.mean(1)):.2f}")
-plt.tight_layout(); plt.show()
+plots.c4.quality_against_stability(table, inst, c4.QUALITY_LABELS)
+plt.show()
 
 # %% [markdown]
 # ## The records
@@ -171,27 +131,10 @@ plt.tight_layout(); plt.show()
 # held-out cross-entropy minus a constant, so it has no partial record).
 
 # %%
-rows = []
-for lab, q in qualities.items():
-    Y = table[q][ok]
-    v, ci = stats.rank_bootstrap(-inst[ok], Y, n_boot=n_boot, seed=seed)
-    c = report.claim(f"C4.rank[{q}]", f"stability index vs {lab}: Spearman ρ over configurations within "
-                     f"±{rank_bound:g}", v, ci, (-rank_bound, rank_bound), "within", rule="bootstrap", n=int(ok.sum()))
-    row = {"quality": lab, "ρ": v, "ρ 95% CI": records.format_interval(c), "C4.rank": c.verdict}
-    if q != "forward_kl":
-        vp, cip = stats.rank_bootstrap(-inst[ok], Y, table["heldout_ce"][ok], n_boot=n_boot, seed=seed)
-        cp = report.claim(f"C4.partial[{q}]", f"stability index vs {lab} given held-out cross-entropy: partial "
-                          f"Spearman ρ within ±{rank_bound:g}", vp, cip, (-rank_bound, rank_bound), "within",
-                          rule="bootstrap", n=int(ok.sum()))
-        row.update({"partial ρ": vp, "partial 95% CI": records.format_interval(cp), "C4.partial": cp.verdict})
-    rows.append(row)
-report.glue_table("c4_rank_table", pd.DataFrame(rows).set_index("quality").round(3))
-report.metric("c4_rho_ce", stats.spearman(-inst[ok].mean(1), table["heldout_ce"][ok].mean(1)))
-rank_recs = [c for c in report.claims if c.id.startswith("C4.rank")]
-report.metric("c4_rank_holds", f"{sum(c.holds for c in rank_recs)} of {len(rank_recs)}")
-part_recs = [c for c in report.claims if c.id.startswith("C4.partial")]
-report.metric("c4_partial_holds", f"{sum(c.holds for c in part_recs)} of {len(part_recs)}")
-pd.DataFrame(rows).set_index("quality").round(3)
+rank_table, partial_table = c4.rank_records(report, table, inst)
+report.glue_table("c4_rank_table", rank_table, fmt="{:.3f}")
+report.glue_table("c4_partial_table", partial_table, fmt="{:.3f}")
+records.style(rank_table, "{:.3f}")
 
 # %% [markdown]
 # {glue:text}`c4_rank_holds` `C4.rank` records and {glue:text}`c4_partial_holds`
@@ -214,47 +157,26 @@ pd.DataFrame(rows).set_index("quality").round(3)
 # same for every seed (an interval of zero width).
 
 # %%
-ref_res = out[n_configs]
-st_rows, st_deltas = [], {}
-for i, (name, cfg) in enumerate(stabilisers.items()):
-    res = out[n_configs + 1 + i]
-    a = c4.instability(c4.stability_measures(ref_res["result"], c4.STABILITY), table)
-    b = c4.instability(c4.stability_measures(res["result"], c4.STABILITY), table)
-    st_deltas[name] = {"instability": b - a, "forward_kl": np.subtract(res["result"]["forward_kl"],
-                                                                       ref_res["result"]["forward_kl"])}
-    c = report.paired(f"C4.stabilisers[{name}]", f"adding {name} to the reference configuration lowers each "
-                      "seed's instability index (paired difference)", b, a, 0.0, "<")
-    st_rows.append({"stabiliser": name, "Δ instability": c.value, "95% CI": records.format_interval(c),
-                    "verdict": c.verdict,
-                    **stats.paired_summary("Δ forward KL", res["result"]["forward_kl"], ref_res["result"]["forward_kl"]),
-                    **stats.paired_summary("Δ coverage", res["result"]["coverage"], ref_res["result"]["coverage"]),
-                    **stats.paired_summary("Δ H_model/H*", res["result"]["entropy_ratio"],
-                                            ref_res["result"]["entropy_ratio"])})
-report.metric("c4_reference_lr", reference_lr)
-report.glue_table("c4_stabiliser_table", pd.DataFrame(st_rows).set_index("stabiliser").round(4))
+stabiliser_table, deltas = c4.stabiliser_records(report, runs, table)
+report.glue_table("c4_stabiliser_table", stabiliser_table, bold=c4.STABILISER_BOLD)
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-for ax, key, lab in [(axes[0], "instability", "Δ instability index"), (axes[1], "forward_kl", "Δ forward KL [nats/token]")]:
-    for i, (name, d) in enumerate(st_deltas.items()):
-        lo, hi = stats.mean_interval(d[key])
-        ax.errorbar([d[key].mean()], [i], xerr=[[d[key].mean() - lo], [hi - d[key].mean()]], fmt="D", capsize=4,
-                    color="C0")
-        ax.scatter(d[key], np.full(len(d[key]), i) + 0.15, s=10, color="C0", alpha=0.5)
-    ax.axvline(0, color="k", lw=1); ax.set_yticks(range(len(st_deltas)), list(st_deltas))
-    ax.set_xlabel(lab + " (dots: seeds; diamond: mean, 95% CI)")
-plt.tight_layout(); plt.show()
+plots.c4.stabiliser_effects(deltas)
+plt.show()
 
 # %% [markdown]
 # Per stabiliser, the paired change of stability and of quality (mean and
-# Student-t interval over seeds):
+# Student-t interval over seeds; in bold where the interval excludes 0):
 #
 # ```{glue:} c4_stabiliser_table
 # ```
 #
-# And the rank records:
+# And the rank records, then the partial ones:
 #
 # ```{glue:} c4_rank_table
+# ```
+#
+# ```{glue:} c4_partial_table
 # ```
 #
 # ## Claim records
