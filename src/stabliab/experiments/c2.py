@@ -1,0 +1,338 @@
+"""Claim C2's room: entropy shrinkage and mode concentration (notebook 02).
+
+Tasks train and measure (every keyword-only argument is a notebook parameter, or a value the
+notebook derives: `seeds`, the resolved `device`, the families' `arch_kw`); the table
+functions turn their results into numeric DataFrames; the records functions write the
+claim's records, metrics and glued tables into the Report, reading the values that decide
+a record from report.parameters. `run(task, report, ...)` calls a task with its keywords
+taken by name from the notebook's parameters (sweep.task_context)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import lm, measures, members, sweep, train
+from ..sources import MarkovSource, ZipfModes
+
+GLUED_PARAMETERS = ["bias_reps", "mechanism_steps", "mechanism_tol", "mm_tol", "seq_len", "n_evals", "n_modes",
+                    "mode_len", "n_mode_samples", "mlp_context", "top_m", "precision"]  # cited by the prose
+MODE_COLUMNS = ["modes in sample", "modes in generations", "generations that are a mode",
+                "model mass on sample's top modes", "sample share of its top modes", "true mass of sample's top modes",
+                "model mass on unseen modes", "true mass of unseen modes", "H_model / H(w)"]
+
+
+def run(task, report, *args, **extra):
+    """task(*args, **kw): kw its keyword-only arguments, by name from report.parameters,
+    report.seeds (`seeds`) or `extra` (which wins)."""
+    return task(*args, **sweep.task_context(task, report.parameters, seeds=report.seeds, **extra))
+
+
+def markov_source(*, vocab, sparsity, dirichlet_alpha, order, source_seed) -> MarkovSource:
+    return MarkovSource.random(vocab, sparsity=sparsity, alpha=dirichlet_alpha, order=order, seed=source_seed)
+
+
+def zipf_source(*, n_modes, mode_len, vocab, zipf_exponent, source_seed) -> ZipfModes:
+    return ZipfModes.random(n_modes, mode_len, vocab, exponent=zipf_exponent, seed=source_seed)
+
+
+def architecture(*, d_model, hidden, layers, heads, mlp_context, seq_len, mode_len) -> dict:
+    """The families' keyword arguments (lm.build_lm); max_len covers both sources' sequences."""
+    return dict(d=d_model, hidden=hidden, layers=layers, heads=heads, context=mlp_context,
+                max_len=max(seq_len, mode_len) + 1)
+
+
+def glue_parameters(report, src: MarkovSource) -> None:
+    """The source's entropy rate H* (c2_h_true) and the parameters the prose cites, as metrics c2_NAME."""
+    report.metric("c2_h_true", src.entropy_rate)
+    for k in GLUED_PARAMETERS:
+        report.metric(f"c2_{k}", report.parameters[k])
+
+
+def sample_entropy(src: MarkovSource, x: np.ndarray) -> float:
+    """H(p̂_N): plug-in conditional entropy of the transitions in sequences x [N, T] [nats/token]."""
+    return measures.conditional_entropy(*measures.empirical_conditional(src.transition_counts(x)))
+
+
+def training_samples(src: MarkovSource, N: int, seq_len: int, seeds) -> list[np.ndarray]:
+    """Each seed's training sample, [N, seq_len] (the same at a given N in every part)."""
+    return [src.sample(N, seq_len, seed=1_000 + s) for s in seeds]
+
+
+def with_bos(samples, vocab: int, device) -> torch.Tensor:
+    """[S, N, T+1]: each seed's sequences behind a BOS token (id = vocab)."""
+    return torch.stack([members.with_bos(x, vocab, device) for x in samples])
+
+
+# ---------------------------------------------------------------------- (a), (b) plug-in bias
+def miller_madow_deficit(src: MarkovSource, N: int, seq_len: int) -> float:
+    """Σ_c (K_c − 1)/(2n) for N sequences, n = N (seq_len − order) transitions [nats/token]."""
+    return -measures.conditional_plugin_bias(src.support_sizes(), N * (seq_len - src.order))
+
+
+def plugin_bias(src: MarkovSource, *, n_values, bias_reps, seq_len) -> pd.DataFrame:
+    """(a) E[H(p̂_N)] − H* by Monte Carlo against Miller–Madow, over a geometric grid of N:
+    one row per N (N, transitions n, bias, its s.e., miller_madow = −Σ(K_c − 1)/(2n))."""
+    rows = []
+    for N in np.unique(np.geomspace(4, max(n_values) * 4, 10).astype(int)):
+        reps = max(2, min(bias_reps, int(bias_reps * 64 / N) + 2))  # fewer repetitions where each is large
+        h = np.array([sample_entropy(src, src.sample(N, seq_len, seed=10**6 + 1000 * int(N) + r)) for r in range(reps)])
+        n_tr = N * (seq_len - src.order)
+        rows.append({"N": N, "transitions": n_tr, "bias": h.mean() - src.entropy_rate,
+                     "se": h.std(ddof=1) / np.sqrt(reps),
+                     "miller_madow": measures.conditional_plugin_bias(src.support_sizes(), n_tr)})
+    return pd.DataFrame(rows)
+
+
+def plugin_bias_records(report, bias: pd.DataFrame) -> None:
+    """Miller–Madow against the measurement: largest gap in s.e. over the larger half of the grid,
+    and both at the smallest N."""
+    big = bias.iloc[len(bias) // 2:]
+    report.metric("c2_mm_max_z", float(np.max(np.abs(big.bias - big.miller_madow) / big.se)))
+    report.metric("c2_bias_small_n", float(-bias.bias.iloc[0]))
+    report.metric("c2_bias_small_N", int(bias.N.iloc[0]))
+    report.metric("c2_mm_small_n", float(-bias.miller_madow.iloc[0]))
+
+
+def plugin_deficit(src: MarkovSource, *, n_values, bias_reps, seq_len) -> np.ndarray:
+    """(b) H* − H(p̂_N) over bias_reps fresh samples of the smallest N [reps, nats/token]."""
+    N0 = min(n_values)
+    return src.entropy_rate - np.array([sample_entropy(src, src.sample(N0, seq_len, seed=3 * 10**6 + r))
+                                        for r in range(bias_reps)])
+
+
+def plugin_records(report, src: MarkovSource, deficit: np.ndarray) -> None:
+    """C2.plugin (deficit > 0) and C2.mechanism.miller_madow (deficit / Miller–Madow within 1 ± mm_tol)."""
+    p = report.parameters
+    N0, reps, tol = min(p["n_values"]), p["bias_reps"], p["mm_tol"]
+    mm0 = miller_madow_deficit(src, N0, p["seq_len"])
+    report.mean("C2.plugin", f"the plug-in entropy H(p̂_N) is biased below H* (N = {N0} sequences; deficit "
+                f"H* − H(p̂_N), mean over {reps} Monte Carlo samples)", deficit, 0.0, ">", "nats")
+    report.mean("C2.mechanism.miller_madow", f"N = {N0}: measured deficit H* − H(p̂_N) / Miller–Madow Σ(K_c − 1)/(2n) "
+                f"(mean over {reps} Monte Carlo samples)", deficit / mm0, (1 - tol, 1 + tol), "within")
+    report.metric("c2_mm_pred_N0", mm0)
+    report.metric("c2_deficit_sd", deficit.std(ddof=1))
+    report.metric("c2_deficit_neg", float(np.mean(deficit < 0)))
+
+
+# ---------------------------------------------------------------------- (b) order-matched fit
+def order_matched_fit(src: MarkovSource, *, seeds, n_values, seq_len, mechanism_steps, mechanism_lr,
+                      mechanism_batch, precision, arch_kw, device) -> dict:
+    """An MLP whose window is the source's order, trained on each seed's sample at the smallest N;
+    its conditional table read off exactly. Per seed [S]: H(p̂_N), H_model and KL(p̂_N ‖ p_θ)
+    (both weighted by the sample's contexts), final training loss."""
+    samples = training_samples(src, min(n_values), seq_len, seeds)
+    emp = [measures.empirical_conditional(src.transition_counts(x)) for x in samples]  # (w [C], P [C, V])
+    traj, base = train.train_lm("mlp", with_bos(samples, src.vocab, device), vocab=src.vocab, seeds=seeds,
+                                steps=mechanism_steps, lr=mechanism_lr, batch_size=mechanism_batch,
+                                precision=precision, desc="order-matched mlp", **{**arch_kw, "context": src.order})
+    Q = [lm.ngram_table(members.member(base, traj.params, m), src.context_tokens()).cpu().numpy()
+         for m in range(len(seeds))]  # each [C, V]
+    return {"H_hat": np.array([measures.conditional_entropy(w, P) for w, P in emp]),
+            "H_model": np.array([measures.conditional_entropy(w, q) for (w, _), q in zip(emp, Q)]),
+            "kl": np.array([measures.conditional_kl(w, P, q) for (w, P), q in zip(emp, Q)]),
+            "final_loss": traj.loss[-1]}
+
+
+def mechanism_table(src: MarkovSource, fit: dict, seeds) -> pd.DataFrame:
+    """One row per seed: the sample's deficit, the fit's entropy ratios and KL, its final loss."""
+    H = src.entropy_rate
+    return pd.DataFrame({"seed": seeds, "H* − H(p̂_N)": H - fit["H_hat"],
+                         "H_model / H(p̂_N)": fit["H_model"] / fit["H_hat"], "H_model / H*": fit["H_model"] / H,
+                         "KL(p̂_N ‖ p_θ)": fit["kl"], "final train loss": fit["final_loss"]}).set_index("seed")
+
+
+def mechanism_records(report, src: MarkovSource, fit: dict) -> None:
+    """C2.mechanism[mlp]: H_model / H(p̂_N) within 1 ± mechanism_tol (Student-t over seeds)."""
+    p = report.parameters
+    tol, ratio = p["mechanism_tol"], fit["H_model"] / fit["H_hat"]
+    report.mean("C2.mechanism[mlp]", f"MLP with a window of {src.order} (the source's order), "
+                f"N = {min(p['n_values'])}, trained to convergence: its entropy matches the sample's "
+                "(H_model / H(p̂_N), both weighted by the sample's contexts)", ratio, (1 - tol, 1 + tol), "within")
+    report.metric("c2_mech_ratio", float(np.mean(ratio)))
+    report.metric("c2_mech_ratio_true", float(np.mean(fit["H_model"] / src.entropy_rate)))
+    report.metric("c2_mech_kl", float(fit["kl"].mean()))
+    report.metric("c2_hhat_ratio_small", float(fit["H_hat"].mean() / src.entropy_rate))
+
+
+# ---------------------------------------------------------------------- (c) longer contexts
+def heldout_sequences(src: MarkovSource, *, seeds, n_heldout, seq_len, device) -> torch.Tensor:
+    """[S, n_heldout, seq_len + 1] fresh sequences from the source, per seed."""
+    return with_bos([src.sample(n_heldout, seq_len, seed=99_000 + s) for s in seeds], src.vocab, device)
+
+
+def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_values, seq_len, steps, lr,
+                   batch_size, n_evals, n_gen, precision, arch_kw, device) -> dict:
+    """Every family at every N, all seeds at once: (arch, N) -> {traj (held-out loss and generative
+    entropy rate at geometrically spaced steps), base, H_hat [S] of the sample, h_final [S] the
+    generative entropy rate of n_gen final samples, coverage [S] of the true transitions by them,
+    data_coverage [S] by the sample}."""
+    evals = train.eval_schedule(steps, n_evals)
+    gen_H = members.generation_entropy_eval(64, seq_len, seed=5_000, skip=src.order, precision=precision)
+    runs = {}
+    for N in n_values:
+        samples = training_samples(src, N, seq_len, seeds)
+        H_hat = np.array([sample_entropy(src, x) for x in samples])
+        data = with_bos(samples, src.vocab, device)
+        for arch in archs:
+            traj, base = train.train_lm(arch, data, vocab=src.vocab, seeds=seeds, steps=steps, lr=lr,
+                                        batch_size=batch_size, heldout=heldout, eval_every=evals,
+                                        eval_fns={"gen_H": gen_H}, precision=precision, desc=f"{arch} N={N}", **arch_kw)
+            tok, lq = members.sample_members(base, traj.params, n_gen, seq_len, seed=7_000, precision=precision)
+            runs[arch, N] = dict(
+                traj=traj, base=base, H_hat=H_hat,
+                h_final=np.array([measures.generation_entropy(q, skip=src.order).mean() for q in lq]),  # [S]
+                coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(t)) for t in tok]),
+                data_coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(x))
+                                        for x in samples]))
+    return runs
+
+
+def final_table(src: MarkovSource, runs: dict, seeds) -> pd.DataFrame:
+    """One row per (arch, N, seed): final entropy ratios, training loss, KL rate, coverages."""
+    H = src.entropy_rate
+    return pd.DataFrame([{"arch": arch, "N": N, "seed": seeds[s], "H_model / H*": r["h_final"][s] / H,
+                          "H(p̂_N) / H*": r["H_hat"][s] / H, "final train loss": r["traj"].loss[-1, s],
+                          "KL rate to source": r["traj"]["heldout"][-1, s] - H,
+                          "coverage of true transitions (gen.)": r["coverage"][s],
+                          "coverage (training sample)": r["data_coverage"][s]}
+                         for (arch, N), r in runs.items() for s in range(len(seeds))])
+
+
+def memorise_records(report, src: MarkovSource, runs: dict) -> pd.DataFrame:
+    """C2.memorise[arch] at the smallest N and C2.largeN[arch] at the largest: H_model / H* below
+    ratio_threshold; glues their means with the training loss and KL rate as c2_memorise_table."""
+    p = report.parameters
+    N0, N1, H, thr = min(p["n_values"]), max(p["n_values"]), src.entropy_rate, p["ratio_threshold"]
+    rows = []
+    for arch in p["archs"]:
+        r0 = runs[arch, N0]
+        c_mem = report.mean(f"C2.memorise[{arch}]", f"{arch} (context longer than the source's order), N = {N0}: "
+                            "generative entropy below the truth, by memorising the sample (H_model / H*)",
+                            r0["h_final"] / H, thr, "<")
+        c_big = report.mean(f"C2.largeN[{arch}]", f"{arch}, N = {N1}, same training budget: generative entropy "
+                            "below the truth (H_model / H*)", runs[arch, N1]["h_final"] / H, thr, "<")
+        rows.append({"family": arch, f"H_model / H* at N = {N0}": c_mem.value,
+                     "final train loss": r0["traj"].loss[-1].mean(),
+                     "KL rate to source [nats/token]": (r0["traj"]["heldout"][-1] - H).mean(),
+                     f"H_model / H* at N = {N1}": c_big.value})
+    table = pd.DataFrame(rows).set_index("family")
+    report.glue_table("c2_memorise_table", table, fmt="{:.3f}")
+    report.metric("c2_N_small", N0)
+    report.metric("c2_N_large", N1)
+    return table
+
+
+def precision_table(src: MarkovSource, runs: dict, heldout: torch.Tensor, *, archs, n_values, seq_len) -> pd.DataFrame:
+    """The trained models at the smallest N evaluated under bf16 autocast against fp32: per family the
+    fp32 value and the largest change over seeds of held-out CE and generative entropy, and the share
+    of sampled tokens that agree."""
+    rows = []
+    for arch in archs:
+        r0 = runs[arch, min(n_values)]
+        eff = members.precision_effect(r0["base"], r0["traj"].params, heldout, n=64, length=seq_len, seed=7_000,
+                                       skip=src.order)
+        rows.append({"family": arch, "held-out CE, fp32 [nats/token]": eff["heldout_fp32"].mean(),
+                     "max |Δ held-out CE| bf16 − fp32": np.abs(eff["heldout_bf16"] - eff["heldout_fp32"]).max(),
+                     "generative entropy, fp32": eff["gen_H_fp32"].mean(),
+                     "max |Δ generative entropy|": np.abs(eff["gen_H_bf16"] - eff["gen_H_fp32"]).max(),
+                     "sampled tokens that agree": eff["token_agreement"].mean()})
+    return pd.DataFrame(rows).set_index("family")
+
+
+# ---------------------------------------------------------------------- (d) mode concentration
+def mode_row(zipf: ZipfModes, ids: np.ndarray, p_mode: np.ndarray, gen_ids: np.ndarray, lq: np.ndarray,
+             top_m: int) -> dict:
+    """One seed: which modes its sample (ids [n]) and generations (gen_ids [n_gen], -1 = no mode) hold,
+    and the model's exact mass p_mode [M] on seen, unseen and the sample's top_m modes."""
+    M = len(zipf.weights)
+    freq = np.bincount(ids, minlength=M)
+    top = np.argsort(-freq, kind="stable")[:min(top_m, M)]  # the sample's most frequent modes
+    seen = np.zeros(M, bool)
+    seen[np.unique(ids)] = True
+    return {"modes in sample": seen.mean(), "modes in generations": np.isin(np.arange(M), gen_ids).mean(),
+            "generations that are a mode": (gen_ids >= 0).mean(),
+            "model mass on seen modes": p_mode[seen].sum(), "model mass on unseen modes": p_mode[~seen].sum(),
+            "true mass of unseen modes": zipf.weights[~seen].sum(),
+            "model mass on sample's top modes": p_mode[top].sum(),
+            "sample share of its top modes": freq[top].sum() / freq.sum(),
+            "true mass of sample's top modes": zipf.weights[top].sum(),
+            "H_model / H(w)": measures.generation_entropy(lq).mean() * zipf.modes.shape[1] / zipf.entropy}
+
+
+def mode_concentration(zipf: ZipfModes, *, seeds, archs, vocab, n_mode_samples, mode_steps, lr, batch_size, n_gen,
+                       top_m, precision, arch_kw, device) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each family trained on each seed's sample of the mixture: (modes, one row per (arch, seed),
+    mode_row's measures; mass, one row per (arch, seed, mode rank): model, sample and true mass, seen)."""
+    M = zipf.modes.shape[0]
+    mode_rows, mass_rows = [], []
+    for arch in archs:
+        seqs, ids = zip(*[zipf.sample(n_mode_samples, seed=2_000 + s) for s in seeds])
+        traj, base = train.train_lm(arch, with_bos(seqs, vocab, device), vocab=vocab, seeds=seeds, steps=mode_steps,
+                                    lr=lr, batch_size=batch_size, precision=precision, desc=f"{arch} modes", **arch_kw)
+        tok, lq = members.sample_members(base, traj.params, n_gen, zipf.modes.shape[1], seed=8_000, precision=precision)
+        for s, seed in enumerate(seeds):
+            mod = members.member(base, traj.params, s)
+            p_mode = mod.sequence_logprob(torch.tensor(zipf.modes, device=device)).exp().cpu().numpy()  # [M] exact
+            mode_rows.append({"arch": arch, "seed": seed,
+                              **mode_row(zipf, ids[s], p_mode, zipf.identify(tok[s]), lq[s], top_m)})
+            seen = np.isin(np.arange(M), ids[s])
+            mass_rows += [{"arch": arch, "seed": seed, "rank": m + 1, "model": p_mode[m],
+                           "sample": np.mean(ids[s] == m), "true": zipf.weights[m], "seen": seen[m]} for m in range(M)]
+    return pd.DataFrame(mode_rows), pd.DataFrame(mass_rows)
+
+
+def modes_records(report, modes: pd.DataFrame) -> pd.DataFrame:
+    """Per family C2.modes[arch] (mass on the sample's top modes − their sample share > 0, paired over
+    seeds) and C2.modes_entropy[arch] (H_model / H(w) < 1); the aggregates over families; the per-family
+    means glued as c2_modes_table."""
+    top_m, mem_top, mem_H = report.parameters["top_m"], [], []
+    for arch in pd.unique(modes.arch):  # the families in the order they were trained
+        d = modes[modes.arch == arch]
+        mem_top.append(report.paired(
+            f"C2.modes[{arch}]", f"{arch}: the sample's top-{top_m} modes get more of the model's mass than their "
+            "share of the sample (model mass − sample share, paired over seeds)", d["model mass on sample's top modes"],
+            d["sample share of its top modes"], 0.0, ">"))
+        mem_H.append(report.mean(f"C2.modes_entropy[{arch}]", f"{arch}: per-sequence generative entropy below the "
+                                 "source's (H_model / H(w))", d["H_model / H(w)"], 1.0, "<"))
+    report.aggregate("C2.modes", "for every family, the model concentrates mass on the sample's top modes", mem_top)
+    report.aggregate("C2.modes_entropy", "for every family, per-sequence entropy below H(w)", mem_H)
+    g = modes.mean(numeric_only=True)
+    report.metric("c2_modes_in_sample", g["modes in sample"])
+    report.metric("c2_unseen_true_mass", g["true mass of unseen modes"])
+    report.metric("c2_unseen_model_mass", g["model mass on unseen modes"])
+    table = modes.groupby("arch", sort=False).mean(numeric_only=True)[MODE_COLUMNS]
+    report.glue_table("c2_modes_table", table, fmt="{:.3f}")
+    return table
+
+
+# ---------------------------------------------------------------------- (e) early stopping
+def early_stopping(src: MarkovSource, runs: dict, *, archs, n_values) -> dict:
+    """Each family at the smallest N read at each seed's held-out minimum: arch -> {step [S] of the
+    minimum, ratio [S] = generative entropy / H* there, final = the mean over seeds at the end / H*}."""
+    out = {}
+    for arch in archs:
+        r0 = runs[arch, min(n_values)]
+        tr = r0["traj"]
+        best = tr["heldout"].argmin(0)  # [S] eval index of the held-out minimum
+        out[arch] = {"step": tr.eval_step[best], "ratio": tr["gen_H"][best, np.arange(len(best))] / src.entropy_rate,
+                     "final": r0["h_final"].mean() / src.entropy_rate}
+    return out
+
+
+def early_records(report, early: dict) -> pd.DataFrame:
+    """C2.early[arch]: the early-stopped ratio below ratio_threshold (Student-t over seeds); glues the
+    step, the ratio with its interval and verdict, and the final ratio as c2_early_table."""
+    p = report.parameters
+    rows = []
+    for arch, e in early.items():
+        c = report.mean(f"C2.early[{arch}]", f"{arch}, N = {min(p['n_values'])}, stopped at the held-out minimum, "
+                        "temperature 1: generative entropy below the truth (H_model / H*)", e["ratio"],
+                        p["ratio_threshold"], "<")
+        rows.append({"arch": arch, "step of held-out minimum": e["step"].mean(), "H_model / H* there": c.value,
+                     "lo": c.interval[0], "hi": c.interval[1], "holds": c.holds,
+                     "H_model / H* at the end": e["final"]})
+    table = pd.DataFrame(rows).set_index("arch")
+    report.glue_table("c2_early_table", table, fmt={"step of held-out minimum": "{:.1f}", **dict.fromkeys(
+        ["H_model / H* there", "lo", "hi", "H_model / H* at the end"], "{:.3f}")})
+    return table
