@@ -1,6 +1,8 @@
 """The feedback designs of C3: maximum likelihood exactly when off, the zero expected
 gradient of own samples at temperature 1, each design steadying the statistic it holds
-on a small problem, the gate's arithmetic, a design from outside the package."""
+on a small problem, the gate's arithmetic, the result format of c3_task, the numeric
+tables built from records, a design from outside the package."""
+import inspect
 import json
 import os
 import subprocess
@@ -9,12 +11,17 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from conftest import smoke_context, smoke_parameters
 
-from stabliab import feedback, lm, measures, members, records, stats, train
+from stabliab import feedback, lm, measures, members, records, stats, sweep, train
 from stabliab.experiments import c3
 from stabliab.sources import MarkovSource
+
+NB = "03_cross_seed_repetition"
+SETTLE = smoke_parameters(NB)["gate_settle"]
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +121,12 @@ def test_sliding_window_decoding_past_the_trained_length():
 
 
 # ---------------------------------------------------------------- each design steadies its statistic
-SMALL = dict(seq_len=12, prompt_len=4, gen_len=32, steps=300, lr=0.01, batch_size=16, start_frac=0.1,
-             eval_every=5, n_eval=16, n_stat_samples=8, n_gen=4, markov_sequences=64, markov_vocab=6,
-             arch_kw=dict(d=8, hidden=16, context=2))
+# The smoke profile's context, on a smaller problem trained longer and harder, so that the designs act for
+# most of a few hundred steps (the book's values are for the book's models; here the question is only
+# whether each mechanism steadies its statistic).
+SMALL = {**smoke_context(NB, c3.c3_task, device="cpu", plugin_code=""),
+         "seq_len": 12, "steps": 300, "lr": 0.01, "batch_size": 16, "start_frac": 0.1, "n_eval": 16,
+         "markov_sequences": 64, "markov_vocab": 6, "d_model": 8, "hidden": 16, "mlp_context": 2}
 
 
 @pytest.fixture(scope="module")
@@ -132,31 +142,94 @@ def small_runs():
     for label, spec in specs.items():
         out[label] = c3.c3_task({"corpus": "markov", "arch": "mlp", "label": label, "spec": spec},
                                          [0, 1, 2], **SMALL)
-    return {k: {n: (np.asarray(v, float) if n not in ("texts", "texts_greedy") else v) for n, v in r.items()}
-            for k, r in out.items()}
+    return c3.c3_runs([{"config": {"corpus": "markov", "arch": "mlp", "label": k}, "result": r} for k, r in out.items()])
+
+
+def test_c3_task_writes_exactly_the_documented_result_format(small_runs):
+    """Every key c3_task returns is named by the result format (experiments.c3_task), and
+    every named key is there, seeds first."""
+    r = small_runs["markov", "mlp", "hold_entropy"]
+    named = {c3.EVAL_STEP, *c3.OUTCOMES, *c3.TEXTS,
+             *(c3.stat_key(s, h) for s in feedback.STATISTICS for h in c3.HALVES)}
+    logged = {k for k in r if k.startswith(c3.feedback_key(""))}
+    assert set(r) == named | logged  # only what the design logged besides (the PI loop: beta, noise_se)
+    E = len(r[c3.EVAL_STEP][0])
+    assert all(r[c3.stat_key(s, h)].shape == (3, E) for s in feedback.STATISTICS for h in c3.HALVES)
+    assert all(r[k].shape == (3,) for k in c3.OUTCOMES) and all(len(r[k]) == 3 for k in c3.TEXTS)
+    steps, y = c3.series(r, "log_z")
+    assert steps[0] == 0 and steps[-1] == SMALL["steps"] and y.shape == (3, E)
+
+
+def test_c3_task_keywords_are_the_notebook_parameters():
+    """No defaults: every keyword of c3_task and c3_data is a parameter of notebook 03, or the
+    plugins' hash that the notebook derives; a missing one is an error naming it."""
+    for task in [c3.c3_task, c3.c3_data]:
+        kw = [p for p in inspect.signature(task).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        assert kw and all(p.default is p.empty for p in kw)
+        assert {p.name for p in kw} - {"plugin_code"} <= set(smoke_parameters(NB))
+    with pytest.raises(TypeError, match="c3_task needs plugin_code"):
+        sweep.task_context(c3.c3_task, smoke_parameters(NB), device="cpu")
 
 
 @pytest.mark.parametrize("label", ["hold_entropy", "hold_spread", "logit_hold"])
 def test_each_design_lowers_the_variance_of_its_statistic(small_runs, label):
     stat = feedback.make(label).statistic
-    g = c3.c3_gate(small_runs[label], small_runs["off"], stat, int(SMALL["start_frac"] * SMALL["steps"]))
+    runs = {k[2]: v for k, v in small_runs.items()}
+    g = c3.c3_gate(runs[label], runs["off"], stat, c3.acting_start(SMALL["steps"], SMALL["start_frac"]), SETTLE)
     assert np.all(g["log_ratio"] < 0), g["log_ratio"]  # every seed, not only on average
 
 
 def test_off_against_itself_is_a_ratio_of_exactly_one(small_runs):
-    start = int(SMALL["start_frac"] * SMALL["steps"])
+    start = c3.acting_start(SMALL["steps"], SMALL["start_frac"])
+    off = small_runs["markov", "mlp", "off"]
     for stat in ["tf_entropy", "gen_entropy", "log_z", "entropy_spread"]:
-        g = c3.c3_gate(small_runs["off"], small_runs["off"], stat, start)
+        g = c3.c3_gate(off, off, stat, start, SETTLE)
         assert np.all(g["log_ratio"] == 0)
     with pytest.raises(ValueError, match="fewer than 3 evaluation steps"):
-        c3.c3_gate(small_runs["off"], small_runs["off"], "log_z", SMALL["steps"])
+        c3.c3_gate(off, off, "log_z", SMALL["steps"], SETTLE)
+
+
+def test_records_and_tables_agree_and_hold_numbers(small_runs):
+    """The records written from the small runs, and the tables built from them: numbers and
+    booleans only (no formatted strings), each table's verdict the record's, each effect's
+    mean and interval the paired differences', bold exactly where the interval excludes 0."""
+    held = {d: feedback.make(d).statistic for d in ["hold_entropy", "hold_spread", "logit_hold"]}
+    start = c3.acting_start(SMALL["steps"], SMALL["start_frac"])
+    rep = records.Report("t", {}, [0, 1, 2])
+    gates = c3.gate_statistics(small_runs, ["markov"], ["mlp"], held, start, SETTLE)
+    c3.write_records(rep, small_runs, gates, held, start, 2.0, SETTLE)
+    assert len(rep.claims) == 4 * len(held) + 2
+    gate = c3.gate_table(rep, gates, held)
+    detail = c3.effects_detail(c3.differences(small_runs, [0, 1, 2], gates))
+    effects = c3.effects_table(rep, detail, gates)
+    points = c3.regime_points(gate, detail, effects)
+    tables = [gate, c3.gate_wide(gate)[0], c3.gate_floor(gate), effects, points, detail,
+              c3.overall_table(rep, points, ["markov"]), c3.design_summary(small_runs, effects, {d: {"design": d} for d in held})]
+    for t in tables:
+        strings = [c for c in t.columns if not (pd.api.types.is_numeric_dtype(t[c]) or pd.api.types.is_bool_dtype(t[c]))]
+        assert set(strings) <= {"corpus", "family", "design", "statistic", "outcome", "least favourable", "e.g. lowers",
+                                "e.g. raises"}
+    claims = {c.id: c for c in rep.claims}
+    for (c, a, d), row in effects.iterrows():
+        assert row["gate"] == claims[f"C3.stabilises[{c}:{a}:{d}]"].holds == gate.loc[(c, a, d), "stabilises"]
+        assert row["C3"] == claims[f"C3[{c}:{a}:{d}]"].holds
+        diff = small_runs[c, a, d]["gen_entropy"] - small_runs[c, a, "off"]["gen_entropy"]
+        lo, hi = stats.mean_interval(diff)
+        assert row["ΔH"] == diff.mean() and row[c3.excludes_zero("ΔH")] == (lo > 0 or hi < 0)
+    assert effects["ΔKL→"].notna().all()  # the Markov source has the KL rates
+    wide, bold = c3.gate_wide(gate)
+    assert list(wide.index) == list(held) and all(wide[f].dtype == bool for f in bold.values())
+    assert (gate["lo"] <= gate["log10 var ratio"]).all() and (gate["log10 var ratio"] <= gate["hi"]).all()
+    html = records.style(effects, fmt="{:+.3f}", bold=c3.EFFECT_BOLD).to_html()  # the flags decide bold, hidden
+    assert "excludes 0" not in html
+    assert ("font-weight: bold" in html) == bool(effects[list(c3.EFFECT_BOLD.values())].to_numpy().any())
 
 
 def test_c3_task_seeds_are_independent():
     """A seed's numbers do not depend on the other seeds (the sweep caches seed by seed)."""
     cfg = {"corpus": "markov", "arch": "gru", "label": "sc", "spec": {"design": "self_consume", "n_samples": 4,
                                                                        "length": 8}}
-    kw = {**SMALL, "steps": 20, "eval_every": 2}
+    kw = {**smoke_context(NB, c3.c3_task, device="cpu", plugin_code=""), "steps": 20, "eval_every": 2}
     both = c3.c3_task(cfg, [3, 4], **kw)
     one = c3.c3_task(cfg, [4], **kw)
     for k in ["gen_entropy", "seq_rep4_greedy", "heldout_ce", "stat_gen_entropy", "stat_tf_entropy"]:

@@ -1,181 +1,87 @@
-"""Claim C3's room: feedback designs on the Markov source and Shakespeare. c3_data builds
-the corpora, c3_task trains one (corpus, architecture, design) configuration for every
-seed and measures the held statistics and the outcomes, and the functions below turn
-the sweep's results into gate statistics, records and tables."""
+"""Claim C3's room: feedback designs on the Markov source and Shakespeare. The task and
+its result format are in experiments.c3_task (re-exported here, so that the notebook and
+the tests name one module); this module resolves the notebook's designs, computes the
+gate, writes the claim's records, and turns records and results into numeric tables
+(formatting happens only at glue time, records.style)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
-from .. import feedback, measures, members, train
-from ..records import format_interval
-from ..sources import CharCorpus, MarkovSource
+from .. import feedback, measures, sweep
 from ..stats import mean_interval, rank_bootstrap
+from .c3_task import (EVAL_STEP, HALVES, N_TEXTS, OUTCOMES, TEXTS, acting_start, c3_data, c3_runs, c3_task,
+                      configurations, feedback_key, plugin_code, plugin_modules, series, stat_key, statistics)
+
+__all__ = [  # the task's names, re-exported, and this module's
+    "EVAL_STEP", "HALVES", "N_TEXTS", "OUTCOMES", "TEXTS", "acting_start", "c3_data", "c3_runs", "c3_task",
+    "configurations", "feedback_key", "plugin_code", "plugin_modules", "series", "stat_key", "statistics",
+    "KEYS", "EFFECT_BOLD", "VERDICTS", "excludes_zero", "resolve_designs", "held_statistics", "design_table",
+    "GLUED", "glue_parameters", "detrended_var", "gate_window", "c3_gate", "gate_statistics", "c3_roughness",
+    "write_records", "corpus_records", "gate_table", "gate_wide", "gate_floor", "differences", "effects_detail",
+    "effects_table", "regime_points", "opposite_movers", "overall_table", "design_summary", "glue_counts",
+    "c3_human", "c3_reference", "text_table"]
+
+KEYS = ["corpus", "family", "design"]  # the index of every per-combination table
 
 
-C3_EFFECTS = {  # outcome of c3_task -> short column label
-    "gen_entropy": "ΔH", "tf_entropy": "ΔH tf", "seq_rep4": "Δrep", "seq_rep4_greedy": "Δrep gr",
-    "loops": "Δloop", "loops_greedy": "Δloop gr", "overconfidence": "Δover", "heldout_ce": "ΔCE",
-    "forward_kl": "ΔKL→", "reverse_kl": "ΔKL←"}
-
-@torch.no_grad()
-def statistics(base, params, batch: torch.Tensor, n_samples: int, length: int, member_seeds,
-               batched: bool = True, precision: str = "fp32") -> dict[str, np.ndarray]:
-    """Every statistic a design can hold, on a fixed evaluation batch [M, B, T+1] and on
-    own samples with fixed seeds (so that two calls differ only through the parameters),
-    each [3, M]: the whole measurement and its two halves (sequences 0..B/2-1 and the
-    rest; samples likewise), from which the split-half noise floor is computed."""
-    H, logz, ce = members.per_position(base, params, batch, batched, precision)  # [M, B, T] each
-    h = batch.shape[1] // 2
-    parts = [slice(None), slice(0, h), slice(h, None)]
-    out = {}
-    for name, per in [("tf_entropy", H), ("log_z", logz), ("data_ce", ce)]:
-        out[name] = np.stack([per[:, sl].reshape(per.shape[0], -1).mean(1).double().cpu().numpy() for sl in parts])
-    out["entropy_spread"] = np.stack([H[:, sl].reshape(H.shape[0], -1).var(1).double().cpu().numpy() for sl in parts])
-    _, lq = members.sample_members(base, params, n_samples, length, seed=0, precision=precision,
-                           member_seeds=[9_973 * int(s) + 5 for s in member_seeds])
-    hs = n_samples // 2
-    out["gen_entropy"] = np.stack([-lq[:, sl].reshape(lq.shape[0], -1).mean(1)
-                                   for sl in [slice(None), slice(0, hs), slice(hs, None)]])
-    return out
+def excludes_zero(label: str) -> str:
+    """The boolean column flagging an effect whose interval excludes 0."""
+    return f"{label} excludes 0"
 
 
-def c3_data(corpus: str, seeds: list[int], *, seq_len: int, prompt_len: int, gen_len: int, n_gen: int,
-            n_eval: int, train_chars: int = 400_000, markov_sequences: int = 512, markov_vocab: int = 12,
-            device: str = "cpu") -> dict:
-    """Training data [S, N, T+1] (per seed for the Markov source, shared for Shakespeare),
-    a fixed evaluation batch and held-out sequences [n_eval, T+1], and n_gen held-out
-    prompts [n_gen, P] with their true continuations [n_gen, gen_len] (the human
-    reference). The Markov source has every transition possible (finite KL both ways)."""
-    dev = torch.device(device)
-    S = len(seeds)
-    if corpus == "shakespeare":
-        c = CharCorpus.shakespeare(max_train_chars=train_chars)
-        vocab = c.vocab
-        train_x = members.with_bos(c.windows("train", seq_len), vocab, dev)[None].expand(S, -1, -1)
-        fixed = c.windows("train", seq_len, n=n_eval, seed=1)
-        held = c.windows("heldout", seq_len, n=n_eval, seed=2)
-        pr = c.windows("heldout", prompt_len + gen_len, n=n_gen, seed=3)
-        return dict(vocab=vocab, train=train_x, fixed=members.with_bos(fixed, vocab, dev),
-                    heldout=members.with_bos(held, vocab, dev), prompts=pr[:, :prompt_len], human=pr[:, prompt_len:],
-                    decode=c.decode, source=None)
-    if corpus == "markov":
-        src = MarkovSource.random(markov_vocab, sparsity=0.0, alpha=0.5, seed=0)
-        vocab = markov_vocab
-        train_x = torch.stack([members.with_bos(src.sample(markov_sequences, seq_len, seed=1_000 + s), vocab, dev)
-                               for s in seeds])
-        pr = src.sample(n_gen, prompt_len + gen_len, seed=99_000)
-        return dict(vocab=vocab, train=train_x, fixed=members.with_bos(src.sample(n_eval, seq_len, seed=98_000), vocab, dev),
-                    heldout=members.with_bos(src.sample(n_eval, seq_len, seed=97_000), vocab, dev),
-                    prompts=pr[:, :prompt_len], human=pr[:, prompt_len:],
-                    decode=lambda ids: " ".join(map(str, np.asarray(ids).reshape(-1).tolist())), source=src)
-    raise ValueError(f"unknown corpus {corpus!r}; allowed: shakespeare, markov")
+EFFECT_BOLD = {label: excludes_zero(label) for label in OUTCOMES.values()}  # records.style(bold=...)
 
 
-def c3_task(config: dict, seeds: list[int], *, seq_len: int = 32, prompt_len: int = 16, gen_len: int = 128,
-            steps: int = 300, lr: float = 3e-3, batch_size: int = 32, start_frac: float = 0.5,
-            eval_every: int = 10, n_eval: int = 32, n_stat_samples: int = 16, n_gen: int = 32, n_texts: int = 3,
-            train_chars: int = 400_000, markov_sequences: int = 512, markov_vocab: int = 12,
-            arch_kw: dict | None = None, device: str = "cpu", precision: str = "fp32", plugins=(),
-            plugin_code: str = "") -> dict:
-    """config: corpus, arch, label, spec (a feedback design, feedback.make). Trains every
-    seed, measures every statistic of feedback.STATISTICS on the fixed evaluation batch
-    every eval_every steps (with its two halves), then the outcomes: generation entropy
-    (T = 1) and seq-rep-4 / loop share at T = 1 and greedy on continuations of held-out
-    prompts, teacher-forced entropy and cross-entropy on held-out text, over-confidence
-    (generation entropy - held-out CE), and on the Markov source the KL rates to the
-    source in both directions (exact source probabilities, Monte Carlo over sequences).
-    plugins: modules that register designs (imported here, in every process);
-    plugin_code: their feedback.plugin_hash, only part of the sweep's cache key."""
-    feedback.load_plugins(plugins)
-    spec = dict(config["spec"])
-    data = c3_data(config["corpus"], seeds, seq_len=seq_len, prompt_len=prompt_len, gen_len=gen_len, n_gen=n_gen,
-                   n_eval=n_eval, train_chars=train_chars, markov_sequences=markov_sequences,
-                   markov_vocab=markov_vocab, device=device)
-    V, M = data["vocab"], len(seeds)
-    start = int(start_frac * steps)
-    design = feedback.make({**spec, "start": start})
-    fixed = data["fixed"][None].expand(M, -1, -1)
-    heldout = data["heldout"][None].expand(M, -1, -1)
-    rec: dict[str, list] = {}
-    kw = dict(arch_kw or {}, max_len=seq_len + 1)
-
-    def stats(base, p, t):
-        for name, v in statistics(base, p, fixed, n_stat_samples, seq_len, seeds,
-                                           precision=precision).items():
-            rec.setdefault(name, []).append(v)  # [3, M]
-        return torch.zeros(M)
-
-    evals = sorted(set(range(0, steps + 1, eval_every)) | {steps})
-    traj, base = train.train_lm(config["arch"], data["train"], vocab=V, seeds=seeds, steps=steps, lr=lr,
-                                batch_size=batch_size, feedback=design, precision=precision, eval_every=evals,
-                                eval_fns={"stats": stats}, desc=f"{config['corpus']} {config['arch']} "
-                                f"{config['label']}", **kw)
-    out: dict[str, list] = {"eval_step": [traj.eval_step.tolist()] * M}
-    for name, v in rec.items():
-        a = np.stack(v)  # [E, 3, M]
-        for j, suffix in enumerate(["", "_a", "_b"]):
-            out[f"stat_{name}{suffix}"] = a[:, j].T.tolist()
-    for name, v in traj.feedback.items():
-        if name != "step":
-            out[f"fb_{name}"] = np.asarray(v).T.tolist()
-    # ---- outcomes
-    prompts = torch.as_tensor(data["prompts"])
-    H, _, ce = members.per_position(base, traj.params, heldout, precision=precision)  # [M, B, T] each
-    out["heldout_ce"] = ce.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
-    out["tf_entropy"] = H.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
-    ms = [4_242 + int(s) for s in seeds]
-    tok, lq = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
-                                   precision=precision)
-    gtok, _ = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
-                                   greedy=True, precision=precision)
-    out["gen_entropy"] = [float(-lq[m].mean()) for m in range(M)]
-    out["overconfidence"] = [g - c for g, c in zip(out["gen_entropy"], out["heldout_ce"])]
-    out["seq_rep4"] = [float(np.mean([measures.seq_rep_n(s, 4) for s in tok[m]])) for m in range(M)]
-    out["seq_rep4_greedy"] = [float(np.mean([measures.seq_rep_n(s, 4) for s in gtok[m]])) for m in range(M)]
-    out["loops"] = [float(np.mean([measures.ends_in_loop(s, 32) for s in tok[m]])) for m in range(M)]
-    out["loops_greedy"] = [float(np.mean([measures.ends_in_loop(s, 32) for s in gtok[m]])) for m in range(M)]
-    src = data["source"]
-    if src is not None:
-        logP = np.log(src.P)
-        h = data["heldout"].cpu().numpy()[:, 1:]  # [B, T]
-        fwd = (logP[h[:, :-1], h[:, 1:]][None] + ce.double().cpu().numpy()[:, :, 1:]).reshape(M, -1).mean(1)
-        prev = np.concatenate([np.broadcast_to(data["prompts"][:, -1:], (M,) + data["prompts"][:, -1:].shape),
-                               tok[:, :, :-1]], -1)  # [M, n, L] the token before each generated one
-        rev = (lq - logP[prev, tok]).reshape(M, -1).mean(1)
-        out["forward_kl"], out["reverse_kl"] = fwd.tolist(), rev.tolist()
-    else:
-        out["forward_kl"] = out["reverse_kl"] = [float("nan")] * M
-    dec = data["decode"]
-    out["texts"] = [[dec(tok[m, i]) for i in range(min(n_texts, n_gen))] for m in range(M)]
-    out["texts_greedy"] = [[dec(gtok[m, i]) for i in range(min(n_texts, n_gen))] for m in range(M)]
-    return out
+# ---------------------------------------------------------------- designs
+def resolve_designs(designs: list[str], design_specs: dict, plugins: list[str]) -> dict[str, dict]:
+    """label -> feedback spec {"design": NAME, **parameters}, after importing the plugins:
+    a label of design_specs has its spec, any other label is a design name with defaults."""
+    feedback.load_plugins(plugin_modules(plugins))
+    if "off" in designs:
+        raise ValueError("'off' is the baseline and always runs; leave it out of `designs`")
+    return {label: design_specs.get(label, {"design": label}) for label in designs}
 
 
-def c3_runs(records: list[dict]) -> dict:
-    """Sweep records of experiments.c3_task -> {(corpus, arch, label): {name: array}},
-    per-seed lists as arrays with seeds first ([S] or [S, E])."""
-    out = {}
-    for r in records:
-        c = r["config"]
-        res = {}
-        for k, v in r["result"].items():
-            try:
-                res[k] = np.asarray(v, dtype=np.float64)
-            except (TypeError, ValueError):
-                res[k] = v  # texts
-        out[c["corpus"], c["arch"], c["label"]] = res
-    return out
+def held_statistics(specs: dict[str, dict]) -> dict[str, str]:
+    """label -> the statistic its design holds (one of feedback.STATISTICS)."""
+    return {label: feedback.make(spec).statistic for label, spec in specs.items()}
 
 
+def design_table(specs: dict[str, dict]) -> pd.DataFrame:
+    """Per label: its design, the parameters it sets (others at their defaults), the
+    statistic it holds and the prediction written into the package before measuring."""
+    df = pd.DataFrame([{"label": label, "design": spec["design"], "holds": feedback.make(spec).statistic,
+                        **{k: v for k, v in spec.items() if k != "design"},
+                        "prediction": feedback.DESIGNS[spec["design"]].prediction} for label, spec in specs.items()])
+    return df[[c for c in df.columns if c != "prediction"] + ["prediction"]].set_index("label")
+
+
+GLUED = ("markov_vocab", "seq_len", "steps", "n_gen", "prompt_len", "gen_len", "eval_every", "n_eval",
+         "n_stat_samples", "gate_settle", "smooth_factor", "d_model")  # parameters the prose cites
+
+
+def glue_parameters(report) -> None:
+    """Glue c3_NAME for every parameter the prose cites, and c3_start (acting_start)."""
+    p = report.parameters
+    for k in GLUED:
+        report.metric(f"c3_{k}", p[k])
+    report.metric("c3_start", acting_start(p["steps"], p["start_frac"]))
+
+
+# ---------------------------------------------------------------- the gate
 def detrended_var(y: np.ndarray) -> np.ndarray:
     """[S] variance of the residuals of a least-squares line, per seed, of y [S, E]
     (a statistic over evaluation steps): its fluctuation around its trend."""
     return measures.detrended_std(np.asarray(y, dtype=np.float64).T) ** 2
 
 
-def c3_gate(design: dict, off: dict, statistic: str, start: int, settle: float = 0.25) -> dict:
+def gate_window(start: int, steps: int, settle: float) -> tuple[float, int]:
+    """The steps the gate looks at: the acting window after its settling share."""
+    return start + settle * (steps - start), steps
+
+
+def c3_gate(design: dict, off: dict, statistic: str, start: int, settle: float) -> dict:
     """How much a design steadies its statistic where it acts, against maximum likelihood
     with the same seeds: log10 of the detrended variance ratio per seed [S] over the
     acting window after a settling time (evaluation steps >= start + settle * (end -
@@ -184,130 +90,175 @@ def c3_gate(design: dict, off: dict, statistic: str, start: int, settle: float =
     acting window, switch-on included; "floor": the split-half noise floor (the
     detrended variance of half the difference of the two half-batch measurements under
     maximum likelihood) relative to maximum likelihood's variance, log10 [S]."""
-    steps = design["eval_step"][0]
+    steps, y = series(design, statistic)
+    _, y0 = series(off, statistic)
     acting = steps >= start
     w = steps >= start + settle * (steps[-1] - start)
     if w.sum() < 3:
         raise ValueError("the gate window holds fewer than 3 evaluation steps; lower eval_every or start")
 
     def ratio(mask):
-        return np.log10(detrended_var(design[f"stat_{statistic}"][:, mask])
-                        / detrended_var(off[f"stat_{statistic}"][:, mask]))
-    half = (off[f"stat_{statistic}_a"][:, w] - off[f"stat_{statistic}_b"][:, w]) / 2
-    return {"log_ratio": ratio(w), "whole": ratio(acting),
-            "floor": np.log10(detrended_var(half) / detrended_var(off[f"stat_{statistic}"][:, w]))}
+        return np.log10(detrended_var(y[:, mask]) / detrended_var(y0[:, mask]))
+    half = (series(off, statistic, "a")[1][:, w] - series(off, statistic, "b")[1][:, w]) / 2
+    return {"log_ratio": ratio(w), "whole": ratio(acting), "floor": np.log10(detrended_var(half) / detrended_var(y0[:, w]))}
+
+
+def gate_statistics(runs: dict, corpora: list[str], archs: list[str], held: dict[str, str], start: int,
+                    settle: float) -> dict:
+    """{(corpus, family, label): c3_gate of the design against maximum likelihood}."""
+    return {(c, a, d): c3_gate(runs[c, a, d], runs[c, a, "off"], stat, start, settle)
+            for c in corpora for a in archs for d, stat in held.items()}
 
 
 def c3_roughness(design: dict, start: int) -> np.ndarray:
     """[S] detrended standard deviation of the data cross-entropy on the fixed evaluation
     batch over the acting window: how rough the loss curve is, free of minibatch noise."""
-    w = design["eval_step"][0] >= start
-    return np.sqrt(detrended_var(design["stat_data_ce"][:, w]))
+    steps, y = series(design, "data_ce")
+    return np.sqrt(detrended_var(y[:, steps >= start]))
 
 
-def c3_records(report, runs: dict, corpora: list[str], archs: list[str], designs: dict[str, str], start: int,
-               smooth_factor: float = 2.0, settle: float = 0.25) -> dict:
-    """Every C3 record for designs {label: statistic it holds} against 'off', and the tables
-    the notebook shows:
+# ---------------------------------------------------------------- records
+def write_records(report, runs: dict, gates: dict, held: dict[str, str], start: int, smooth_factor: float,
+                  settle: float) -> None:
+    """Every C3 record, for each (corpus, family, label) of `gates` against 'off':
       C3.stabilises[c:a:d]  log10 detrended variance ratio of the statistic < 0 (paired; c3_gate);
       C3[c:a:d]            generation entropy lower AND seq-rep-4 higher at T = 1 (joint, paired);
       C3.greedy[c:a:d]     seq-rep-4 higher under greedy decoding (paired);
       C3.smooth[c:a:d]     the fixed-batch data CE at most smooth_factor times rougher (log10 ratio);
+    and per corpus
       C3[c]                every (family, design) that passes the gate gives C3[c:a:d];
       C3.cause[c]          rank correlation across (family, design) between stabilisation
-                           achieved (-log10 variance ratio) and Δ entropy < 0 (bootstrap).
-    Returns DataFrames: "gate" (long), "gate_wide" (design x (corpus, family): mean log10 ratio,
-    ✓ where the gate passes), "gate_floor" (noise floor / whole-window ratio), "effects"
-    (mean paired differences, * where the 95% interval excludes 0), "effects_detail" (mean and
-    interval of every outcome), "points" (the regime map), "overall"."""
-
-    gate_rows, eff_rows, pts, overall, detail = [], [], [], [], []
-    for c in corpora:
+                           achieved (-log10 variance ratio) and Δ entropy < 0 (bootstrap)."""
+    for corpus in dict.fromkeys(c for c, _, _ in gates):
         gated, X, Y = [], [], []
-        for a in archs:
-            off = runs[c, a, "off"]
-            for d, stat in designs.items():
-                r = runs[c, a, d]
-                g = c3_gate(r, off, stat, start, settle)
-                gr = report.paired(f"C3.stabilises[{c}:{a}:{d}]", f"{a} on {c}, design '{d}': its statistic "
-                                   f"({stat}) varies less where the design acts (after {settle:.0%} of the acting "
-                                   "window as settling time) than under maximum likelihood "
-                                   "(log10 detrended variance ratio, paired by seed)", g["log_ratio"],
-                                   np.zeros_like(g["log_ratio"]), 0.0, "<")
-                gate_rows.append({"corpus": c, "family": a, "design": d, "statistic": stat,
-                                  "log10 var ratio": gr.value, "95% CI": format_interval(gr),
-                                  "noise floor (log10, vs ML)": float(np.median(g["floor"])), "stabilises": gr.holds,
-                                  "whole window, switch-on included": float(np.mean(g["whole"])),
-                                  "cell": f"{gr.value:+.2f}{' ✓' if gr.holds else ''}",
-                                  "floor / whole": f"{np.median(g['floor']):+.1f} / {np.mean(g['whole']):+.2f}"})
-                j = report.joint(f"C3[{c}:{a}:{d}]", f"{a} on {c}, design '{d}': lower generation entropy and higher "
-                                 "seq-rep-4 than maximum likelihood at temperature 1 (paired by seed)", [
+        for (c, a, d), g in gates.items():
+            if c == corpus:
+                r, off, what = runs[c, a, d], runs[c, a, "off"], f"{a} on {c}, design '{d}':"
+                gr = report.paired(f"C3.stabilises[{c}:{a}:{d}]", f"{what} its statistic ({held[d]}) varies less "
+                                   f"where the design acts (after {settle:.0%} of the acting window as settling time) "
+                                   "than under maximum likelihood (log10 detrended variance ratio, paired by seed)",
+                                   g["log_ratio"], np.zeros_like(g["log_ratio"]), 0.0, "<")
+                j = report.joint(f"C3[{c}:{a}:{d}]", f"{what} lower generation entropy and higher seq-rep-4 than "
+                                 "maximum likelihood at temperature 1 (paired by seed)", [
                                      {"name": "Δ gen. entropy", "treated": r["gen_entropy"],
                                       "baseline": off["gen_entropy"], "threshold": 0.0, "comparator": "<",
                                       "unit": "nats/token"},
                                      {"name": "Δ seq-rep-4", "treated": r["seq_rep4"], "baseline": off["seq_rep4"],
                                       "threshold": 0.0, "comparator": ">"}])
-                gre = report.paired(f"C3.greedy[{c}:{a}:{d}]", f"{a} on {c}, design '{d}': higher seq-rep-4 than "
-                                    "maximum likelihood under greedy decoding (paired)", r["seq_rep4_greedy"],
-                                    off["seq_rep4_greedy"], 0.0, ">")
-                rough = report.paired(f"C3.smooth[{c}:{a}:{d}]", f"{a} on {c}, design '{d}': the data cross-entropy "
-                                      f"on the fixed evaluation batch is at most {smooth_factor:g}× as rough as under "
-                                      "maximum likelihood over the acting window (log10 ratio of detrended std)",
-                                      np.log10(c3_roughness(r, start)), np.log10(c3_roughness(off, start)),
-                                      float(np.log10(smooth_factor)), "<")
-                row = {"corpus": c, "family": a, "design": d, "gate": "✓" if gr.holds else "",
-                       "C3": "✓" if j.holds else "", "greedy": "✓" if gre.holds else "",
-                       "smooth": "✓" if rough.holds else ""}
-                for name, label in C3_EFFECTS.items():
-                    diff = r[name] - off[name]
-                    if np.all(np.isfinite(diff)):
-                        lo, hi = mean_interval(diff)
-                        row[label] = f"{diff.mean():+.3f}{'*' if lo > 0 or hi < 0 else ''}"
-                        detail.append({"corpus": c, "family": a, "design": d, "outcome": name, "mean": diff.mean(),
-                                       "lo": lo, "hi": hi})
-                    else:
-                        row[label] = ""
-                eff_rows.append(row)
-                dH = r["gen_entropy"] - off["gen_entropy"]
-                dR = r["seq_rep4"] - off["seq_rep4"]
-                x_lo, x_hi = gr.interval
-                dH_lo, dH_hi = mean_interval(dH)
-                pts.append({"corpus": c, "family": a, "design": d, "stabilises": gr.holds, "x": -gr.value,
-                            "x_lo": -x_hi, "x_hi": -x_lo, "dH": dH.mean(), "dH_lo": dH_lo, "dH_hi": dH_hi,
-                            "dRep": dR.mean(), "C3": j.holds})
+                report.paired(f"C3.greedy[{c}:{a}:{d}]", f"{what} higher seq-rep-4 than maximum likelihood under "
+                              "greedy decoding (paired)", r["seq_rep4_greedy"], off["seq_rep4_greedy"], 0.0, ">")
+                report.paired(f"C3.smooth[{c}:{a}:{d}]", f"{what} the data cross-entropy on the fixed evaluation "
+                              f"batch is at most {smooth_factor:g}× as rough as under maximum likelihood over the "
+                              "acting window (log10 ratio of detrended std)", np.log10(c3_roughness(r, start)),
+                              np.log10(c3_roughness(off, start)), float(np.log10(smooth_factor)), "<")
                 X.append(-g["log_ratio"])
-                Y.append(dH)
-                if gr.holds:
-                    gated.append(j)
-        if gated:
-            agg = report.aggregate(f"C3[{c}]", f"on {c}, every (family, design) whose design stabilises its "
-                                   "statistic gives lower entropy and more repetition", gated)
-            overall.append({"corpus": c, "stabilising (family, design)": len(gated),
-                            "of which give C3": sum(m.holds for m in gated), "least favourable": agg.worst,
-                            "verdict": agg.verdict})
-        else:
-            report.claim(f"C3[{c}]", f"on {c}, every (family, design) whose design stabilises its statistic gives "
-                         "lower entropy and more repetition: no design stabilised its statistic, nothing to test",
-                         float("nan"), None, 0.0, "<", rule="aggregate", n=0, members=[])
-            overall.append({"corpus": c, "stabilising (family, design)": 0, "of which give C3": 0,
-                            "least favourable": "—", "verdict": "✗ does not hold"})
-        rho, iv = rank_bootstrap(np.array(X), np.array(Y), n_boot=2000, seed=0)
-        cause = report.claim(f"C3.cause[{c}]", f"on {c}, across (family, design): the more a design stabilises its "
-                             "statistic, the lower the generation entropy against maximum likelihood (Spearman ρ of "
-                             "stabilisation achieved and Δ entropy < 0)", rho, iv, 0.0, "<", rule="bootstrap",
-                             n=len(X))
-        overall[-1].update({"ρ(stabilisation, ΔH)": f"{rho:+.2f} [{iv[0]:+.2f}, {iv[1]:+.2f}]",
-                            "C3.cause": cause.verdict})
-    gate = pd.DataFrame(gate_rows)
-    wide = lambda col: gate.pivot(index="design", columns=["corpus", "family"], values=col).loc[list(designs)]  # noqa: E731
-    return {"gate": gate.drop(columns=["cell", "floor / whole"]).set_index(["corpus", "family", "design"]),
-            "gate_wide": wide("cell"), "gate_floor": wide("floor / whole"),
-            "effects": pd.DataFrame(eff_rows).set_index(["corpus", "family", "design"]),
-            "effects_detail": pd.DataFrame(detail),
-            "points": pd.DataFrame(pts), "overall": pd.DataFrame(overall).set_index("corpus")}
+                Y.append(r["gen_entropy"] - off["gen_entropy"])
+                gated += [j] if gr.holds else []
+        corpus_records(report, corpus, gated, np.array(X), np.array(Y))
 
 
-def opposite_movers(points, corpus: str) -> list[tuple[str, str]]:
+def corpus_records(report, c: str, gated: list, X: np.ndarray, Y: np.ndarray) -> None:
+    """C3[c] over the gated joint records, and C3.cause[c] from stabilisation X and Δ
+    entropy Y, [combinations, seeds] each."""
+    what = f"on {c}, every (family, design) whose design stabilises its statistic gives lower entropy and more repetition"
+    if gated:
+        report.aggregate(f"C3[{c}]", what, gated)
+    else:
+        report.claim(f"C3[{c}]", f"{what}: no design stabilised its statistic, nothing to test", float("nan"), None,
+                     0.0, "<", rule="aggregate", n=0, members=[])
+    rho, iv = rank_bootstrap(X, Y, n_boot=2000, seed=0)
+    report.claim(f"C3.cause[{c}]", f"on {c}, across (family, design): the more a design stabilises its statistic, the "
+                 "lower the generation entropy against maximum likelihood (Spearman ρ of stabilisation achieved and "
+                 "Δ entropy < 0)", rho, iv, 0.0, "<", rule="bootstrap", n=len(X))
+
+
+# ---------------------------------------------------------------- numeric tables
+def _claims(report) -> dict:
+    return {c.id: c for c in report.claims}
+
+
+def gate_table(report, gates: dict, held: dict[str, str]) -> pd.DataFrame:
+    """Per (corpus, family, design): the C3.stabilises record (mean log10 variance ratio,
+    interval, verdict), the median noise floor and the mean ratio over the whole window."""
+    cl = _claims(report)
+    return pd.DataFrame([{"corpus": c, "family": a, "design": d, "statistic": held[d],
+                          "log10 var ratio": (r := cl[f"C3.stabilises[{c}:{a}:{d}]"]).value, "lo": r.interval[0],
+                          "hi": r.interval[1], "noise floor (log10, vs ML)": float(np.median(g["floor"])),
+                          "stabilises": r.holds, "whole window, switch-on included": float(np.mean(g["whole"]))}
+                         for (c, a, d), g in gates.items()]).set_index(KEYS)
+
+
+def _by_cell(gate: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """design x (corpus:family) of gate-table columns {column: suffix of its wide column}."""
+    g = gate.reset_index()
+    cells = list(dict.fromkeys(g.corpus + ":" + g.family))
+    wide = {f"{cell} {suffix}".strip(): g[g.corpus + ":" + g.family == cell].set_index("design")[col]
+            for cell in cells for col, suffix in columns.items()}
+    return pd.DataFrame(wide).loc[list(dict.fromkeys(g.design))].rename_axis("design")
+
+
+def gate_wide(gate: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """design x (corpus:family): mean log10 variance ratio, and bold = {cell: its flag}
+    for records.style (bold where C3.stabilises holds)."""
+    df = _by_cell(gate, {"log10 var ratio": "", "stabilises": "stabilises"})
+    return df, {c: f"{c} stabilises" for c in df.columns if not c.endswith(" stabilises")}
+
+
+def gate_floor(gate: pd.DataFrame) -> pd.DataFrame:
+    """design x (corpus:family): the noise floor and the ratio over the whole acting window."""
+    return _by_cell(gate, {"noise floor (log10, vs ML)": "floor", "whole window, switch-on included": "whole"})
+
+
+def differences(runs: dict, seeds: list[int], gates: dict) -> pd.DataFrame:
+    """Per seed, design minus maximum likelihood (same seed) for every outcome, for each
+    (corpus, family, design) of `gates`: a long table."""
+    return pd.DataFrame([{"corpus": c, "family": a, "design": d, "outcome": name, "seed": s, "diff": v}
+                         for c, a, d in gates for name in OUTCOMES
+                         for s, v in zip(seeds, runs[c, a, d][name] - runs[c, a, "off"][name])])
+
+
+def effects_detail(diffs: pd.DataFrame) -> pd.DataFrame:
+    """Mean paired difference and its Student-t interval per combination and outcome
+    (outcomes that do not exist on a corpus, such as the KL rates on Shakespeare, left out)."""
+    rows = []
+    for key, g in diffs.groupby([*KEYS, "outcome"], sort=False):
+        v = g["diff"].to_numpy()
+        if np.all(np.isfinite(v)):
+            lo, hi = mean_interval(v)
+            rows.append({**dict(zip([*KEYS, "outcome"], key)), "mean": v.mean(), "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
+
+
+VERDICTS = {"gate": "C3.stabilises", "C3": "C3", "greedy": "C3.greedy", "smooth": "C3.smooth"}  # column -> record
+
+
+def effects_table(report, detail: pd.DataFrame, gates: dict) -> pd.DataFrame:
+    """Per (corpus, family, design): the verdicts of the gate, C3, C3.greedy and C3.smooth,
+    then the mean paired difference of every outcome (column label OUTCOMES[outcome], nan
+    where it does not exist) and whether its interval excludes 0 (EFFECT_BOLD)."""
+    cl, idx = _claims(report), pd.MultiIndex.from_tuples(list(gates), names=KEYS)
+    d = detail.assign(label=detail.outcome.map(OUTCOMES)).set_index([*KEYS, "label"])
+
+    def wide(s, fill):
+        return s.unstack(fill_value=fill).reindex(index=idx, columns=list(OUTCOMES.values()), fill_value=fill)
+    verdicts = pd.DataFrame({col: [cl[f"{rid}[{c}:{a}:{des}]"].holds for c, a, des in gates]
+                             for col, rid in VERDICTS.items()}, index=idx)
+    excl = wide((d.lo > 0) | (d.hi < 0), False).rename(columns=excludes_zero)
+    return pd.concat([verdicts, wide(d["mean"], np.nan), excl], axis=1)
+
+
+def regime_points(gate: pd.DataFrame, detail: pd.DataFrame, effects: pd.DataFrame) -> pd.DataFrame:
+    """The regime map, per (corpus, family, design): stabilisation achieved x = -log10
+    variance ratio with its interval, Δ generation entropy with its interval, Δ seq-rep-4,
+    and the verdicts of the gate and of C3."""
+    out = detail.set_index([*KEYS, "outcome"])
+    dH, dR = out.xs("gen_entropy", level="outcome"), out.xs("seq_rep4", level="outcome")
+    return pd.DataFrame({"stabilises": gate.stabilises, "x": -gate["log10 var ratio"], "x_lo": -gate.hi,
+                         "x_hi": -gate.lo, "dH": dH["mean"], "dH_lo": dH.lo, "dH_hi": dH.hi, "dRep": dR["mean"],
+                         "C3": effects.C3}, index=gate.index).reset_index()
+
+
+def opposite_movers(points: pd.DataFrame, corpus: str) -> list[tuple[str, str]]:
     """Pairs of stabilising (family, design) points on one corpus whose entropy effects
     have opposite signs, each interval excluding zero: evidence that stabilisation as
     such does not set the direction of the entropy change."""
@@ -317,27 +268,75 @@ def opposite_movers(points, corpus: str) -> list[tuple[str, str]]:
     return [(f"{a.family}:{a.design}", f"{b.family}:{b.design}") for a in down.itertuples() for b in up.itertuples()]
 
 
-def c3_human(data: dict) -> dict:
-    """The human reference of one corpus (experiments.c3_data): seq-rep-4 and loop share of
-    the true continuations, and the entropy rate where it is known (Markov)."""
-    h = data["human"]
-    return {"seq-rep-4": float(np.mean([measures.seq_rep_n(s, 4) for s in h])),
-            "loop share": float(np.mean([measures.ends_in_loop(s, 32) for s in h])),
-            "entropy rate": data["source"].entropy_rate if data["source"] is not None else float("nan")}
+def overall_table(report, points: pd.DataFrame, corpora: list[str]) -> pd.DataFrame:
+    """Per corpus: C3[c] (how many gated combinations, how many give C3, the least
+    favourable, the verdict), C3.cause[c] (ρ and its interval, the verdict) and the pairs
+    of stabilising combinations that move entropy in opposite directions (count, one example)."""
+    cl, rows = _claims(report), []
+    for c in corpora:
+        agg, cause, opp = cl[f"C3[{c}]"], cl[f"C3.cause[{c}]"], opposite_movers(points, c)
+        rows.append({"corpus": c, "stabilising (family, design)": len(agg.members),
+                     "of which give C3": sum(cl[m].holds for m in agg.members), "least favourable": agg.worst,
+                     "C3": agg.holds, "ρ(stabilisation, ΔH)": cause.value, "ρ lo": cause.interval[0],
+                     "ρ hi": cause.interval[1], "C3.cause": cause.holds, "opposite pairs": len(opp),
+                     "e.g. lowers": opp[0][0] if opp else None, "e.g. raises": opp[0][1] if opp else None})
+    return pd.DataFrame(rows).set_index("corpus")
 
 
-def c3_reference(runs: dict, human: dict, corpora: list[str], archs: list[str]) -> "pd.DataFrame":
+def design_summary(runs: dict, effects: pd.DataFrame, specs: dict[str, dict]) -> pd.DataFrame:
+    """Per design, the share of (corpus, family) cells where it passes the gate, gives C3
+    and keeps the loss smooth; for a PI loop, the standard error of its statistic it
+    measured (nats per measurement, mean over runs) and its tolerance z in units of it."""
+    out = effects.groupby("design", sort=False)[["gate", "C3", "smooth"]].mean()
+    pi = {d: s for d, s in specs.items() if s["design"] == "pi_own_samples"}
+    out["PI noise se"] = [np.mean([runs[k][feedback_key("noise_se")].mean() for k in runs if k[2] == d])
+                          if d in pi else np.nan for d in out.index]
+    out["PI tolerance z"] = [float(feedback.make(pi[d]).p.z) if d in pi else np.nan for d in out.index]
+    return out
+
+
+def glue_counts(report, gate: pd.DataFrame, points: pd.DataFrame) -> None:
+    """The counts the prose cites: combinations that pass the gate, and how many of the
+    gated and the ungated give C3."""
+    report.metric("c3_n_gated", int(gate.stabilises.sum()))
+    report.metric("c3_n_pairs", len(gate))
+    report.metric("c3_gated_with_c3", int((points.stabilises & points.C3).sum()))
+    report.metric("c3_ungated_with_c3", int((~points.stabilises & points.C3).sum()))
+    report.metric("c3_n_ungated", int((~points.stabilises).sum()))
+
+
+def c3_human(corpora: list[str], context: dict) -> pd.DataFrame:
+    """The human reference per corpus, data as c3_task builds it from `context` (its
+    keywords): seq-rep-4 and loop share of the true continuations of the held-out prompts,
+    and the entropy rate where it is known (Markov)."""
+    rows = {}
+    for c in corpora:  # the reference depends on neither the seed nor the training sequences
+        data = c3_data(c, [0], **sweep.task_context(c3_data, context, markov_sequences=1, device="cpu"))
+        rows[c] = {"seq-rep-4": float(np.mean([measures.seq_rep_n(s, 4) for s in data["human"]])),
+                   "loop share": float(np.mean([measures.ends_in_loop(s, 32) for s in data["human"]])),
+                   "entropy rate": data["source"].entropy_rate if data["source"] is not None else float("nan")}
+    return pd.DataFrame(rows).T.rename_axis("corpus")
+
+
+def c3_reference(runs: dict, human: pd.DataFrame, archs: list[str]) -> pd.DataFrame:
     """Absolute levels beside the human reference: per corpus, the true continuations and
     each family under maximum likelihood (mean over seeds): seq-rep-4 and loop share at
     temperature 1 and greedy, generation entropy, and the source's entropy rate (Markov)."""
     rows = []
-    for c in corpora:
-        h = human[c]
+    for c, h in human.iterrows():
         rows.append({"corpus": c, "text": "human (held-out)", "seq-rep-4": h["seq-rep-4"], "seq-rep-4 greedy": np.nan,
                      "loop share": h["loop share"], "loop share greedy": np.nan, "entropy": h["entropy rate"]})
-        for a in archs:
-            r = runs[c, a, "off"]
-            rows.append({"corpus": c, "text": f"{a}, maximum likelihood", "seq-rep-4": r["seq_rep4"].mean(),
-                         "seq-rep-4 greedy": r["seq_rep4_greedy"].mean(), "loop share": r["loops"].mean(),
-                         "loop share greedy": r["loops_greedy"].mean(), "entropy": r["gen_entropy"].mean()})
+        rows += [{"corpus": c, "text": f"{a}, maximum likelihood", "seq-rep-4": (r := runs[c, a, "off"])["seq_rep4"].mean(),
+                  "seq-rep-4 greedy": r["seq_rep4_greedy"].mean(), "loop share": r["loops"].mean(),
+                  "loop share greedy": r["loops_greedy"].mean(), "entropy": r["gen_entropy"].mean()} for a in archs]
     return pd.DataFrame(rows).set_index(["corpus", "text"])
+
+
+def text_table(runs: dict, effects: pd.DataFrame, corpus: str, archs: list[str], labels: list[str],
+               width: int = 64) -> pd.DataFrame:
+    """The first held-out prompt's continuation (first seed; T = 1 and greedy, first
+    `width` characters) per family, for maximum likelihood and every design, and whether
+    C3[corpus:family:design] holds."""
+    return pd.DataFrame([{"family": a, "design": d, "C3": d != "off" and bool(effects.loc[(corpus, a, d), "C3"]),
+                          **{col: runs[corpus, a, d][k][0][0][:width] for col, k in zip(["T = 1", "greedy"], TEXTS)}}
+                         for a in archs for d in ["off", *labels]]).set_index(["family", "design"])

@@ -1,0 +1,199 @@
+"""Claim C3's task: c3_data builds the corpora (the Markov source and Shakespeare);
+c3_task trains one (corpus, architecture, design) configuration for every seed and
+measures the held statistics and the outcomes, in the result format defined below (the
+one place that names its keys). experiments.c3 re-exports these names with the rest of
+the room (gate, records, tables)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import feedback, measures, members, train
+from ..sources import CharCorpus, MarkovSource
+
+# ---------------------------------------------------------------- result format of c3_task
+# c3_task returns lists with one entry per seed (the sweep's contract); c3_runs turns a
+# sweep's records into {(corpus, arch, label): run}, run[key] an array with seeds first:
+#   EVAL_STEP                  [S, E] the evaluation steps (the same for every seed)
+#   stat_key(name, half)       [S, E] each of feedback.STATISTICS on the fixed evaluation batch;
+#                              half "" the whole batch, "a" / "b" its two halves (the noise floor)
+#   feedback_key(name)         [S, ...] each series the design logged (feedback.Design.arrays)
+#   each key of OUTCOMES       [S] an outcome of the trained model (nan where it does not exist)
+#   each key of TEXTS          [S][N_TEXTS] decoded continuations (a list, not an array)
+EVAL_STEP = "eval_step"
+HALVES = ("", "a", "b")
+OUTCOMES = {  # outcome -> column label of the effects table
+    "gen_entropy": "ΔH", "tf_entropy": "ΔH tf", "seq_rep4": "Δrep", "seq_rep4_greedy": "Δrep gr",
+    "loops": "Δloop", "loops_greedy": "Δloop gr", "overconfidence": "Δover", "heldout_ce": "ΔCE",
+    "forward_kl": "ΔKL→", "reverse_kl": "ΔKL←"}
+TEXTS = ("texts", "texts_greedy")  # at temperature 1, greedy
+N_TEXTS = 3  # continuations kept as text per seed
+
+
+def stat_key(name: str, half: str = "") -> str:
+    return f"stat_{name}_{half}" if half else f"stat_{name}"
+
+
+def feedback_key(name: str) -> str:
+    return f"fb_{name}"
+
+
+def series(run: dict, name: str, half: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(evaluation steps [E], statistic `name` per seed [S, E]) of one run."""
+    return run[EVAL_STEP][0], run[stat_key(name, half)]
+
+
+# ---------------------------------------------------------------- data and task
+@torch.no_grad()
+def statistics(base, params, batch: torch.Tensor, n_samples: int, length: int, member_seeds,
+               batched: bool = True, precision: str = "fp32") -> dict[str, np.ndarray]:
+    """Every statistic a design can hold, on a fixed evaluation batch [M, B, T+1] and on
+    own samples with fixed seeds (so that two calls differ only through the parameters),
+    each [3, M]: the whole measurement and its two halves (sequences 0..B/2-1 and the
+    rest; samples likewise), from which the split-half noise floor is computed."""
+    H, logz, ce = members.per_position(base, params, batch, batched, precision)  # [M, B, T] each
+    h = batch.shape[1] // 2
+    parts = [slice(None), slice(0, h), slice(h, None)]
+    out = {}
+    for name, per in [("tf_entropy", H), ("log_z", logz), ("data_ce", ce)]:
+        out[name] = np.stack([per[:, sl].reshape(per.shape[0], -1).mean(1).double().cpu().numpy() for sl in parts])
+    out["entropy_spread"] = np.stack([H[:, sl].reshape(H.shape[0], -1).var(1).double().cpu().numpy() for sl in parts])
+    _, lq = members.sample_members(base, params, n_samples, length, seed=0, precision=precision,
+                                   member_seeds=[9_973 * int(s) + 5 for s in member_seeds])
+    hs = n_samples // 2
+    out["gen_entropy"] = np.stack([-lq[:, sl].reshape(lq.shape[0], -1).mean(1)
+                                   for sl in [slice(None), slice(0, hs), slice(hs, None)]])
+    return out
+
+
+def c3_data(corpus: str, seeds: list[int], *, seq_len: int, prompt_len: int, gen_len: int, n_gen: int,
+            n_eval: int, train_chars: int, markov_sequences: int, markov_vocab: int, device: str) -> dict:
+    """Training data [S, N, T+1] (per seed for the Markov source, shared for Shakespeare),
+    a fixed evaluation batch and held-out sequences [n_eval, T+1], and n_gen held-out
+    prompts [n_gen, P] with their true continuations [n_gen, gen_len] (the human
+    reference). The Markov source has every transition possible (finite KL both ways)."""
+    dev = torch.device(device)
+    S = len(seeds)
+    if corpus == "shakespeare":
+        c = CharCorpus.shakespeare(max_train_chars=train_chars)
+        vocab = c.vocab
+        train_x = members.with_bos(c.windows("train", seq_len), vocab, dev)[None].expand(S, -1, -1)
+        fixed = c.windows("train", seq_len, n=n_eval, seed=1)
+        held = c.windows("heldout", seq_len, n=n_eval, seed=2)
+        pr = c.windows("heldout", prompt_len + gen_len, n=n_gen, seed=3)
+        return dict(vocab=vocab, train=train_x, fixed=members.with_bos(fixed, vocab, dev),
+                    heldout=members.with_bos(held, vocab, dev), prompts=pr[:, :prompt_len], human=pr[:, prompt_len:],
+                    decode=c.decode, source=None)
+    if corpus == "markov":
+        src = MarkovSource.random(markov_vocab, sparsity=0.0, alpha=0.5, seed=0)
+        vocab = markov_vocab
+        train_x = torch.stack([members.with_bos(src.sample(markov_sequences, seq_len, seed=1_000 + s), vocab, dev)
+                               for s in seeds])
+        pr = src.sample(n_gen, prompt_len + gen_len, seed=99_000)
+        return dict(vocab=vocab, train=train_x, fixed=members.with_bos(src.sample(n_eval, seq_len, seed=98_000), vocab, dev),
+                    heldout=members.with_bos(src.sample(n_eval, seq_len, seed=97_000), vocab, dev),
+                    prompts=pr[:, :prompt_len], human=pr[:, prompt_len:],
+                    decode=lambda ids: " ".join(map(str, np.asarray(ids).reshape(-1).tolist())), source=src)
+    raise ValueError(f"unknown corpus {corpus!r}; allowed: shakespeare, markov")
+
+
+def acting_start(steps: int, start_frac: float) -> int:
+    """The first step at which a design acts (the acting window runs from here to `steps`)."""
+    return int(start_frac * steps)
+
+
+def c3_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: int, gen_len: int, steps: int, lr: float,
+            batch_size: int, start_frac: float, eval_every: int, n_eval: int, n_stat_samples: int, n_gen: int,
+            train_chars: int, markov_sequences: int, markov_vocab: int, d_model: int, hidden: int, layers: int,
+            heads: int, mlp_context: int, device: str, precision: str, plugins: list[str], plugin_code: str) -> dict:
+    """config: corpus, arch, label, spec (a feedback design, feedback.make). Trains every
+    seed, measures every statistic of feedback.STATISTICS on the fixed evaluation batch
+    every eval_every steps (with its two halves), then the OUTCOMES: generation entropy
+    (T = 1) and seq-rep-4 / loop share at T = 1 and greedy on continuations of held-out
+    prompts, teacher-forced entropy and cross-entropy on held-out text, over-confidence
+    (generation entropy - held-out CE), and on the Markov source the KL rates to the
+    source in both directions (exact source probabilities, Monte Carlo over sequences).
+    The keywords are the notebook's parameters of the same names; plugins: modules that
+    register designs (imported here, in every process); plugin_code: their hash
+    (plugin_code()), only part of the sweep's cache key."""
+    feedback.load_plugins(plugin_modules(plugins))
+    data = c3_data(config["corpus"], seeds, seq_len=seq_len, prompt_len=prompt_len, gen_len=gen_len, n_gen=n_gen,
+                   n_eval=n_eval, train_chars=train_chars, markov_sequences=markov_sequences,
+                   markov_vocab=markov_vocab, device=device)
+    V, M = data["vocab"], len(seeds)
+    design = feedback.make({**config["spec"], "start": acting_start(steps, start_frac)})
+    fixed = data["fixed"][None].expand(M, -1, -1)
+    heldout = data["heldout"][None].expand(M, -1, -1)
+    rec: dict[str, list] = {}
+
+    def stats(base, p, t):
+        for name, v in statistics(base, p, fixed, n_stat_samples, seq_len, seeds, precision=precision).items():
+            rec.setdefault(name, []).append(v)  # [3, M]
+        return torch.zeros(M)
+
+    evals = sorted(set(range(0, steps + 1, eval_every)) | {steps})
+    traj, base = train.train_lm(config["arch"], data["train"], vocab=V, seeds=seeds, steps=steps, lr=lr,
+                                batch_size=batch_size, feedback=design, precision=precision, eval_every=evals,
+                                eval_fns={"stats": stats}, desc=f"{config['corpus']} {config['arch']} {config['label']}",
+                                d=d_model, hidden=hidden, layers=layers, heads=heads, context=mlp_context,
+                                max_len=seq_len + 1)
+    out: dict[str, list] = {EVAL_STEP: [traj.eval_step.tolist()] * M}
+    for name, v in rec.items():
+        a = np.stack(v)  # [E, 3, M]
+        for j, half in enumerate(HALVES):
+            out[stat_key(name, half)] = a[:, j].T.tolist()
+    for name, v in traj.feedback.items():
+        if name != "step":
+            out[feedback_key(name)] = np.asarray(v).T.tolist()
+    # ---- outcomes
+    prompts = torch.as_tensor(data["prompts"])
+    H, _, ce = members.per_position(base, traj.params, heldout, precision=precision)  # [M, B, T] each
+    out["heldout_ce"] = ce.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
+    out["tf_entropy"] = H.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
+    ms = [4_242 + int(s) for s in seeds]
+    tok, lq = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
+                                     precision=precision)
+    gtok, _ = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
+                                     greedy=True, precision=precision)
+    out["gen_entropy"] = [float(-lq[m].mean()) for m in range(M)]
+    out["overconfidence"] = [g - c for g, c in zip(out["gen_entropy"], out["heldout_ce"])]
+    for suffix, t in [("", tok), ("_greedy", gtok)]:
+        out["seq_rep4" + suffix] = [float(np.mean([measures.seq_rep_n(s, 4) for s in t[m]])) for m in range(M)]
+        out["loops" + suffix] = [float(np.mean([measures.ends_in_loop(s, 32) for s in t[m]])) for m in range(M)]
+    src = data["source"]
+    if src is not None:
+        logP = np.log(src.P)
+        h = data["heldout"].cpu().numpy()[:, 1:]  # [B, T]
+        fwd = (logP[h[:, :-1], h[:, 1:]][None] + ce.double().cpu().numpy()[:, :, 1:]).reshape(M, -1).mean(1)
+        prev = np.concatenate([np.broadcast_to(data["prompts"][:, -1:], (M,) + data["prompts"][:, -1:].shape),
+                               tok[:, :, :-1]], -1)  # [M, n, L] the token before each generated one
+        rev = (lq - logP[prev, tok]).reshape(M, -1).mean(1)
+        out["forward_kl"], out["reverse_kl"] = fwd.tolist(), rev.tolist()
+    else:
+        out["forward_kl"] = out["reverse_kl"] = [float("nan")] * M
+    for key, t in zip(TEXTS, [tok, gtok]):
+        out[key] = [[data["decode"](t[m, i]) for i in range(min(N_TEXTS, n_gen))] for m in range(M)]
+    return out
+
+
+def c3_runs(records: list[dict]) -> dict:
+    """Sweep records of c3_task -> {(corpus, arch, label): run} in the result format above."""
+    return {(r["config"]["corpus"], r["config"]["arch"], r["config"]["label"]):
+            {k: v if k in TEXTS else np.asarray(v, dtype=np.float64) for k, v in r["result"].items()}
+            for r in records}
+
+
+# ---------------------------------------------------------------- designs and configurations
+def plugin_modules(plugins: list[str]) -> list[str]:
+    """The notebook's `plugins` without its empty entries ("" stands for none)."""
+    return [m for m in plugins if m]
+
+
+def plugin_code(plugins: list[str]) -> str:
+    return feedback.plugin_hash(plugin_modules(plugins))
+
+
+def configurations(corpora: list[str], archs: list[str], specs: dict[str, dict]) -> list[dict]:
+    """One sweep configuration per (corpus, family, label), maximum likelihood ('off') first."""
+    return [{"corpus": c, "arch": a, "label": label, "spec": spec} for c in corpora for a in archs
+            for label, spec in {"off": {"design": "off"}, **specs}.items()]
