@@ -23,8 +23,11 @@ def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def kl(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
-    """KL(p || q) along `axis`; +inf where p > 0 and q = 0."""
-    return special.rel_entr(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)).sum(axis)
+    """KL(p || q) = sum p log p - sum p log q along `axis` (0 log 0 = 0; +inf where p > 0 and
+    q = 0), with scipy.special.xlogy: the same rounding as the book's first edition, whereas
+    rel_entr (p log(p/q)) differs in the last bit for about half of all laws."""
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    return (special.xlogy(p, p) - special.xlogy(p, q)).sum(axis)
 
 
 def conditional_entropy(w: np.ndarray, P: np.ndarray) -> float:
