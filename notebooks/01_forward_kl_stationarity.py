@@ -247,4 +247,4 @@ plots.c1.empirical_against_true(runs, full, rank);
 
 # %%
 report.save()
-report.table()
+records.style(report.table())

@@ -247,4 +247,4 @@ records.style(c3.text_table(runs, effects, c0, archs, labels))
 # %%
 report.metric("c3_n_records", len(report.claims))
 report.save()
-report.table().filter(regex=r"^[^:]*$", axis="index")
+records.style(report.table().filter(regex=r"^[^:]*$", axis="index"))

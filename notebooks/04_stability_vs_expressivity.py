@@ -30,7 +30,7 @@
 # %% [markdown]
 # **Fixed before the run.** The *instability index* of a seed is the mean of
 # four standardised logarithms: the detrended standard deviation of the loss on
-# a fixed evaluation batch over the last {glue:text}`c4_tail_pct` of training,
+# a fixed evaluation batch over the last {glue:text}`c4_tail:.0%` of training,
 # the mean gradient norm there, the sharpness $\eta\,\lambda_{\max}$ (power
 # iteration on Hessian-vector products of the fixed-batch loss) and the relative
 # parameter drift $\lVert\theta_T-\theta_{T-\Delta}\rVert/\lVert\theta_T\rVert$
@@ -137,7 +137,7 @@ report.glue_table("c4_partial_table", partial_table, fmt="{:.3f}")
 records.style(rank_table, "{:.3f}")
 
 # %% [markdown]
-# {glue:text}`c4_rank_holds` `C4.rank` records and {glue:text}`c4_partial_holds`
+# {glue:text}`c4_rank_holds` of {glue:text}`c4_rank_count` `C4.rank` records and {glue:text}`c4_partial_holds` of {glue:text}`c4_partial_count`
 # `C4.partial` records hold. The sign of $\rho$ says in which direction stability
 # goes with a quality measure where it does predict it: for the entropy gap and
 # the KL rates a positive $\rho$ means that *more stable* training ends *further*
@@ -148,7 +148,7 @@ records.style(rank_table, "{:.3f}")
 # ## Single stabilisers
 #
 # The reference configuration (learning rate {glue:text}`c4_reference_lr`,
-# batch 32, 256 sequences, nothing else) against the same configuration with one
+# batch {glue:text}`c4_reference_batch`, {glue:text}`c4_reference_n_train` sequences, nothing else) against the same configuration with one
 # stabiliser added, the same seeds: the paired change of each seed's
 # instability index (negative: more stable), and what it does to quality.
 # Stability is measured on the optimisation trajectory and quality on the model
@@ -183,4 +183,4 @@ plt.show()
 
 # %%
 report.save()
-report.table()
+records.style(report.table())

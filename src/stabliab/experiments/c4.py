@@ -13,7 +13,6 @@ import torch
 
 from .. import lm, measures, members, optim, stats, sweep, train
 from ..sources import MarkovSource
-from ..stats import standardise
 
 NOTEBOOK = "04_stability_vs_expressivity"
 STABILITY = ["loss_std", "grad_norm", "sharpness", "drift"]  # per seed; plus "disagreement" per configuration
@@ -150,10 +149,10 @@ def run_c4(parameters: dict, seeds: list[int], device: str) -> dict:
     return {"design": out[:n], "reference": out[n], "stabilisers": dict(zip(stabilisers, out[n + 1:]))}
 
 
-def instability_index(measures: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+def instability_index(values: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
     """The pre-registered index: the mean over stability measures (columns; each larger
     when less stable, all positive) of their standardised logarithms. Larger = less stable."""
-    return standardise(measures, ref).mean(-1)
+    return stats.standardise(values, ref).mean(-1)
 
 
 def disagreement(result: dict) -> float:
@@ -190,22 +189,24 @@ def c4_table(records: list[dict], stability: list[str], quality: list[str]) -> d
     return t
 
 
-def instability(measures: np.ndarray, table: dict) -> np.ndarray:
+def instability(values: np.ndarray, table: dict) -> np.ndarray:
     """Per-seed instability index of measures [..., K], standardised by the usable
     configurations of the design in `table`."""
     ref = table["measures"][~table["diverged"]].reshape(-1, table["measures"].shape[-1])
-    return instability_index(np.maximum(measures, 1e-300), np.maximum(ref, 1e-300))
+    return instability_index(np.maximum(values, 1e-300), np.maximum(ref, 1e-300))
 
 
 # ---------------------------------------------------------------------- tables and records
 def record_parameters(report) -> None:
     """The design's sizes and the values fixed before the run, as glued metrics."""
     p = report.parameters
-    report.metric("c4_tail_pct", f"{p['tail']:.0%}")
+    report.metric("c4_tail", p["tail"])
     report.metric("c4_rank_bound", p["rank_bound"])
     report.metric("c4_n_configs", p["n_configs"])
     report.metric("c4_n_seeds", p["n_seeds"])
     report.metric("c4_reference_lr", p["reference_lr"])
+    report.metric("c4_reference_batch", REFERENCE["batch"])
+    report.metric("c4_reference_n_train", REFERENCE["n_train"])
 
 
 def config_table(table: dict, inst: np.ndarray) -> pd.DataFrame:
@@ -249,8 +250,9 @@ def rank_records(report, table: dict, inst: np.ndarray) -> tuple[pd.DataFrame, p
                                         "cross-entropy: partial Spearman ρ", stab, Y, ce)
     report.metric("c4_rho_ce", stats.spearman(stab.mean(1), ce.mean(1)))
     rank, partial = (pd.DataFrame.from_dict(t, orient="index").rename_axis("quality") for t in (rank, partial))
-    report.metric("c4_rank_holds", f"{int(rank['holds'].sum())} of {len(rank)}")
-    report.metric("c4_partial_holds", f"{int(partial['holds'].sum())} of {len(partial)}")
+    for name, t in [("rank", rank), ("partial", partial)]:
+        report.metric(f"c4_{name}_holds", int(t["holds"].sum()))
+        report.metric(f"c4_{name}_count", len(t))
     return rank, partial
 
 
@@ -258,7 +260,7 @@ def paired_columns(name: str, treated, baseline) -> dict:
     """Table cells of a paired difference treated - baseline (same seeds): its mean, the
     Student-t interval (name lo, name hi) and whether that interval excludes 0."""
     d = np.asarray(treated, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    lo, hi = stats.mean_interval(d)
+    lo, hi = stats.paired_interval(treated, baseline)
     return {name: float(d.mean()), f"{name} lo": lo, f"{name} hi": hi, f"{name} ≠ 0": not lo <= 0 <= hi}
 
 
