@@ -3,7 +3,7 @@ claims.json, build the HTML strictly; and `diff`, which compares two sets of ver
 """
 from __future__ import annotations
 
-import json
+import math
 import re
 import shutil
 import subprocess
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import nbformat
 
-from .io import write_json_atomic
+from . import io
 from .records import RULES, format_interval, format_threshold
-from .runner import RunResult, executed_path, results_path, run_notebook
+from .runner import RunResult, check_results, executed_path, read_results, results_path, run_notebook
 
 
 def toc_notebooks(root: Path) -> list[str]:
@@ -58,12 +58,13 @@ def place_notebooks(root: Path, profile: str, names: list[str]) -> None:
 
 # ---------------------------------------------------------------------- verdicts
 def collect(root: Path, profile: str, names: list[str]) -> dict:
-    """{"profile", "notebooks": {name: results dict}} for the notebooks that have results."""
+    """{"profile", "notebooks": {name: results dict}} for the notebooks that have results
+    (each checked: a corrupt one is a CorruptFile naming it)."""
     out = {}
     for name in names:
         p = results_path(root, profile, name)
         if p.is_file():
-            out[name] = json.loads(p.read_text())
+            out[name] = read_results(p, name)
     return {"profile": profile, "rules": RULES, "notebooks": out}
 
 
@@ -110,8 +111,8 @@ def claims_page(data: dict, names: list[str]) -> str:
 def write_verdicts(root: Path, profile: str, names: list[str]) -> None:
     """book/claims.md and book/_extra/claims.json (copied to the root of the built site)."""
     data = collect(root, profile, names)
-    (root / "book" / "claims.md").write_text(claims_page(data, names))
-    write_json_atomic(root / "book" / "_extra" / "claims.json", data)
+    io.write_atomic({root / "book" / "claims.md": claims_page(data, names).encode(),
+                     root / "book" / "_extra" / "claims.json": io.json_bytes(data, checksum=True)})
 
 
 # ---------------------------------------------------------------------- build
@@ -162,24 +163,49 @@ def build_book(root: Path, profile: str = "default", force: bool = False, echo=p
 
 # ---------------------------------------------------------------------- diff
 def load_verdicts(path: Path) -> dict[str, dict[str, dict]]:
-    """{notebook: {claim id: record}} from a results file, a results folder or a claims.json."""
+    """{notebook: {claim id: record}} from a results file, a results folder or a claims.json;
+    io.CorruptFile naming the file that cannot be read as one (or a path that is none)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
         if not files:
-            raise FileNotFoundError(f"no results files in {path}")
-        docs = [json.loads(p.read_text()) for p in files]
+            raise io.CorruptFile(path, "a folder without results files")
+        docs = [read_results(p, manifest=False) for p in files]
     elif path.is_file():
-        doc = json.loads(path.read_text())
-        docs = list(doc["notebooks"].values()) if "notebooks" in doc else [doc]
+        doc = io.read_json(path, checksum=None)
+        if isinstance(doc, dict) and "notebooks" in doc:
+            if not isinstance(doc["notebooks"], dict):
+                raise io.CorruptFile(path, "its notebooks entry is not a mapping")
+            docs = [check_results(d, path, manifest=False) for d in doc["notebooks"].values()]
+        else:
+            docs = [check_results(doc, path, manifest=False)]
     else:
-        raise FileNotFoundError(f"no such file or folder: {path}")
+        raise io.CorruptFile(path, "no such file or folder")
     return {d["notebook"]: {c["id"]: c for c in d["claims"]} for d in docs}
+
+
+def _verdict(c: dict) -> str:
+    """A record's state: ✓ or ✗ from `holds`, "untestable" for None; any other value as written."""
+    h = c.get("holds")
+    return "✓" if h is True else "✗" if h is False else "untestable" if h is None else str(h)
+
+
+def _value(v):
+    """A finite value as a float; anything else (NaN, stored as "nan", inf, "untestable",
+    None) as its state, a string, so that such values compare by state."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v) if math.isfinite(v) else str(float(v))
+    return str(v)
+
+
+def _show(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else v
 
 
 def diff(old: Path, new: Path, rel: float = 0.1, abs_tol: float = 1e-9) -> tuple[list[str], bool]:
     """Lines for every record whose verdict flipped, whose value moved by more than
-    abs_tol + rel * |old value|, or that exists on one side only; and whether a verdict flipped."""
+    abs_tol + rel * |old value| (or changed state: a number <-> nan), or that exists on one
+    side only; and whether a verdict flipped."""
     a, b = load_verdicts(old), load_verdicts(new)
     lines, flipped = [], False
     for nb in sorted(set(a) | set(b)):
@@ -187,15 +213,16 @@ def diff(old: Path, new: Path, rel: float = 0.1, abs_tol: float = 1e-9) -> tuple
         for cid in list(ca) + [k for k in cb if k not in ca]:
             if cid not in cb:
                 lines.append(f"{nb} {cid}: only in OLD")
-            elif cid not in ca:
-                lines.append(f"{nb} {cid}: only in NEW ({'✓' if cb[cid]['holds'] else '✗'})")
-            else:
-                x, y = ca[cid], cb[cid]
-                if x["holds"] != y["holds"]:
-                    flipped = True
-                    lines.append(f"{nb} {cid}: verdict flipped {'✓' if x['holds'] else '✗'} -> "
-                                 f"{'✓' if y['holds'] else '✗'} (value {x['value']:.4g} -> {y['value']:.4g})")
-                elif abs(y["value"] - x["value"]) > abs_tol + rel * abs(x["value"]):
-                    lines.append(f"{nb} {cid}: value moved {x['value']:.4g} -> {y['value']:.4g} "
-                                 f"(verdict {'✓' if y['holds'] else '✗'} in both)")
+                continue
+            if cid not in ca:
+                lines.append(f"{nb} {cid}: only in NEW ({_verdict(cb[cid])})")
+                continue
+            (va, vb), (x, y) = (_verdict(ca[cid]), _verdict(cb[cid])), (_value(ca[cid].get("value")),
+                                                                         _value(cb[cid].get("value")))
+            if va != vb:
+                flipped = True
+                lines.append(f"{nb} {cid}: verdict flipped {va} -> {vb} (value {_show(x)} -> {_show(y)})")
+            elif (isinstance(x, float) and isinstance(y, float) and abs(y - x) > abs_tol + rel * abs(x)) or (
+                    isinstance(x, str) or isinstance(y, str)) and x != y:
+                lines.append(f"{nb} {cid}: value moved {_show(x)} -> {_show(y)} (verdict {vb} in both)")
     return lines, flipped

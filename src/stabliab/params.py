@@ -7,14 +7,21 @@ Every assignment in the cell tagged "parameters" may carry a constraint in its c
     lr_fractions = [0.5]  # in (0, 100): fractions of the stability edge
 
 Types come from the default value (an int parameter takes ints, a float takes
-ints or floats, a list takes a list whose items obey the constraint). A parameter
-named `device` (auto, cpu, cuda, cuda:N) must name a device this machine has. A bad
-value raises ParameterError, whose one-line message names the parameter and what
-is allowed.
+finite ints or floats, never NaN or infinity; a list takes a list whose items obey the
+constraint). A parameter named `device` (auto, cpu, cuda, cuda:N) must name a device this
+machine has. A bad value raises ParameterError, whose one-line message names the
+parameter and what is allowed (in a notebook too: the kernel shows that line, not a
+traceback).
+
+A profile (profiles/NAME.yaml) is read strictly: its keys are `cell_timeout` (seconds per
+cell, a positive integer) and `notebooks` (notebook name -> parameter -> value); an unknown
+key, notebook or parameter, a value of the wrong type and a YAML syntax error are each one
+line naming the file and the line.
 """
 from __future__ import annotations
 
 import ast
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +32,16 @@ from . import io
 from .device import resolve
 
 PROFILES = ("smoke", "default", "paper")
+PROFILE_KEYS = ("cell_timeout", "notebooks")
+_NAME = re.compile(r"^[A-Za-z0-9][\w-]*$")
 
 
 class ParameterError(ValueError):
-    """A bad parameter: the message names it and what is allowed."""
+    """A bad parameter or profile: the message (one line) names it and what is allowed."""
+
+    def _render_traceback_(self):
+        """What IPython shows for it in a notebook: the one line, not a traceback."""
+        return [f"{type(self).__name__}: {self}"]
 
 
 # ---------------------------------------------------------------------- locations
@@ -44,11 +57,15 @@ def find_root(start: Path | None = None) -> Path:
     raise FileNotFoundError("not inside a stabliab repository (no notebooks/ and _toc.yml above here)")
 
 
+def notebook_names(root: Path) -> list[str]:
+    return sorted(p.stem for p in (Path(root) / "notebooks").glob("[0-9]*.py"))
+
+
 def notebook_path(root: Path, name: str) -> Path:
-    path = root / "notebooks" / f"{name}.py"
-    if not path.is_file():
-        known = sorted(p.stem for p in (root / "notebooks").glob("[0-9]*.py"))
-        raise ParameterError(f"unknown notebook {name!r}; allowed: {', '.join(known)}")
+    """notebooks/NAME.py; a name that is not one of them (a path, a typo) is refused."""
+    path = Path(root) / "notebooks" / f"{name}.py"
+    if not (isinstance(name, str) and _NAME.match(name) and path.is_file()):
+        raise ParameterError(f"unknown notebook {name!r}; allowed: {', '.join(notebook_names(root))}")
     return path
 
 
@@ -89,6 +106,8 @@ class ParamSpec:
         elif kind is float:
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
             v = float(v) if ok else v
+            if ok and not math.isfinite(v):
+                raise ParameterError(f"parameter {self.name!r}: {v!r} is not a finite number; allowed: {self.allowed()}")
         else:
             ok = isinstance(v, kind)
         if not ok:
@@ -141,7 +160,11 @@ def parameters_cell(source: str) -> str:
 
 def parse_parameters(source: str) -> dict[str, ParamSpec]:
     """name -> ParamSpec from the parameters cell (defaults and comment constraints)."""
-    code = parameters_cell(source)
+    return parse_cell(parameters_cell(source))
+
+
+def parse_cell(code: str) -> dict[str, ParamSpec]:
+    """name -> ParamSpec of every `name = literal  # constraint: help` line of one cell."""
     lines = code.splitlines()
     specs: dict[str, ParamSpec] = {}
     for node in ast.parse(code).body:
@@ -164,6 +187,31 @@ def parse_parameters(source: str) -> dict[str, ParamSpec]:
     return specs
 
 
+def notebook_specs(name: str, history=None) -> dict[str, ParamSpec]:
+    """The ParamSpecs of notebook `name` as its own kernel finds them: from notebooks/NAME.py
+    under find_root(); outside a repository (plain papermill on an executed notebook in
+    another folder) from its parameters cell among the cells the kernel ran (IPython's `In`):
+    the last one made of literal assignments with constraint comments, papermill's injected
+    cell ("# Parameters") left out."""
+    try:
+        return parse_parameters(notebook_path(find_root(), name).read_text())
+    except (FileNotFoundError, ParameterError):
+        pass
+    for code in reversed(list(history or [])):
+        if not isinstance(code, str) or code.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(code)
+            specs = parse_cell(code)
+        except (SyntaxError, ValueError):
+            continue
+        if tree.body and len(specs) == len(tree.body) and any(
+                sp.lo is not None or sp.choices is not None for sp in specs.values()):
+            return specs
+    raise ParameterError(f"cannot find the parameters cell of {name}: no notebooks/{name}.py under a stabliab "
+                         "repository here (set STABLIAB_ROOT) and none among the cells this kernel ran")
+
+
 class _Loader(yaml.SafeLoader):
     """YAML with 1.2 booleans: only true/false, so that `off`, `on`, `yes`, `no` stay
     strings (the feedback design `off` is a word, not False)."""
@@ -183,23 +231,93 @@ def parse_value(text: str):
         return text
 
 
+def _lines(node, path=()) -> dict[tuple, int]:
+    """(key, key, ...) -> line number of every mapping key in a composed YAML document."""
+    out = {}
+    if isinstance(node, yaml.MappingNode) and len(path) < 3:  # profile, notebooks, one notebook
+        for k, v in node.value:
+            key = path + (k.value if isinstance(k, yaml.ScalarNode) else str(k.value),)
+            out[key] = k.start_mark.line + 1
+            out.update(_lines(v, key))
+    return out
+
+
+def _read_profile(root: Path, profile: str) -> tuple[dict, dict, str]:
+    """(content, line of every key, the file as shown in messages), validated in shape:
+    known top-level keys and notebooks, a positive integer cell_timeout, mappings where
+    mappings belong. Parameter values are checked by resolve_parameters."""
+    path = Path(root) / "profiles" / f"{profile}.yaml"
+    if not (isinstance(profile, str) and _NAME.match(profile) and path.is_file()):
+        known = sorted(q.stem for q in (Path(root) / "profiles").glob("*.yaml")) or list(PROFILES)
+        raise ParameterError(f"unknown profile {profile!r}; allowed: {', '.join(known)}")
+    shown = f"profiles/{profile}.yaml"
+    try:
+        text = path.read_text()
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f":{mark.line + 1}" if mark else ""
+        raise ParameterError(f"{shown}{where}: YAML syntax error: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ParameterError(f"{shown}: YAML error: {str(e).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ParameterError(f"{shown}: cannot be read ({e})") from None
+    lines = _lines(node)
+
+    def fail(keys: tuple, what: str):
+        line = lines.get(keys, node.start_mark.line + 1 if node is not None else 1)
+        raise ParameterError(f"{shown}:{line}: {what}")
+
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        fail((), f"got {data!r:.60}; allowed: a mapping with the keys {', '.join(PROFILE_KEYS)}")
+    for k in data:
+        if k not in PROFILE_KEYS:
+            fail((k,), f"unknown key {k!r}; allowed: {', '.join(PROFILE_KEYS)}")
+    t = data.get("cell_timeout")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t <= 0):
+        fail(("cell_timeout",), f"cell_timeout: got {t!r}; allowed: a positive integer (seconds per cell)")
+    nbs = data.get("notebooks") or {}
+    if not isinstance(nbs, dict):
+        fail(("notebooks",), f"notebooks: got {nbs!r:.60}; allowed: a mapping notebook -> parameters")
+    known = notebook_names(root)
+    for name, values in nbs.items():
+        if name not in known:
+            fail(("notebooks", name), f"unknown notebook {name!r}; allowed: {', '.join(known)}")
+        if values is not None and not isinstance(values, dict):
+            fail(("notebooks", name), f"{name}: got {values!r:.60}; allowed: a mapping parameter -> value")
+    data["notebooks"] = {k: v or {} for k, v in nbs.items()}
+    return data, lines, shown
+
+
 def load_profile(root: Path, profile: str) -> dict:
-    if profile not in PROFILES and not (root / "profiles" / f"{profile}.yaml").is_file():
-        raise ParameterError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
-    with open(root / "profiles" / f"{profile}.yaml") as f:
-        data = yaml.load(f, Loader=_Loader) or {}
-    data.setdefault("notebooks", {})
+    """{"cell_timeout": seconds or None, "notebooks": {name: {parameter: value}}}, validated (_read_profile)."""
+    data = _read_profile(root, profile)[0]
+    data.setdefault("cell_timeout", None)
     return data
 
 
 def resolve_parameters(root: Path, name: str, profile: str, overrides: dict | None = None) -> dict:
-    """Defaults of the parameters cell, then the profile, then `overrides`; each checked."""
+    """Defaults of the parameters cell, then the profile, then `overrides`; each checked
+    (a profile's value with its file and line)."""
     specs = parse_parameters(notebook_path(root, name).read_text())
-    prof = load_profile(root, profile)["notebooks"].get(name, {}) or {}
+    data, lines, shown = _read_profile(root, profile)
     params = {k: s.default for k, s in specs.items()}
-    for origin, values in [(f"profile {profile}", prof), ("-p", overrides or {})]:
+    for origin, values in [("profile", data["notebooks"].get(name, {})), ("-p", overrides or {})]:
         for k, v in values.items():
+            where = f"{shown}:{lines.get(('notebooks', name, k), '?')}: " if origin == "profile" else ""
             if k not in specs:
-                raise ParameterError(f"unknown parameter {k!r} ({origin}) for {name}; allowed: {', '.join(specs)}")
-            params[k] = specs[k].check(v)
+                raise ParameterError(f"{where}unknown parameter {k!r} ({origin}) for {name}; allowed: {', '.join(specs)}")
+            try:
+                params[k] = specs[k].check(v)
+            except ParameterError as e:
+                raise ParameterError(f"{where}{e}") from None
     return params
+
+
+def check_profile(root: Path, profile: str, names: list[str]) -> dict[str, dict]:
+    """name -> resolved parameters for `names` and every notebook the profile lists: all
+    that `run` would refuse, refused without running anything."""
+    data = load_profile(root, profile)
+    return {n: resolve_parameters(root, n, profile) for n in dict.fromkeys([*names, *data["notebooks"]])}

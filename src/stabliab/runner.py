@@ -8,14 +8,23 @@ Each profile keeps its own executed notebooks and results side by side:
 
 so running one profile never invalidates another's cache. `stabliab book` places a
 profile's notebooks where the table of contents expects them (book.py).
+
+What a run leaves behind, however it ends: nothing but finished files. Its work folder
+(system temp, stabliab-NAME-PID-*) holds the kernel's connection file and its stderr
+log; a watchdog process (io.watchdog) kills every process of the run (kernel, pool
+workers, Ray) and removes that folder when the runner ends, even by SIGKILL; the next
+run removes any folder whose runner is gone. A results file carries a checksum; one that
+fails it, or lacks claims, is stale.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -40,9 +49,11 @@ KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 class NotebookFailed(RuntimeError):
-    def __init__(self, name: str, cell: str, error: str, saved: Path | None):
-        self.name, self.cell, self.error, self.saved = name, cell, error, saved
-        where = f" (executed copy: {saved})" if saved else ""
+    """A notebook that raised (ename: the exception's class name), timed out or lost its kernel."""
+
+    def __init__(self, name: str, cell: str, error: str, saved: Path | None, ename: str = "", note: str = ""):
+        self.name, self.cell, self.error, self.saved, self.ename = name, cell, error, saved, ename
+        where = f" (executed copy: {saved})" if saved else note
         super().__init__(f"notebook {name} failed in {cell}: {error}{where}")
 
 
@@ -73,16 +84,38 @@ def executed_path(root: Path, profile: str, name: str) -> Path:
     return root / "results" / profile / f"{name}.ipynb"
 
 
+def check_results(doc, path, name: str | None = None, manifest: bool = True) -> dict:
+    """`doc` when it has the shape of a results file (notebook, claims with id and verdict,
+    and a manifest unless manifest=False); CorruptFile naming `path` otherwise."""
+    if not isinstance(doc, dict):
+        raise io.CorruptFile(path, f"a JSON {type(doc).__name__}, not a results object")
+    claims = doc.get("claims")
+    if not isinstance(doc.get("notebook"), str) or (name is not None and doc["notebook"] != name):
+        raise io.CorruptFile(path, "names no notebook, or another one")
+    if not isinstance(claims, list) or not all(isinstance(c, dict) and "id" in c and "holds" in c for c in claims):
+        raise io.CorruptFile(path, "has no list of claim records (id, holds)")
+    if manifest and not isinstance(doc.get("manifest"), dict):
+        raise io.CorruptFile(path, "has no manifest")
+    return doc
+
+
+def read_results(path: Path, name: str | None = None, checksum: bool | None = None, manifest: bool = True) -> dict:
+    """A results file, its checksum verified (required with checksum=True, where it carries
+    one with None) and its shape checked (check_results)."""
+    return check_results(io.read_json(path, checksum=checksum), path, name, manifest)
+
+
 def is_cached(root: Path, name: str, profile: str, key: str) -> bool:
+    """Both files present, whole (the results' checksum and shape; the notebook readable) and of this key."""
     res, nb = results_path(root, profile, name), executed_path(root, profile, name)
     if not (res.is_file() and nb.is_file()):
         return False
     try:
-        r_key = json.loads(res.read_text())["manifest"].get("cache_key")
-        n_key = json.loads(nb.read_text())["metadata"].get("stabliab", {}).get("cache_key")
-    except (json.JSONDecodeError, KeyError):
+        doc = read_results(res, name, checksum=True)
+        n_key = io.read_json(nb).get("metadata", {}).get("stabliab", {}).get("cache_key")
+    except (io.CorruptFile, AttributeError):
         return False
-    return r_key == key == n_key
+    return doc["manifest"].get("cache_key") == key == n_key
 
 
 def _git_commit(root: Path) -> str:
@@ -117,9 +150,9 @@ def to_notebook(py_path: Path):
 
 def lock(root: Path, profile: str, name: str, wait: bool = True, echo=None):
     """The lock of one notebook and profile (results/PROFILE/.NAME.lock). A second run
-    waits for the first (saying so once) or, with wait=False, raises Busy."""
-    path = root / "results" / profile / f".{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    waits for the first (saying so once) or, with wait=False, raises Busy; a folder where
+    no lock can be made is a FileFault naming it."""
+    path = io.ensure_dir(root / "results" / profile) / f".{name}.lock"
     lk = FileLock(str(path))
     try:
         lk.acquire(timeout=0)
@@ -129,7 +162,106 @@ def lock(root: Path, profile: str, name: str, wait: bool = True, echo=None):
         if echo:
             echo(f"{name}: waiting for another run of it (profile {profile}) to finish")
         lk.acquire()
+    except OSError as e:
+        raise io.FileFault.of(e, path) from None
     return lk
+
+
+_WORK = re.compile(r"^stabliab-.+-(\d+)-[^-]+$")
+
+
+def clean_stale_work() -> None:
+    """Remove the work folders (stabliab-NAME-PID-*) of runs whose runner is gone."""
+    for d in Path(tempfile.gettempdir()).glob("stabliab-*"):
+        m = _WORK.match(d.name)
+        if not (m and d.is_dir()):
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def _isolated(work: Path):
+    """Inside the block, processes started here (the kernel and all it starts) write their
+    stderr to work/kernel.log, not this terminal (a dying kernel's and Ray's C++ noise),
+    and temporary files of this process (the kernel's connection file) go to `work`."""
+    sys.stderr.flush()
+    saved, tempdir, stderr = os.dup(2), tempfile.tempdir, sys.stderr
+    log = os.open(work / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stderr = open(saved, "w", buffering=1, closefd=False)
+    os.dup2(log, 2)
+    os.close(log)
+    tempfile.tempdir = str(work)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = tempdir
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr = stderr
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f" (kernel log: {lines[-1][:200]})" if lines else ""
+
+
+def _free_space_needed(res_path: Path, nb_path: Path) -> int:
+    """Twice the size of the last results and executed notebook (a temporary copy and the
+    file), at least 8 MiB."""
+    last = sum(p.stat().st_size for p in (res_path, nb_path) if p.is_file())
+    return 2 * max(last, 4 * 2**20)
+
+
+def _execute(root: Path, name: str, params: dict, timeout, work: Path, env: dict, res_path: Path):
+    """papermill on the notebook in `work`; the executed notebook (a failing cell raises
+    NotebookFailed, after saving the executed copy beside the results when it can)."""
+    src_nb, out_nb = work / f"{name}.in.ipynb", work / f"{name}.ipynb"
+    nbformat.write(to_notebook(notebook_path(root, name)), src_nb)
+    # failures reach us as exceptions (reported below, one line); papermill's and nbclient's
+    # own log lines (e.g. "Kernel died" while a run is being interrupted) would repeat them
+    pm_log = logging.getLogger("papermill")
+    pm_level = pm_log.level
+    pm_log.setLevel(logging.CRITICAL)
+    bar = sys.stderr.isatty()
+    try:
+        with io.environment(**env), _isolated(work):
+            pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3", cwd=str(root),
+                                progress_bar=bar, log_output=False, execution_timeout=timeout,
+                                extra_arguments=KERNEL_ARGS)
+    except pm.PapermillExecutionError as e:
+        failed, note = res_path.with_name(f"{name}.failed.ipynb"), ""
+        try:  # the cell's error is the message; a copy that cannot be written only adds a note
+            io.write_atomic({failed: out_nb.read_bytes()})
+        except OSError as w:
+            failed, note = None, f" (its executed copy could not be written: {w})"
+        first = (e.source or "").strip().splitlines()
+        cell = f"cell [{e.exec_count}]" + (f" `{first[0][:60]}`" if first else "")
+        raise NotebookFailed(name, cell, f"{e.ename}: {e.evalue}", failed, e.ename, note) from None
+    except Exception as e:  # cell timeouts, dead kernels; a fault of the work folder's file system
+        if isinstance(e, OSError) and not isinstance(e, TimeoutError):
+            raise io.FileFault.of(e, work) from None
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise NotebookFailed(name, "execution", f"{type(e).__name__}: {msg}{_last_line(work / 'kernel.log')}",
+                             None) from None
+    finally:
+        pm_log.setLevel(pm_level)
+    return nbformat.read(out_nb, as_version=4)
+
+
+def _repeat_warnings(path: Path) -> None:
+    """The warning lines the kernel wrote (io.warn), once each, on this terminal."""
+    with contextlib.suppress(OSError):
+        for line in dict.fromkeys(path.read_text().splitlines()):
+            print(line, file=sys.stderr)
 
 
 def run_notebook(root: Path, name: str, profile: str = "default", overrides: dict | None = None,
@@ -137,50 +269,37 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
                  echo=None) -> RunResult:
     """Execute one notebook with papermill; write executed notebook and results atomically.
 
-    Parameters are validated before anything else. The run holds the notebook's lock;
-    its work happens in a temporary folder that is removed however the run ends
-    (success, a failing cell, Ctrl-C), so the last good results stay untouched."""
+    Parameters and the profile are validated before anything else, then free space. The
+    run holds the notebook's lock; its work happens in a temporary folder that is removed
+    however the run ends (success, a failing cell, Ctrl-C, SIGTERM; after SIGKILL by the
+    watchdog), so the last good results stay untouched."""
     root = Path(root).resolve()
     params = resolve_parameters(root, name, profile, overrides)  # raises before any work
+    timeout = cell_timeout or load_profile(root, profile)["cell_timeout"]
     key = cache_key(root, name, params)
     res_path, nb_path = results_path(root, profile, name), executed_path(root, profile, name)
     if not force and is_cached(root, name, profile, key):
         return RunResult(name, "cached", 0.0, res_path, nb_path)
+    clean_stale_work()
     lk = lock(root, profile, name, wait=wait, echo=echo)
-    work = None
+    work = guard = None
     try:
         if not force and is_cached(root, name, profile, key):  # the run we waited for made it
             return RunResult(name, "cached", 0.0, res_path, nb_path)
-        timeout = cell_timeout or load_profile(root, profile).get("cell_timeout")
-        work = Path(tempfile.mkdtemp(prefix=f"stabliab-{name}-"))
-        src_nb, out_nb, tmp_res = work / f"{name}.in.ipynb", work / f"{name}.ipynb", work / "results.json"
-        nbformat.write(to_notebook(notebook_path(root, name)), src_nb)
+        need = _free_space_needed(res_path, nb_path)
+        io.require_free(res_path.parent, need)
+        work = Path(tempfile.mkdtemp(prefix=f"stabliab-{name}-{os.getpid()}-"))
+        guard = io.watchdog(work)
+        io.require_free(work, need)
+        tmp_res, warnings = work / "results.json", work / "warnings.txt"
+        env = {io.RESULTS_FILE: str(tmp_res), io.PROGRESS: "0", io.PROFILE: profile, io.WARNINGS: str(warnings),
+               io.RUN: str(work)}
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        # failures reach us as exceptions (reported below, one line); papermill's and nbclient's
-        # own log lines (e.g. "Kernel died" while a run is being interrupted) would repeat them
-        pm_log = logging.getLogger("papermill")
-        pm_level = pm_log.level
-        pm_log.setLevel(logging.CRITICAL)
-        env = {io.RESULTS_FILE: str(tmp_res), io.PROGRESS: "0", io.PROFILE: profile}
-        with io.environment(**env):
-            try:
-                pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3",
-                                    cwd=str(root), progress_bar=sys.stderr.isatty(), log_output=False,
-                                    execution_timeout=timeout, extra_arguments=KERNEL_ARGS)
-            except pm.PapermillExecutionError as e:
-                failed = res_path.with_name(f"{name}.failed.ipynb")
-                shutil.copy(out_nb, failed)
-                first = (e.source or "").strip().splitlines()
-                cell = f"cell [{e.exec_count}]" + (f" `{first[0][:60]}`" if first else "")
-                raise NotebookFailed(name, cell, f"{e.ename}: {e.evalue}", failed) from None
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # timeouts, dead kernels
-                msg = str(e).splitlines()[0] if str(e) else ""
-                raise NotebookFailed(name, "execution", f"{type(e).__name__}: {msg}", None) from None
-            finally:
-                pm_log.setLevel(pm_level)
+        try:
+            nb = _execute(root, name, params, timeout, work, env, res_path)
+        finally:
+            _repeat_warnings(warnings)
         seconds = time.perf_counter() - t0
         if not tmp_res.is_file():
             raise NotebookFailed(name, "its end", "the notebook did not save its Report (report.save())", None)
@@ -189,15 +308,13 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         result["parameters"] = params
         result["manifest"].update(git_commit=_git_commit(root), source_hash=key, cache_key=key,
                                   started=started.isoformat(timespec="seconds"), seconds=round(seconds, 2))
-        nb = nbformat.read(out_nb, as_version=4)
         nb.metadata["stabliab"] = {"cache_key": key, "profile": profile, "parameters": params}
-        nbformat.write(nb, out_nb)
-        tmp_nb = nb_path.with_name(f".{name}.ipynb.tmp")  # atomic: write beside the target, then rename
-        shutil.copy(out_nb, tmp_nb)
-        os.replace(tmp_nb, nb_path)
-        io.write_json_atomic(res_path, result)
+        # both written beside their targets first, then renamed: a full disk leaves both old files
+        io.write_atomic({nb_path: nbformat.writes(nb).encode(), res_path: io.json_bytes(result, checksum=True)})
         return RunResult(name, "ran", seconds, res_path, nb_path, result["claims"])
     finally:
+        if guard is not None:
+            io.end_watchdog(guard)
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
         lk.release()

@@ -8,7 +8,13 @@ seeds-at-once run depends only on its own seed). Every finished configuration is
 written atomically to OUT/KEY.json, KEY = sha256(task name, configuration, context,
 code hash), holding its results seed by seed, so a killed sweep resumes where it
 stopped and a rerun with more configurations or more seeds computes only the new
-configurations and seeds.
+configurations and seeds. Each file carries a checksum of its content: a file that cannot
+be read, fails its checksum (edited numbers) or lacks the shape written here is named in
+one warning line (io.warn) and recomputed, for that configuration only.
+
+Every executor runs through one loop over the concurrent.futures interface (submit ->
+future, wait for the first completed): this process (`_Inline`), a spawned process pool
+whose workers die with their parent, or Ray (`_Ray`, a small adapter).
 
     results = run_sweep(task, configs, seeds, out_dir, executor="local" | "processes" | "ray")
 """
@@ -21,7 +27,8 @@ import logging
 import multiprocessing as mp
 import os
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
@@ -45,14 +52,6 @@ class SweepError(RuntimeError):
 
 
 # ---------------------------------------------------------------------- designs
-def grid(**axes) -> list[dict]:
-    """Every combination of the listed values, in order: grid(lr=[0.1, 1], bs=[8]) -> 2 configs."""
-    out = [{}]
-    for name, values in axes.items():
-        out = [{**c, name: v} for c in out for v in values]
-    return out
-
-
 def space_filling(space: dict, n: int, seed: int, method: str = "sobol") -> list[dict]:
     """n configurations from a seeded Sobol or Latin-hypercube design. space maps a name
     to ("log", lo, hi), ("lin", lo, hi), ("int-log", lo, hi) or ("choice", [values])."""
@@ -103,7 +102,88 @@ def task_context(task: Callable, parameters: dict, **extra) -> dict:
     return {n: extra[n] if n in extra else parameters[n] for n in names}
 
 
+# ---------------------------------------------------------------------- cache
+def _shape_problem(rec, key: str, config: dict) -> str | None:
+    """What is wrong with a stored configuration's record, None when it has the shape run_sweep writes."""
+    if not isinstance(rec, dict) or not {"config", "key", "per_seed"} <= set(rec):
+        return "lacks config, key or per_seed"
+    if rec["key"] != key or rec["config"] != json.loads(json.dumps(io.plain(config))):
+        return "belongs to another configuration"
+    per = rec["per_seed"]
+    if not isinstance(per, dict) or not all(isinstance(v, dict) and v for v in per.values()):
+        return "per_seed is not seed -> measurements"
+    if len({tuple(sorted(v)) for v in per.values()}) > 1:
+        return "its seeds do not hold the same measurements"
+    return None
+
+
+def _stored(path: Path, key: str, config: dict) -> dict:
+    """The cached record of one configuration; an empty one (to be computed) when there is
+    none, or, with one warning line naming the file, when it cannot be read, fails its
+    checksum or lacks the shape this function writes."""
+    empty = {"config": config, "key": key, "per_seed": {}}
+    if not path.is_file():
+        return empty
+    try:
+        rec = io.read_json(path, checksum=True)
+        problem = _shape_problem(rec, key, config)
+    except io.CorruptFile as e:
+        problem = str(e).removeprefix(f"{path}: ")
+    if problem:
+        io.warn(f"{path}: {problem}; recomputing this configuration")
+        return empty
+    return rec
+
+
 # ---------------------------------------------------------------------- executors
+class _Inline:
+    """The local executor in the concurrent.futures interface: submit runs the call at once."""
+
+    def submit(self, fn, *args) -> Future:
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+    def shutdown(self, wait=True, cancel_futures=False) -> None:
+        pass
+
+
+class _Ray:
+    """Ray in the concurrent.futures interface (the optional [ray] extra): a local
+    instance, or a cluster through RAY_ADDRESS; submit returns the ObjectRef's future."""
+
+    def __init__(self, workers: int | None, device: str):
+        import ray
+        self.ray, self.started = ray, not ray.is_initialized()
+        if self.started:
+            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, configure_logging=True,
+                     **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or os.cpu_count()}))
+        self.options = dict(num_gpus=1 if device.startswith("cuda") else 0, num_cpus=1)
+        self.remotes: dict = {}
+
+    def submit(self, fn, *args) -> Future:
+        if fn not in self.remotes:
+            self.remotes[fn] = self.ray.remote(**self.options)(fn)
+        return self.remotes[fn].remote(*args).future()
+
+    def shutdown(self, wait=True, cancel_futures=False) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def _executor(executor: str, workers: int | None, threads: int, device: str, n_tasks: int):
+    """(executor with submit -> Future and shutdown, how many calls it runs at once)."""
+    if executor == "local":
+        return _Inline(), 1
+    if executor == "processes":
+        n = workers or max(1, (os.cpu_count() or 1) // max(threads, 1))
+        # spawned workers die with this process, however it ends (io.die_with_parent)
+        return ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=io.die_with_parent,
+                                   initargs=(os.getpid(),)), n
+    return _Ray(workers, device), max(n_tasks, 1)
+
+
 def _call(task, config, seeds, context, threads):
     """Run one task; (ok, result or formatted error). Threads are set per task so that
     every executor computes with the same number of threads."""
@@ -117,11 +197,6 @@ def _call(task, config, seeds, context, threads):
             return False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
 
 
-def _ray_remote(device: str):
-    import ray
-    return ray.remote(num_gpus=1 if device.startswith("cuda") else 0, num_cpus=1)(_call)
-
-
 def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, executor: str = "local",
               workers: int | None = None, context: dict | None = None, threads: int = 1, desc: str = "sweep",
               device: str = "cpu") -> list[dict]:
@@ -131,68 +206,53 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
     Raises SweepError naming the failed configurations after all others are written."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = io.ensure_dir(Path(out_dir))
     context = dict(context or {})
     code = io.code_hash()
     seeds = [int(s) for s in seeds]
     keys = [config_key(task, c, context, code) for c in configs]
-    stored: dict[str, dict] = {}  # key -> {"config", "key", "per_seed": {seed: {name: value}}}
-    for k, c in zip(keys, configs):
-        p = out_dir / f"{k}.json"
-        stored[k] = json.loads(p.read_text()) if p.is_file() else {"config": c, "key": k, "per_seed": {}}
+    stored = {k: _stored(out_dir / f"{k}.json", k, c) for k, c in zip(keys, configs)}
     todo = [(k, c, [s for s in seeds if str(s) not in stored[k]["per_seed"]]) for k, c in zip(keys, configs)]
-    todo = [(k, c, missing) for k, c, missing in todo if missing]
+    queue = deque((k, c, missing) for k, c, missing in todo if missing)
+    n_cached = len(configs) - len(queue)
     failed: list[tuple[dict, str]] = []
-    bar = io.progress(None, total=len(configs), desc=desc, initial=len(configs) - len(todo))
-    bar.set_postfix(cached=len(configs) - len(todo), running=0)
+    bar = io.progress(None, total=len(configs), desc=desc, initial=n_cached)
 
     def done(k, c, missing, ok, res):
         if ok:
             bad = [n for n, v in res.items() if not isinstance(v, list) or len(v) != len(missing)]
             if bad:
                 ok, res = False, f"task returned values that are not one per seed: {', '.join(bad)}"
+        rec = stored[k]
+        if ok and rec["per_seed"] and set(next(iter(rec["per_seed"].values()))) != set(res):
+            io.warn(f"{out_dir / f'{k}.json'}: its cached seeds lack the shape the task returns; recomputing them")
+            stored[k] = {"config": c, "key": k, "per_seed": {}}
+            queue.append((k, c, seeds))
+            return
         if ok:
-            rec = stored[k]
             for i, s in enumerate(missing):
                 rec["per_seed"][str(s)] = {n: v[i] for n, v in res.items()}
-            io.write_json_atomic(out_dir / f"{k}.json", rec)
+            io.write_json_atomic(out_dir / f"{k}.json", rec, checksum=True)
         else:
             failed.append((c, res.strip().splitlines()[0]))
         bar.update(1)
 
-    if executor == "local":
-        for k, c, missing in todo:
-            bar.set_postfix(cached=len(configs) - len(todo), running=1)
-            done(k, c, missing, *_call(task, c, missing, context, threads))
-    elif executor == "processes":
-        n = workers or max(1, (os.cpu_count() or 1) // max(threads, 1))
-        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(_call, task, c, missing, context, threads): (k, c, missing) for k, c, missing in todo}
-            pending = set(futs)
-            while pending:
-                bar.set_postfix(cached=len(configs) - len(todo), running=min(n, len(pending)))
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    done(*futs[f], *f.result())
-    else:
-        import ray  # the optional [ray] extra
-        started = not ray.is_initialized()
-        if started:  # RAY_ADDRESS joins a cluster; otherwise a local instance
-            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR, configure_logging=True,
-                     **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": workers or os.cpu_count()}))
-        remote = _ray_remote(device)
-        refs = {remote.remote(task, c, missing, context, threads): (k, c, missing) for k, c, missing in todo}
-        pending = list(refs)
-        while pending:
-            bar.set_postfix(cached=len(configs) - len(todo), running=len(pending))
-            ready, pending = ray.wait(pending, num_returns=1)
-            for r in ready:
-                done(*refs[r], *ray.get(r))
-        if started:
-            ray.shutdown()
-    bar.close()
+    # one loop for every executor: at most `width` calls in flight, the next one submitted
+    # as soon as one is done, each written as it finishes (a killed sweep keeps them)
+    pool, width = _executor(executor, workers, threads, device, len(queue)) if queue else (_Inline(), 1)
+    running: dict[Future, tuple] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < width:
+                k, c, missing = item = queue.popleft()
+                running[pool.submit(_call, task, c, missing, context, threads)] = item
+            bar.set_postfix(cached=n_cached, running=len(running))
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                done(*running.pop(f), *f.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     if failed:
         raise SweepError(failed)
     out = []
