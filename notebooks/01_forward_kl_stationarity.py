@@ -73,7 +73,7 @@ report.set_device(describe(dev, "fp64"))
 # weights $\hat w_c = n_c/n$.
 
 # %%
-pb = c1.call(c1.problem, report, seeds, device=dev)
+pb = report.call(c1.problem, seeds, device=dev)
 c1.record_sample(report, pb)
 records.style(c1.sample_table(pb).T, fmt="{:.4g}")
 
@@ -99,7 +99,7 @@ records.style(c1.sample_table(pb).T, fmt="{:.4g}")
 # times larger than the training initialisation). The minimum over starts is $\mathrm{KL}^*$.
 
 # %%
-fit = c1.call(c1.forward_fit, report, pb)
+fit = report.call(c1.forward_fit, pb)
 c1.record_minimiser(report, fit)
 
 # %% [markdown]
@@ -141,7 +141,7 @@ records.style(c1.maxent_table(pb, fit), fmt="{:.4f}")
 # the edge $2/\lambda_{\max}$ of its seed.
 
 # %%
-runs = c1.call(c1.edge_runs, report, pb, fit)
+runs = report.call(c1.edge_runs, pb, fit)
 
 # %% [markdown]
 # ## (a) The identity, at every logged step
@@ -205,8 +205,8 @@ plots.c1.unstable_oscillation(runs);
 # punishes mass *where $\hat p_N$ is small* (mode-seeking).
 
 # %%
-rev = c1.call(c1.reverse_fit, report, pb)
-summary = c1.call(c1.coverage_summary, report, pb, fit, rev)  # means over seeds
+rev = report.call(c1.reverse_fit, pb)
+summary = report.call(c1.coverage_summary, pb, fit, rev)  # means over seeds
 c1.record_coverage(report, summary)
 plots.c1.fits_against_truth(pb.src.P, pb.P_hat[0], fit["Q"][0], rev["Q"][0], seeds[0])
 records.style(summary)
@@ -227,7 +227,7 @@ records.style(summary)
 # the sample missed is driven towards zero probability.
 
 # %%
-full = c1.call(c1.full_family_run, report, pb)
+full = report.call(c1.full_family_run, pb)
 c1.record_full_family(report, runs, full)
 plots.c1.empirical_against_true(runs, full, rank);
 

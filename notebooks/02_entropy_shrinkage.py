@@ -78,8 +78,8 @@ plots.setup()
 dev = setup(device, precision)
 report = records.Report.from_notebook("02_entropy_shrinkage", globals(), range(seed, seed + n_seeds))
 report.set_device(describe(dev, precision))
-env = dict(device=dev, arch_kw=c2.run(c2.architecture, report))  # what the tasks get besides the parameters
-src = c2.run(c2.markov_source, report)
+env = dict(device=dev, arch_kw=report.call(c2.architecture))  # what the tasks get besides the parameters
+src = report.call(c2.markov_source)
 c2.glue_parameters(report, src)
 
 # %% [markdown]
@@ -95,7 +95,7 @@ c2.glue_parameters(report, src)
 # ({glue:text}`c2_bias_reps` samples per $N$) and draw the right side over it.
 
 # %%
-bias = c2.run(c2.plugin_bias, report, src)
+bias = report.call(c2.plugin_bias, src)
 c2.plugin_bias_records(report, bias)
 plots.c2.plugin_deficit(bias); plt.show()
 records.style(bias, "{:.5g}")
@@ -124,9 +124,9 @@ records.style(bias, "{:.5g}")
 #    the fit can only approach $\hat p_N$.
 
 # %%
-deficit = c2.run(c2.plugin_deficit, report, src)
+deficit = report.call(c2.plugin_deficit, src)
 c2.plugin_records(report, src, deficit)
-fit = c2.run(c2.order_matched_fit, report, src, **env)
+fit = report.call(c2.order_matched_fit, src, **env)
 c2.mechanism_records(report, src, fit)
 records.style(c2.mechanism_table(src, fit, report.seeds), "{:.4g}")
 
@@ -153,13 +153,13 @@ records.style(c2.mechanism_table(src, fit, report.seeds), "{:.4g}")
 # the model fits more than the sample's transition statistics. The second figure shows the final entropy against $N$.
 
 # %%
-heldout = c2.run(c2.heldout_sequences, report, src, **env)
-runs = c2.run(c2.train_families, report, src, heldout, **env)
+heldout = report.call(c2.heldout_sequences, src, **env)
+runs = report.call(c2.train_families, src, heldout, **env)
 plots.c2.training_curves(runs, archs, min(n_values), src.entropy_rate); plt.show()
 final = c2.final_table(src, runs, report.seeds)
 plots.c2.final_entropy_ratio(final, archs, n_values); plt.show()
 c2.memorise_records(report, src, runs)
-report.glue_table("c2_precision_table", c2.run(c2.precision_table, report, src, runs, heldout))
+report.glue_table("c2_precision_table", report.call(c2.precision_table, src, runs, heldout))
 records.style(final.groupby(["arch", "N"]).mean(numeric_only=True).drop(columns="seed"))
 
 # %% [markdown]
@@ -197,8 +197,8 @@ records.style(final.groupby(["arch", "N"]).mean(numeric_only=True).drop(columns=
 # without a prior, so it is shown in the table but is not evidence.
 
 # %%
-zipf = c2.run(c2.zipf_source, report)
-modes, mass = c2.run(c2.mode_concentration, report, zipf, **env)
+zipf = report.call(c2.zipf_source)
+modes, mass = report.call(c2.mode_concentration, zipf, **env)
 c2.modes_records(report, modes)
 plots.c2.mode_mass(mass, archs); plt.show()
 
@@ -244,7 +244,7 @@ plots.c2.mode_mass(mass, archs); plt.show()
 # ## Claim records
 
 # %%
-early = c2.run(c2.early_stopping, report, src, runs)
+early = report.call(c2.early_stopping, src, runs)
 c2.early_records(report, early)
 report.save()
 records.style(report.table())

@@ -28,7 +28,7 @@ def src():
 
 
 def call(task, report, *args, **extra):
-    return c2.run(task, report, *args, device=torch.device("cpu"), arch_kw=c2.run(c2.architecture, report), **extra)
+    return report.call(task, *args, device=torch.device("cpu"), arch_kw=report.call(c2.architecture), **extra)
 
 
 def fake_trajectory(heldout, gen_H, loss):
@@ -50,12 +50,12 @@ def test_every_task_keyword_is_a_notebook_parameter_or_derived_and_has_no_defaul
 
 
 def test_architecture_covers_both_sources_sequences(report):
-    kw = c2.run(c2.architecture, report)
+    kw = report.call(c2.architecture)
     assert kw["max_len"] == max(P["seq_len"], P["mode_len"]) + 1 and kw["context"] == P["mlp_context"]
 
 
 def test_plugin_bias_is_negative_shrinks_with_n_and_miller_madow_is_the_formula(report, src):
-    bias = c2.run(c2.plugin_bias, report, src)
+    bias = report.call(c2.plugin_bias, src)
     assert (bias.N.diff().dropna() > 0).all()
     np.testing.assert_array_equal(bias.transitions, bias.N * (P["seq_len"] - P["order"]))
     K = src.support_sizes()
@@ -67,7 +67,7 @@ def test_plugin_bias_is_negative_shrinks_with_n_and_miller_madow_is_the_formula(
 
 
 def test_plugin_deficit_is_positive_on_average_and_recorded(report, src):
-    deficit = c2.run(c2.plugin_deficit, report, src)
+    deficit = report.call(c2.plugin_deficit, src)
     assert deficit.shape == (P["bias_reps"],) and deficit.mean() > 0
     c2.plugin_records(report, src, deficit)
     plugin = {c.id: c for c in report.claims}["C2.plugin"]
@@ -95,11 +95,11 @@ def test_trained_families_precision_table_and_early_stopping(report, src):
     assert r["h_final"].shape == (len(SEEDS),) and np.isfinite(r["h_final"]).all()
     assert ((0 <= r["coverage"]) & (r["coverage"] <= 1)).all()
     assert ((0 < r["data_coverage"]) & (r["data_coverage"] <= 1)).all()
-    prec = c2.run(c2.precision_table, report, src, runs, heldout, **one)
+    prec = report.call(c2.precision_table, src, runs, heldout, **one)
     # the fp32 held-out CE of the final models is the trajectory's last held-out evaluation
     assert prec.loc["mlp", "held-out CE, fp32 [nats/token]"] == pytest.approx(r["traj"]["heldout"][-1].mean(), abs=1e-5)
     assert 0 <= prec.loc["mlp", "sampled tokens that agree"] <= 1
-    early = c2.run(c2.early_stopping, report, src, runs, **one)["mlp"]
+    early = report.call(c2.early_stopping, src, runs, **one)["mlp"]
     assert set(early["step"]) <= set(r["traj"].eval_step)
 
 
@@ -108,7 +108,7 @@ def test_early_stopping_reads_each_seed_at_its_held_out_minimum(report, src):
     tr = fake_trajectory(heldout=[[3.0, 3.0], [2.0, 1.0], [1.0, 2.0], [4.0, 4.0]],
                          gen_H=[[9.0, 9.0], [1.1 * H, 1.3 * H], [1.2 * H, 0.5 * H], [0.0, 0.0]], loss=[[1.0, 1.0]] * 4)
     runs = {("mlp", N0): {"traj": tr, "h_final": np.array([0.8, 0.9]) * H}}
-    early = c2.run(c2.early_stopping, report, src, runs, archs=["mlp"])["mlp"]
+    early = report.call(c2.early_stopping, src, runs, archs=["mlp"])["mlp"]
     np.testing.assert_array_equal(early["step"], [20, 10])
     np.testing.assert_allclose(early["ratio"], [1.2, 1.3])
     table = c2.early_records(report, {"mlp": early})
@@ -146,7 +146,7 @@ def test_mode_row_of_a_model_that_copies_the_sample():
 
 
 def test_mode_concentration_masses_are_probabilities(report):
-    zipf = c2.run(c2.zipf_source, report)
+    zipf = report.call(c2.zipf_source)
     modes, mass = call(c2.mode_concentration, report, zipf, archs=["mlp"], mode_steps=20)  # holds at any step
     assert len(modes) == len(SEEDS) and len(mass) == len(SEEDS) * P["n_modes"]
     per_seed = mass.groupby("seed")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io, params
-from .stats import LEVEL, mean_interval, share_interval
+from . import io, params, sweep
+from .stats import LEVEL, mean_interval, paired_interval
 
 COMPARATORS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
                ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
@@ -46,7 +46,7 @@ RULES = {
     "joint": "holds when every part holds (each a Student-t interval of a paired mean difference); value and "
              "interval of the part with the smallest standardised margin",
     "bootstrap": "percentile bootstrap of a rank correlation over configurations, then seeds within each "
-                 "(analysis.rank_bootstrap)",
+                 "(stats.rank_bootstrap)",
 }
 
 
@@ -160,12 +160,20 @@ class Report:
         `namespace` (the notebook's globals(), after papermill's injected cell), each checked
         against the cell's constraint comments (params.ParamSpec.check). A bad value stops
         plain papermill and interactive runs with the one-line ParameterError that
-        `stabliab run` gives. The notebook source is found under params.find_root()."""
-        specs = params.parse_parameters(params.notebook_path(params.find_root(), notebook).read_text())
+        `stabliab run` gives (the kernel shows that line, not a traceback). The cell is
+        read from the notebook's source under params.find_root(), or, outside a repository,
+        from the cells the kernel ran (params.notebook_specs)."""
+        specs = params.notebook_specs(notebook, namespace.get("In"))
         missing = [k for k in specs if k not in namespace]
         if missing:
             raise params.ParameterError(f"{notebook}: parameters cell names {', '.join(missing)}, which are not defined")
         return cls(notebook, {k: specs[k].check(namespace[k]) for k in specs}, seeds)
+
+    def call(self, task, *args, **extra):
+        """task(*args, **kw), kw its keyword-only arguments taken by name from this run's
+        parameters, its seeds (`seeds`) or `extra` (which wins; values the notebook derives,
+        such as the resolved device): parameter names are written once, in the parameters cell."""
+        return task(*args, **sweep.task_context(task, {**self.parameters, "seeds": self.seeds}, **extra))
 
     def set_device(self, info: dict) -> None:
         """Where the numbers were computed (device.describe): goes into the manifest."""
@@ -217,16 +225,8 @@ class Report:
         if t.shape != b.shape:
             raise ValueError(f"paired claim {id!r}: {t.size} treated values against {b.size} baseline values")
         d = t - b
-        return self.claim(id, statement, d.mean(), mean_interval(d, self.level), threshold, comparator, unit,
+        return self.claim(id, statement, d.mean(), paired_interval(t, b, self.level), threshold, comparator, unit,
                           rule="paired", n=d.size)
-
-    def share(self, id: str, statement: str, successes, threshold, comparator: str = ">=") -> Claim:
-        """A claim about the share of seeds where something happened (Clopper–Pearson)."""
-        s = np.asarray(successes).reshape(-1)
-        if s.dtype != bool:
-            raise ValueError(f"share claim {id!r} needs a boolean per seed")
-        return self.claim(id, statement, s.mean(), share_interval(int(s.sum()), s.size, self.level), threshold,
-                          comparator, rule="share", n=s.size)
 
     def identity(self, id: str, statement: str, errors, tolerance: float, unit: str = "") -> Claim:
         """A deterministic identity: holds when the largest absolute error is below tolerance."""
@@ -262,7 +262,7 @@ class Report:
             if t.shape != b.shape:
                 raise ValueError(f"joint record {id!r}, part {p['name']!r}: {t.size} treated against {b.size} baseline")
             d = t - b
-            lo, hi = mean_interval(d, self.level)
+            lo, hi = paired_interval(t, b, self.level)
             c = Claim(p["name"], p["name"], float(d.mean()), (lo, hi), float(p.get("threshold", 0.0)),
                       p.get("comparator", "<"), _holds(p.get("comparator", "<"), float(p.get("threshold", 0.0)), lo, hi),
                       p.get("unit", ""), "paired", d.size)
@@ -291,9 +291,14 @@ class Report:
         self.metrics[name] = io.plain(df.reset_index().to_dict(orient="records"))
         glue(name, style(df, fmt, bold))
 
-    def table(self):
-        return pd.DataFrame([{"claim": c.id, "value": c.value, "95% interval": format_interval(c),
-                              "threshold": format_threshold(c), "rule": c.rule, "verdict": c.verdict}
+    def table(self) -> pd.DataFrame:
+        """Every record so far, one row each: value, interval (lo, hi; NaN for an identity),
+        the threshold as its rule reads, the interval rule and whether it holds (numbers and
+        booleans; display it through records.style)."""
+        return pd.DataFrame([{"claim": c.id, "value": c.value,
+                              "lo": np.nan if c.interval is None else c.interval[0],
+                              "hi": np.nan if c.interval is None else c.interval[1],
+                              "threshold": format_threshold(c), "rule": c.rule, "holds": c.holds}
                              for c in self.claims]).set_index("claim")
 
     def to_dict(self) -> dict:

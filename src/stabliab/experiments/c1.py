@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import loglinear, measures, optim, sweep, train
+from .. import loglinear, measures, optim, train
 from ..sources import MarkovSource
 
 IDENTITY_TOL = 1e-10  # nats: the identity CE = H + KL holds to float64 rounding
@@ -24,12 +24,6 @@ FORWARD_SEED, REVERSE_SEED = 10**6, 2 * 10**6  # first initialisation seed of th
 FITS = {"fwd": "forward-KL fit", "rev": "reverse-KL fit"}
 COVERAGE = {"kept": "kept share of p̂ support", "outside": "mass outside p̂ support",
             "dropped": "p̂-mass dropped"}  # measures.support_coverage key -> column
-
-
-def call(task, report, *args, **extra):
-    """task(*args, **its keyword-only arguments), each taken by name from the notebook's
-    parameters (report.parameters) or from extra (sweep.task_context)."""
-    return task(*args, **sweep.task_context(task, report.parameters, **extra))
 
 
 @dataclass

@@ -4,7 +4,7 @@ Tasks train and measure (every keyword-only argument is a notebook parameter, or
 notebook derives: `seeds`, the resolved `device`, the families' `arch_kw`); the table
 functions turn their results into numeric DataFrames; the records functions write the
 claim's records, metrics and glued tables into the Report, reading the values that decide
-a record from report.parameters. `run(task, report, ...)` calls a task with its keywords
+a record from report.parameters. `report.call(task, ...)` calls a task with its keywords
 taken by name from the notebook's parameters (sweep.task_context)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import lm, measures, members, sweep, train
+from .. import lm, measures, members, train
 from ..sources import MarkovSource, ZipfModes
 
 GLUED_PARAMETERS = ["bias_reps", "mechanism_steps", "mechanism_tol", "mm_tol", "seq_len", "n_evals", "n_modes",
@@ -20,12 +20,6 @@ GLUED_PARAMETERS = ["bias_reps", "mechanism_steps", "mechanism_tol", "mm_tol", "
 MODE_COLUMNS = ["modes in sample", "modes in generations", "generations that are a mode",
                 "model mass on sample's top modes", "sample share of its top modes", "true mass of sample's top modes",
                 "model mass on unseen modes", "true mass of unseen modes", "H_model / H(w)"]
-
-
-def run(task, report, *args, **extra):
-    """task(*args, **kw): kw its keyword-only arguments, by name from report.parameters,
-    report.seeds (`seeds`) or `extra` (which wins)."""
-    return task(*args, **sweep.task_context(task, report.parameters, seeds=report.seeds, **extra))
 
 
 def markov_source(*, vocab, sparsity, dirichlet_alpha, order, source_seed) -> MarkovSource:
