@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from stabliab import lm, measures, members, train
+from stabliab import lm, measures, members, seeds, train
 from stabliab.sources import MarkovSource, ZipfModes
 
 V = 7
@@ -180,7 +180,7 @@ def test_batched_sampling_gives_the_tokens_of_the_per_member_path(arch, kw):
     tl, ql = members.sample_members(mods[0], params, 5, 20, seed=11, batched=False, **kw)
     assert np.array_equal(tb, tl)
     assert np.allclose(qb, ql, atol=1e-5, rtol=0)
-    t0, _ = mods[2].sample(5, 20, seed=13, **kw)  # member m uses seed + m, alone or batched
+    t0, _ = mods[2].sample(5, 20, seed=seeds.stream("sample", 11, 2), **kw)  # member m: stream ('sample', seed, m)
     assert np.array_equal(tb[2], t0.numpy())
 
 

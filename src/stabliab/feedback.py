@@ -42,6 +42,7 @@ import torch
 from .lm import cross_entropy
 from .members import entropies, lm_logits, lm_loss, sample_members, with_bos
 from .registry import Registry
+from .seeds import streams
 
 DESIGNS = Registry("feedback design")
 register = DESIGNS.register
@@ -86,7 +87,7 @@ def _ce(logits: torch.Tensor, x: torch.Tensor, label_smoothing: float = 0.0) -> 
 
 def _seeds(member_seeds, k: int, salt: int) -> list[int]:
     """Sampling seeds of draw k for each member: a function of the member's own seed only."""
-    return [(1_000_003 * int(s) + 7_919 * k + salt) % 2**62 for s in member_seeds]
+    return streams("feedback", member_seeds, k, salt)
 
 
 class Design:

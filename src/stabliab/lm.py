@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .registry import Registry
+from .seeds import stream
 
 FAMILIES = Registry("architecture")
 register = FAMILIES.register
@@ -310,5 +311,5 @@ NEURAL = tuple(FAMILIES)  # mlp, gru, lstm, transformer
 def build_lm(arch: str, vocab: int, seed: int, **kw) -> LM:
     """A neural family by name, initialised from `seed`."""
     cls = FAMILIES.get_class(arch)
-    torch.manual_seed(int(seed))
+    torch.manual_seed(stream("init", seed))
     return cls(vocab=vocab, **kw)

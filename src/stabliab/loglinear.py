@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .seeds import generator
+
 def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
+    return generator("init", seed)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from .device import autocast
 from .lm import cross_entropy, draw_tokens
 from .measures import generation_entropy
 from .optim import Params
+from .seeds import stream
 
 
 def stack_members(modules) -> Params:
@@ -82,7 +83,7 @@ def sample_members(base: torch.nn.Module, params: Params, n: int, length: int, s
                    batched: bool | None = None, precision: str = "fp32", member_seeds=None,
                    **sample_kw) -> tuple[np.ndarray, np.ndarray]:
     """Each member samples n sequences: (tokens [M, n, L], logq [M, n, L]).
-    Member m uses seed + m (or member_seeds[m]), so its samples do not depend on the
+    Member m uses seeds.stream('sample', seed, m) (or member_seeds[m]), so its samples do not depend on the
     other members.
     batched=True samples all members in one vmapped computation (one kernel launch per
     token instead of M: what a GPU needs); False loops over members (the reference;
@@ -91,7 +92,7 @@ def sample_members(base: torch.nn.Module, params: Params, n: int, length: int, s
     top_k / top_p use the loop."""
     M = next(iter(params.values())).shape[0]
     batched = M > 1 if batched is None else batched
-    mseeds = [seed + m for m in range(M)] if member_seeds is None else [int(s) for s in member_seeds]
+    mseeds = [stream("sample", seed, m) for m in range(M)] if member_seeds is None else [int(s) for s in member_seeds]
     if batched and not {"top_k", "top_p"} & {k for k, v in sample_kw.items() if v is not None}:
         tok, lq = _sample_batched(base, params, n, length, mseeds, precision=precision, **sample_kw)
         return tok.cpu().numpy(), lq.cpu().numpy()
@@ -103,7 +104,7 @@ def sample_members(base: torch.nn.Module, params: Params, n: int, length: int, s
 
 @torch.no_grad()
 def precision_effect(base: torch.nn.Module, params: Params, heldout: torch.Tensor, n: int, length: int,
-                     seed: int, skip: int = 0) -> dict[str, np.ndarray]:
+                     member_seeds, skip: int = 0) -> dict[str, np.ndarray]:
     """What bf16 autocast changes in the numbers a notebook reports, for trained members
     (evaluation only; training in bf16 also changes the trajectory):
     held-out cross-entropy and generative entropy rate under fp32 and bf16 (same seeds),
@@ -111,19 +112,19 @@ def precision_effect(base: torch.nn.Module, params: Params, heldout: torch.Tenso
     out = {}
     for prec in ("fp32", "bf16"):
         out[f"heldout_{prec}"] = lm_loss(base, params, heldout, precision=prec).double().cpu().numpy()
-        tok, lq = sample_members(base, params, n, length, seed, precision=prec)
+        tok, lq = sample_members(base, params, n, length, 0, precision=prec, member_seeds=member_seeds)
         out[f"gen_H_{prec}"] = np.array([generation_entropy(q, skip).mean() for q in lq])
         out[f"tokens_{prec}"] = tok
     out["token_agreement"] = (out.pop("tokens_fp32") == out.pop("tokens_bf16")).reshape(len(tok), -1).mean(1)
     return out
 
 
-def generation_entropy_eval(n: int, length: int, seed: int, skip: int = 1, **sample_kw):
+def generation_entropy_eval(n: int, length: int, member_seeds, skip: int = 1, **sample_kw):
     """An eval_fn for train_lm: each member's generative entropy rate (mean -log q per
-    token over positions >= skip of n own samples) -> Tensor[M]."""
+    token over positions >= skip of n own samples, member m drawing from member_seeds[m]) -> Tensor[M]."""
 
     def fn(base, params, step):
-        _, lq = sample_members(base, params, n, length, seed, **sample_kw)
+        _, lq = sample_members(base, params, n, length, 0, member_seeds=member_seeds, **sample_kw)
         return torch.tensor([generation_entropy(q, skip).mean() for q in lq])
     return fn
 

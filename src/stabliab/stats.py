@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 from scipy import stats
 
+from . import seeds
+
 LEVEL = 0.95  # every record of the book is judged at this level (no multiplicity adjustment)
 
 
@@ -82,7 +84,7 @@ def rank_bootstrap(per_seed_x: np.ndarray, per_seed_y: np.ndarray, per_seed_z: n
     Z = None if per_seed_z is None else np.asarray(per_seed_z, float)
     corr = (lambda a, b, c: spearman(a, b)) if Z is None else partial_spearman
     value = corr(X.mean(1), Y.mean(1), None if Z is None else Z.mean(1))
-    rng = np.random.default_rng(seed)
+    rng = seeds.rng("bootstrap", seed)
     C, S = X.shape
     boots = []
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):

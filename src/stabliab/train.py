@@ -17,6 +17,7 @@ from .io import progress
 from .lm import build_lm
 from .members import lm_loss, stack_members
 from .optim import OPTIMIZERS, Params, member_norm, per_member
+from .seeds import generator
 
 LossFn = Callable[[Params, int], torch.Tensor]  # (params, step) -> Tensor[M]
 
@@ -118,7 +119,7 @@ class SequenceBatches:
     seeds: list
 
     def __post_init__(self):
-        self.gens = [torch.Generator().manual_seed(10_007 * int(s) + 1) for s in self.seeds]
+        self.gens = [generator("batches", s) for s in self.seeds]
 
     def batch(self, step: int) -> torch.Tensor:
         N = self.data.shape[1]

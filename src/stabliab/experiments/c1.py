@@ -16,11 +16,12 @@ import pandas as pd
 import torch
 
 from .. import loglinear, measures, optim, train
+from ..seeds import stream, streams
 from ..sources import MarkovSource
 
 IDENTITY_TOL = 1e-10  # nats: the identity CE = H + KL holds to float64 rounding
 INIT_SCALE = 100  # L-BFGS starts at scale 1: 100 x the training initialisation (init_scale 0.01)
-FORWARD_SEED, REVERSE_SEED = 10**6, 2 * 10**6  # first initialisation seed of the L-BFGS starts
+FORWARD_STARTS, REVERSE_STARTS = 1, 2  # sub-key of the 'init' stream of the L-BFGS starts of each fit
 FITS = {"fwd": "forward-KL fit", "rev": "reverse-KL fit"}
 COVERAGE = {"kept": "kept share of p̂ support", "outside": "mass outside p̂ support",
             "dropped": "p̂-mass dropped"}  # measures.support_coverage key -> column
@@ -47,10 +48,10 @@ class Problem:
 
 def problem(seeds, *, vocab, order, sparsity, dirichlet_alpha, source_seed, n_sequences, seq_len, rank,
             device) -> Problem:
-    """The source (fixed by source_seed), N sequences per seed (sample seed 10_000 + seed)
+    """The source (fixed by source_seed), N sequences per seed (stream 'data' of each seed)
     and the rank-r log-linear family in float64 on `device`."""
     src = MarkovSource.random(vocab, sparsity=sparsity, alpha=dirichlet_alpha, order=order, seed=source_seed)
-    samples = [src.sample(n_sequences, seq_len, seed=10_000 + s) for s in seeds]  # each [N, T]
+    samples = [src.sample(n_sequences, seq_len, seed=stream("data", s)) for s in seeds]  # each [N, T]
     counts = np.stack([src.transition_counts(x) for x in samples])  # [S, C, V]
     emp = [measures.empirical_conditional(c) for c in counts]  # (w_hat, P_hat) per seed
     w_hat = np.stack([w for w, _ in emp])
@@ -66,13 +67,13 @@ def problem(seeds, *, vocab, order, sparsity, dirichlet_alpha, source_seed, n_se
         pi=torch.tensor(src.stationary, device=device))
 
 
-def best_of_starts(loss_fn, family, n_seeds: int, starts: int, first_seed: int, offset=0.0):
+def best_of_starts(loss_fn, family, n_seeds: int, starts: int, key: int, offset=0.0):
     """Full-batch L-BFGS (optim.minimize_lbfgs) from `starts` random starts per seed
     (members seed-major: seed s, start i is member s * starts + i, initialised from seed
-    first_seed + that index at INIT_SCALE x the family's scale), and per seed the start
+    seeds.stream('init', that index, key) at INIT_SCALE x the family's scale), and per seed the start
     of least value = loss - offset[s]. Returns (params of the best start per seed [S, ...],
     values [S, starts], gradient norms [S * starts])."""
-    init = {k: v * INIT_SCALE for k, v in family.init([first_seed + i for i in range(n_seeds * starts)]).items()}
+    init = {k: v * INIT_SCALE for k, v in family.init([stream("init", i, key) for i in range(n_seeds * starts)]).items()}
     sol, loss, grad = optim.minimize_lbfgs(loss_fn, init)
     values = loss.cpu().numpy().reshape(n_seeds, starts) - np.reshape(offset, (-1, 1))  # [S, starts]
     best = values.argmin(1)
@@ -101,7 +102,7 @@ def forward_fit(pb: Problem, *, lbfgs_starts, keep_tau) -> dict:
     S = len(pb.seeds)
     counts = pb.C_t.repeat_interleave(lbfgs_starts, 0)  # [S*starts, C, V]
     theta, kl_starts, grad = best_of_starts(lambda p: loglinear.count_cross_entropy(pb.family, p, counts),
-                                            pb.family, S, lbfgs_starts, FORWARD_SEED, offset=pb.H_hat)
+                                            pb.family, S, lbfgs_starts, FORWARD_STARTS, offset=pb.H_hat)
     Q = loglinear.conditional_probs(pb.family, theta).cpu().numpy()  # [S, C, V]
     return {"theta": theta, "kl_starts": kl_starts, "KL_star": kl_starts[np.arange(S), kl_starts.argmin(1)],
             "grad": grad, "moment": pb.family.moment_gap(theta, pb.C_t).cpu().numpy(), "Q": Q,
@@ -125,7 +126,7 @@ def edge_runs(pb: Problem, fit: dict, *, lr_fractions, unstable_fraction, steps)
     edge [S], the fractions, the gap KL - KL* [L, M] and the identity error
     |CE - H - KL| [L, M]."""
     lam = optim.top_hessian_eigenvalue(lambda p: loglinear.count_cross_entropy(pb.family, p, pb.C_t),
-                                       fit["theta"])  # [S]
+                                       fit["theta"], member_seeds=streams("power", pb.seeds))  # [S]
     edge = 2 / lam  # [S]
     fractions = list(lr_fractions) + [unstable_fraction]
     F = len(fractions)
@@ -162,7 +163,7 @@ def reverse_fit(pb: Problem, *, lbfgs_starts, reverse_eps) -> dict:
                         device=pb.C_t.device)  # [S, C, V]
     W, Pt = pb.W_hat.repeat_interleave(lbfgs_starts, 0), Ptil.repeat_interleave(lbfgs_starts, 0)
     theta, values, _ = best_of_starts(lambda p: loglinear.count_reverse_kl(pb.family, p, W, Pt),
-                                      pb.family, S, lbfgs_starts, REVERSE_SEED)
+                                      pb.family, S, lbfgs_starts, REVERSE_STARTS)
     return {"theta": theta, "values": values, "Q": loglinear.conditional_probs(pb.family, theta).cpu().numpy()}
 
 

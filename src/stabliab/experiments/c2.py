@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from .. import lm, measures, members, train
+from ..seeds import stream, streams
 from ..sources import MarkovSource, ZipfModes
 
 GLUED_PARAMETERS = ["bias_reps", "mechanism_steps", "mechanism_tol", "mm_tol", "seq_len", "n_evals", "n_modes",
@@ -50,7 +51,7 @@ def sample_entropy(src: MarkovSource, x: np.ndarray) -> float:
 
 def training_samples(src: MarkovSource, N: int, seq_len: int, seeds) -> list[np.ndarray]:
     """Each seed's training sample, [N, seq_len] (the same at a given N in every part)."""
-    return [src.sample(N, seq_len, seed=1_000 + s) for s in seeds]
+    return [src.sample(N, seq_len, seed=stream("data", s)) for s in seeds]
 
 
 def with_bos(samples, vocab: int, device) -> torch.Tensor:
@@ -70,7 +71,7 @@ def plugin_bias(src: MarkovSource, *, n_values, bias_reps, seq_len) -> pd.DataFr
     rows = []
     for N in np.unique(np.geomspace(4, max(n_values) * 4, 10).astype(int)):
         reps = max(2, min(bias_reps, int(bias_reps * 64 / N) + 2))  # fewer repetitions where each is large
-        h = np.array([sample_entropy(src, src.sample(N, seq_len, seed=10**6 + 1000 * int(N) + r)) for r in range(reps)])
+        h = np.array([sample_entropy(src, src.sample(N, seq_len, seed=stream("monte_carlo", r, N))) for r in range(reps)])
         n_tr = N * (seq_len - src.order)
         rows.append({"N": N, "transitions": n_tr, "bias": h.mean() - src.entropy_rate,
                      "se": h.std(ddof=1) / np.sqrt(reps),
@@ -91,7 +92,7 @@ def plugin_bias_records(report, bias: pd.DataFrame) -> None:
 def plugin_deficit(src: MarkovSource, *, n_values, bias_reps, seq_len) -> np.ndarray:
     """(b) H* − H(p̂_N) over bias_reps fresh samples of the smallest N [reps, nats/token]."""
     N0 = min(n_values)
-    return src.entropy_rate - np.array([sample_entropy(src, src.sample(N0, seq_len, seed=3 * 10**6 + r))
+    return src.entropy_rate - np.array([sample_entropy(src, src.sample(N0, seq_len, seed=stream("monte_carlo", r, N0, 1)))
                                         for r in range(bias_reps)])
 
 
@@ -152,7 +153,7 @@ def mechanism_records(report, src: MarkovSource, fit: dict) -> None:
 # ---------------------------------------------------------------------- (c) longer contexts
 def heldout_sequences(src: MarkovSource, *, seeds, n_heldout, seq_len, device) -> torch.Tensor:
     """[S, n_heldout, seq_len + 1] fresh sequences from the source, per seed."""
-    return with_bos([src.sample(n_heldout, seq_len, seed=99_000 + s) for s in seeds], src.vocab, device)
+    return with_bos([src.sample(n_heldout, seq_len, seed=stream("heldout", s)) for s in seeds], src.vocab, device)
 
 
 def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_values, seq_len, steps, lr,
@@ -162,7 +163,7 @@ def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_
     generative entropy rate of n_gen final samples, coverage [S] of the true transitions by them,
     data_coverage [S] by the sample}."""
     evals = train.eval_schedule(steps, n_evals)
-    gen_H = members.generation_entropy_eval(64, seq_len, seed=5_000, skip=src.order, precision=precision)
+    gen_H = members.generation_entropy_eval(64, seq_len, streams("sample", seeds, 0), skip=src.order, precision=precision)
     runs = {}
     for N in n_values:
         samples = training_samples(src, N, seq_len, seeds)
@@ -172,7 +173,8 @@ def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_
             traj, base = train.train_lm(arch, data, vocab=src.vocab, seeds=seeds, steps=steps, lr=lr,
                                         batch_size=batch_size, heldout=heldout, eval_every=evals,
                                         eval_fns={"gen_H": gen_H}, precision=precision, desc=f"{arch} N={N}", **arch_kw)
-            tok, lq = members.sample_members(base, traj.params, n_gen, seq_len, seed=7_000, precision=precision)
+            tok, lq = members.sample_members(base, traj.params, n_gen, seq_len, 0, precision=precision,
+                                            member_seeds=streams("sample", seeds, 1))
             runs[arch, N] = dict(
                 traj=traj, base=base, H_hat=H_hat,
                 h_final=np.array([measures.generation_entropy(q, skip=src.order).mean() for q in lq]),  # [S]
@@ -217,14 +219,16 @@ def memorise_records(report, src: MarkovSource, runs: dict) -> pd.DataFrame:
     return table
 
 
-def precision_table(src: MarkovSource, runs: dict, heldout: torch.Tensor, *, archs, n_values, seq_len) -> pd.DataFrame:
+def precision_table(src: MarkovSource, runs: dict, heldout: torch.Tensor, *, seeds, archs, n_values,
+                    seq_len) -> pd.DataFrame:
     """The trained models at the smallest N evaluated under bf16 autocast against fp32: per family the
     fp32 value and the largest change over seeds of held-out CE and generative entropy, and the share
     of sampled tokens that agree."""
     rows = []
     for arch in archs:
         r0 = runs[arch, min(n_values)]
-        eff = members.precision_effect(r0["base"], r0["traj"].params, heldout, n=64, length=seq_len, seed=7_000,
+        eff = members.precision_effect(r0["base"], r0["traj"].params, heldout, n=64, length=seq_len,
+                                       member_seeds=streams("sample", seeds, 1),
                                        skip=src.order)
         rows.append({"family": arch, "held-out CE, fp32 [nats/token]": eff["heldout_fp32"].mean(),
                      "max |Δ held-out CE| bf16 − fp32": np.abs(eff["heldout_bf16"] - eff["heldout_fp32"]).max(),
@@ -261,10 +265,11 @@ def mode_concentration(zipf: ZipfModes, *, seeds, archs, vocab, n_mode_samples, 
     M = zipf.modes.shape[0]
     mode_rows, mass_rows = [], []
     for arch in archs:
-        seqs, ids = zip(*[zipf.sample(n_mode_samples, seed=2_000 + s) for s in seeds])
+        seqs, ids = zip(*[zipf.sample(n_mode_samples, seed=stream("data", s)) for s in seeds])
         traj, base = train.train_lm(arch, with_bos(seqs, vocab, device), vocab=vocab, seeds=seeds, steps=mode_steps,
                                     lr=lr, batch_size=batch_size, precision=precision, desc=f"{arch} modes", **arch_kw)
-        tok, lq = members.sample_members(base, traj.params, n_gen, zipf.modes.shape[1], seed=8_000, precision=precision)
+        tok, lq = members.sample_members(base, traj.params, n_gen, zipf.modes.shape[1], 0, precision=precision,
+                                         member_seeds=streams("sample", seeds, 2))
         for s, seed in enumerate(seeds):
             mod = members.member(base, traj.params, s)
             p_mode = mod.sequence_logprob(torch.tensor(zipf.modes, device=device)).exp().cpu().numpy()  # [M] exact

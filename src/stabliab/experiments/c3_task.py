@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .. import feedback, measures, members, train
+from ..seeds import stream, streams
 from ..sources import CharCorpus, MarkovSource
 
 # ---------------------------------------------------------------- result format of c3_task
@@ -59,7 +60,7 @@ def statistics(base, params, batch: torch.Tensor, n_samples: int, length: int, m
         out[name] = np.stack([per[:, sl].reshape(per.shape[0], -1).mean(1).double().cpu().numpy() for sl in parts])
     out["entropy_spread"] = np.stack([H[:, sl].reshape(H.shape[0], -1).var(1).double().cpu().numpy() for sl in parts])
     _, lq = members.sample_members(base, params, n_samples, length, seed=0, precision=precision,
-                                   member_seeds=[9_973 * int(s) + 5 for s in member_seeds])
+                                   member_seeds=streams("statistics", member_seeds))
     hs = n_samples // 2
     out["gen_entropy"] = np.stack([-lq[:, sl].reshape(lq.shape[0], -1).mean(1)
                                    for sl in [slice(None), slice(0, hs), slice(hs, None)]])
@@ -78,20 +79,20 @@ def c3_data(corpus: str, seeds: list[int], *, seq_len: int, prompt_len: int, gen
         c = CharCorpus.shakespeare(max_train_chars=train_chars)
         vocab = c.vocab
         train_x = members.with_bos(c.windows("train", seq_len), vocab, dev)[None].expand(S, -1, -1)
-        fixed = c.windows("train", seq_len, n=n_eval, seed=1)
-        held = c.windows("heldout", seq_len, n=n_eval, seed=2)
-        pr = c.windows("heldout", prompt_len + gen_len, n=n_gen, seed=3)
+        fixed = c.windows("train", seq_len, n=n_eval, seed=stream("fixed", 0))
+        held = c.windows("heldout", seq_len, n=n_eval, seed=stream("heldout", 0))
+        pr = c.windows("heldout", prompt_len + gen_len, n=n_gen, seed=stream("prompts", 0))
         return dict(vocab=vocab, train=train_x, fixed=members.with_bos(fixed, vocab, dev),
                     heldout=members.with_bos(held, vocab, dev), prompts=pr[:, :prompt_len], human=pr[:, prompt_len:],
                     decode=c.decode, source=None)
     if corpus == "markov":
-        src = MarkovSource.random(markov_vocab, sparsity=0.0, alpha=0.5, seed=0)
+        src = MarkovSource.random(markov_vocab, sparsity=0.0, alpha=0.5, seed=stream("source", 0))
         vocab = markov_vocab
-        train_x = torch.stack([members.with_bos(src.sample(markov_sequences, seq_len, seed=1_000 + s), vocab, dev)
+        train_x = torch.stack([members.with_bos(src.sample(markov_sequences, seq_len, seed=stream("data", s)), vocab, dev)
                                for s in seeds])
-        pr = src.sample(n_gen, prompt_len + gen_len, seed=99_000)
-        return dict(vocab=vocab, train=train_x, fixed=members.with_bos(src.sample(n_eval, seq_len, seed=98_000), vocab, dev),
-                    heldout=members.with_bos(src.sample(n_eval, seq_len, seed=97_000), vocab, dev),
+        pr = src.sample(n_gen, prompt_len + gen_len, seed=stream("prompts", 0))
+        return dict(vocab=vocab, train=train_x, fixed=members.with_bos(src.sample(n_eval, seq_len, seed=stream("fixed", 0)), vocab, dev),
+                    heldout=members.with_bos(src.sample(n_eval, seq_len, seed=stream("heldout", 0)), vocab, dev),
                     prompts=pr[:, :prompt_len], human=pr[:, prompt_len:],
                     decode=lambda ids: " ".join(map(str, np.asarray(ids).reshape(-1).tolist())), source=src)
     raise ValueError(f"unknown corpus {corpus!r}; allowed: shakespeare, markov")
@@ -150,7 +151,7 @@ def c3_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: int, ge
     H, _, ce = members.per_position(base, traj.params, heldout, precision=precision)  # [M, B, T] each
     out["heldout_ce"] = ce.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
     out["tf_entropy"] = H.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
-    ms = [4_242 + int(s) for s in seeds]
+    ms = streams("sample", seeds)
     tok, lq = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
                                      precision=precision)
     gtok, _ = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,

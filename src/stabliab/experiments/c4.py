@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from .. import lm, measures, members, optim, stats, sweep, train
+from ..seeds import stream, streams
 from ..sources import MarkovSource
 
 NOTEBOOK = "04_stability_vs_expressivity"
@@ -77,11 +78,11 @@ def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: fl
     warmup (share of steps), schedule (constant | cosine), n_train (sequences). The keywords
     are the notebook's parameters of the same names (sweep.task_context)."""
     dev = torch.device(device)
-    src = MarkovSource.random(vocab, sparsity=0.0, alpha=alpha, order=order, seed=SOURCE_SEED)
+    src = MarkovSource.random(vocab, sparsity=0.0, alpha=alpha, order=order, seed=stream("source", SOURCE_SEED))
     pi, H = src.stationary, src.entropy_rate
-    data = torch.stack([members.with_bos(src.sample(int(config["n_train"]), seq_len, seed=1_000 + s), vocab, dev)
+    data = torch.stack([members.with_bos(src.sample(int(config["n_train"]), seq_len, seed=stream("data", s)), vocab, dev)
                         for s in seeds])
-    fixed = members.with_bos(src.sample(N_FIXED, seq_len, seed=77), vocab, dev)[None].expand(len(seeds), -1, -1)
+    fixed = members.with_bos(src.sample(N_FIXED, seq_len, seed=stream("fixed", 0)), vocab, dev)[None].expand(len(seeds), -1, -1)
     every = max(1, steps // N_EVALS)
     t_snap = steps - int(tail * steps)
     snap = {}
@@ -107,7 +108,7 @@ def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: fl
     out["loss_std"] = [float(measures.detrended_std(fl[last, m])) for m in range(M)]
     out["grad_norm"] = traj.grad_norm[-max(1, int(tail * steps)):].mean(0).tolist()
     lam = optim.top_hessian_eigenvalue(lambda p: members.lm_loss(base, p, fixed), traj.params, iters=SHARP_ITERS,
-                                       member_seeds=seeds)
+                                       member_seeds=streams("power", seeds))
     out["sharpness"] = (float(config["lr"]) * lam.abs().cpu().numpy()).tolist()
     num = optim.member_norm([traj.params[k] - snap[k] for k in snap], M)
     out["drift"] = (num / optim.member_norm(traj.params.values(), M)).cpu().numpy().tolist()
@@ -116,7 +117,7 @@ def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: fl
                   for m in range(M)])  # [M, C, V]
     for name in QUALITY:
         out[name] = []
-    tok, _ = members.sample_members(base, final, N_GEN, seq_len, seed=0, member_seeds=[5_000 + s for s in seeds])
+    tok, _ = members.sample_members(base, final, N_GEN, seq_len, seed=0, member_seeds=streams("sample", seeds))
     for m in range(M):
         chain = MarkovSource(Q[m] / Q[m].sum(1, keepdims=True), order)
         Hm = chain.entropy_rate
