@@ -8,7 +8,6 @@ import torch
 from conftest import smoke_context, smoke_parameters
 from stabliab import lm, records, stats, sweep
 from stabliab.experiments import c4
-from stabliab.sources import MarkovSource
 
 P = smoke_parameters(c4.NOTEBOOK)
 CONTEXT = smoke_context(c4.NOTEBOOK, c4.c4_task, device="cpu")
@@ -46,7 +45,7 @@ def test_a_seed_gives_the_same_numbers_alone_or_with_others():
 def test_c4_task_reports_exact_quality_for_a_perfect_model(monkeypatch):
     """With the model's table replaced by the source's own conditionals, every quality
     measure takes its ideal value: the measures are exact, not estimates."""
-    src = MarkovSource.random(P["vocab"], sparsity=0.0, alpha=P["alpha"], order=P["order"], seed=c4.SOURCE_SEED)
+    src = c4.source(vocab=P["vocab"], order=P["order"], alpha=P["alpha"])
     monkeypatch.setattr(lm, "ngram_table", lambda model, ctx: torch.tensor(src.P))
     reference, _ = c4.stabiliser_configs(reference_lr=P["reference_lr"])
     r = c4.c4_task(reference, [0, 1], **CONTEXT)

@@ -72,13 +72,18 @@ def stabiliser_configs(*, reference_lr: float) -> tuple[dict, dict[str, dict]]:
     return reference, {**with_one, "smaller lr": dict(reference, lr=reference_lr / 10)}
 
 
+def source(*, vocab: int, order: int, alpha: float) -> MarkovSource:
+    """The one Markov source every C4 run learns (dense Dirichlet(alpha) rows)."""
+    return MarkovSource.random(vocab, sparsity=0.0, alpha=alpha, order=order, seed=stream("source", SOURCE_SEED))
+
+
 def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: float, seq_len: int, steps: int,
             d_model: int, hidden: int, tail: float, tau: float, device: str) -> dict:
     """config: lr, batch, weight_decay, label_smoothing, clip (0 = none), ema (0 = none),
     warmup (share of steps), schedule (constant | cosine), n_train (sequences). The keywords
     are the notebook's parameters of the same names (sweep.task_context)."""
     dev = torch.device(device)
-    src = MarkovSource.random(vocab, sparsity=0.0, alpha=alpha, order=order, seed=stream("source", SOURCE_SEED))
+    src = source(vocab=vocab, order=order, alpha=alpha)
     pi, H = src.stationary, src.entropy_rate
     data = torch.stack([members.with_bos(src.sample(int(config["n_train"]), seq_len, seed=stream("data", s)), vocab, dev)
                         for s in seeds])
