@@ -23,17 +23,15 @@
 # the iterates converge (full-batch gradient descent below the stability edge; constant-step minibatch AdamW does not
 # converge), and a minimiser exists (a log-linear maximum-likelihood estimate can lie at infinity), the trajectory
 # settles at a stationary point of the forward KL; it is the family's forward-KL minimiser when the problem is convex,
-# as it is here. Past the stability edge ($\eta > 2/\lambda_{\max}$) it almost surely does not settle there. The proofs
-# and their conditions are on the [theory page](../theory.md); this notebook measures each statement on a source whose
-# ground truth is exact.
-#
+# as it is here. Past the stability edge ($\eta > 2/\lambda_{\max}$) it almost surely does not settle there. Proofs and
+# conditions: the [theory page](../theory.md); this notebook measures each statement on a source of exact ground truth.
 # The parts: **(a)** the identity at every logged step; **(b)** stable gradient descent in a misspecified family reaches
 # the family's forward-KL minimiser, found independently, and that minimiser is the maximum-entropy law of the sample's
 # moments, so its entropy is *above* $H(\hat p_N)$; **(c)** past the stability edge gradient descent does not settle;
 # **(d)** forward against reverse KL, and the empirical against the true distribution.
 
 # %% tags=["parameters"]
-seed = 0  # in [0, 1000000]: first seed; seeds are seed, seed+1, ...
+seed = 1000  # in [0, 1000000]: first seed; seeds are seed, seed+1, ... (from 1000 on: confirmatory)
 n_seeds = 5  # in [1, 256]: independent replicates (sample of data and initialisation)
 vocab = 12  # in [3, 256]: tokens V of the Markov source
 order = 1  # in [1, 3]: Markov order k (V^k contexts)
@@ -47,8 +45,8 @@ lr_fractions = [0.25, 0.5, 0.9]  # in (0, 1): stable step sizes, as fractions of
 unstable_fraction = 1.2  # in (1, 100]: step size past the edge, same units
 steps = 3000  # in [10, 10000000]: full-batch gradient-descent steps
 lbfgs_starts = 8  # in [1, 1000]: random starts of the independent L-BFGS minimisation
-gap_threshold = 1e-4  # in (0, 1]: nats; a trajectory has settled when its KL gap is below this
-tail = 0.1  # in (0, 1): share of final steps over which the unstable gap is averaged
+gap_threshold = 1e-4  # in (0, 1]: nats; a trajectory has settled when its KL gap is below this [pre-registered]
+tail = 0.1  # in (0, 1): share of final steps over which the unstable gap is averaged [pre-registered]
 reverse_eps = 0.01  # in (0, 1]: additive smoothing of p_hat for the reverse KL
 keep_tau = 0.01  # in (0, 1): a transition is kept when the model gives it at least this mass
 device = "auto"  # device: auto (the first CUDA device if there is one), cpu, cuda or cuda:N
@@ -127,10 +125,10 @@ records.style(c1.maxent_table(pb, fit), fmt="{:.4f}")
 # The fitted family has entropy {glue:text}`c1_fit_entropy_mean:.3f` nats against {glue:text}`c1_h_hat_mean:.3f` for the
 # sample and {glue:text}`c1_h_true:.3f` for the source, and puts {glue:text}`c1_fit_outside_mean:.1%` of its mass on
 # transitions the sample never showed (means over seeds). The difference $H(p_{\theta^*}) - H(\hat p_N)$ equals
-# $\mathrm{KL}^*$ to {glue:text}`c1_maxent_identity_err:.1e` nats (the optimiser's accuracy). Record `C1.maxent`:
-# {glue:text}`c1_maxent_value:.3f` nats, interval [{glue:text}`c1_maxent_lo:.3f`, {glue:text}`c1_maxent_hi:.3f`],
-# **{glue:text}`c1_maxent_verdict`**. Entropy *below* $H(\hat p_N)$ needs a family able to fit the sample (or to
-# memorise it): that is the boundary of C2.
+# $\mathrm{KL}^*$ to {glue:text}`c1_maxent_identity_err:.1e` nats (the optimiser's accuracy), and the smallest difference
+# is {glue:text}`c1_maxent_difference_min:.3f` nats. Record `C1.maxent`, an identity checked on every seed:
+# **{glue:text}`c1_maxent_verdict`**. A log-linear fit never goes below $H(\hat p_N)$; entropy below it on training
+# contexts needs a model that conditions on more than the source's context ({prf:ref}`thm-softmax-head`): the C2 boundary.
 #
 # ## The stability edge
 #
@@ -193,8 +191,10 @@ plots.c1.unstable_oscillation(runs);
 # Over the last {glue:text}`c1_tail_steps` steps the unstable trajectories stay {glue:text}`c1_unstable_value:.3f` nats
 # above the minimum on average (interval [{glue:text}`c1_unstable_lo:.3f`, {glue:text}`c1_unstable_hi:.3f`]) with a mean
 # gradient norm of {glue:text}`c1_unstable_grad_mean:.2f`: they do not settle. Verdict:
-# **{glue:text}`c1_unstable_verdict`**. The stability premise of C1 is not decoration: maximum likelihood ends at the
-# forward-KL minimiser *because* the trajectory converges.
+# **{glue:text}`c1_unstable_verdict`**. A gap above the threshold could also be a slow convergence: extrapolating each
+# trajectory's log-gap trend over those steps to {glue:text}`c1_trend_horizon` × the run leaves it at 10^{glue:text}`c1_unstable_trend_value:.2f`
+# nats (`C1.unstable.trend`, **{glue:text}`c1_unstable_trend_verdict`**). The stability premise of C1 is not
+# decoration: maximum likelihood ends at the forward-KL minimiser *because* the trajectory converges.
 #
 # ## (d) Forward against reverse KL; empirical against true distribution
 #

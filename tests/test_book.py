@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from stabliab import book, runner
+from stabliab import book, records, runner
 
 from conftest import ROOT
 
@@ -148,7 +148,14 @@ def test_diff_reports_flips_moves_and_exits_1_on_a_flip(tmp_path):
     assert r.returncode == 0 and "nb A: value moved 1 -> 1.5" in r.stdout
     r = cli(tmp_path, "diff", str(old), str(flip))
     assert r.returncode == 1
-    assert "nb B: verdict flipped ✓ -> ✗" in r.stdout and "nb C: only in OLD" in r.stdout and "nb D: only in NEW" in r.stdout
+    assert "nb B: verdict flipped supported -> inconclusive" in r.stdout and "nb C: only in OLD" in r.stdout
+    assert "nb D: only in NEW" in r.stdout
+    three = _results(tmp_path, "three.json", [{"id": "A", "value": 1.0, "verdict": "contradicted"},
+                                              {"id": "B", "value": 1.0, "verdict": "inconclusive"},
+                                              {"id": "C", "value": "nan", "verdict": "untestable"}])
+    r = cli(tmp_path, "diff", str(flip), str(three))  # any change of state is a flip
+    assert r.returncode == 1 and "nb A: verdict flipped supported -> contradicted" in r.stdout
+    assert "nb B: verdict flipped" not in r.stdout
     site = tmp_path / "claims.json"  # the published form: {"notebooks": {name: results}}
     site.write_text(json.dumps({"profile": "x", "notebooks": {"nb": json.loads(old.read_text())}}))
     assert cli(tmp_path, "diff", str(site), str(old)).returncode == 0
@@ -191,6 +198,12 @@ def test_the_site_carries_the_verdicts(smoke_book):
         assert res["claims"] and "git_commit" in res["manifest"]
     html = (smoke_book / "book" / "claims.html").read_text()
     assert 'href="../claims.json"' in html
+    for name, res in data["notebooks"].items():  # three-valued verdicts, exploratory flags, pre-registered values
+        assert all(c["verdict"] in records.VERDICTS and isinstance(c["exploratory"], bool) for c in res["claims"])
+        assert not res["manifest"]["confirmatory_seeds"] and isinstance(res["manifest"]["decisive"], dict)
+        assert res["manifest"]["decisive"] and res["manifest"]["decisive_commit"]
+    intro = (smoke_book / "book" / "intro.html").read_text()
+    assert "Findings at a glance" in intro and all(f">{k}<" in intro for k in book.CLAIMS)
     for name in data["notebooks"]:  # the executed notebook is downloadable from its page
         assert (smoke_book / "_sources" / "book" / "generated" / f"{name}.ipynb").is_file()
 

@@ -79,7 +79,9 @@ def _report():
 
 
 def _numeric(df):
-    return all(pd.api.types.is_float_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]) for c in df.columns)
+    """Numbers and booleans, and verdicts (one of records.VERDICTS), nothing formatted."""
+    return all(pd.api.types.is_float_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
+               or (c == "verdict" and df[c].isin(records.VERDICTS).all()) for c in df.columns)
 
 
 @pytest.mark.parametrize("predictive", [True, False])
@@ -93,10 +95,12 @@ def test_rank_records_are_numeric_tables_that_match_the_claims(predictive):
     for lab, q in c4.QUALITY_LABELS.items():
         c = claims[f"C4.rank[{q}]"]
         assert (rank.loc[lab, "ρ"], rank.loc[lab, "lo"], rank.loc[lab, "hi"]) == (c.value, *c.interval)
-        assert rank.loc[lab, "holds"] == c.holds and c.n == 11  # the diverged configuration is left out
-    if predictive:  # quality a monotone function of the stability index: rho = 1, outside the bound
-        assert (rank["ρ"] == 1.0).all() and not rank["holds"].any()
-    assert report.metrics["c4_rank_holds"] == int(rank["holds"].sum()) and report.metrics["c4_rank_count"] == 6
+        assert rank.loc[lab, "verdict"] == c.verdict and c.n == 11  # the diverged configuration is left out
+    if predictive:  # quality a monotone function of the stability index: rho = 1, wholly outside the bound
+        assert (rank["ρ"] == 1.0).all() and (rank["verdict"] == "contradicted").all()
+    assert report.metrics["c4_rank_holds"] == int((rank["verdict"] == "supported").sum())
+    assert report.metrics["c4_rank_contradicted"] == int((rank["verdict"] == "contradicted").sum())
+    assert report.metrics["c4_rank_count"] == 6
 
 
 def test_config_table_leaves_out_diverged_configurations_and_sorts_by_instability():
@@ -135,7 +139,7 @@ def test_a_stabiliser_that_lowers_every_measure_holds_and_one_that_raises_them_d
     report = _report()
     df, deltas = c4.stabiliser_records(report, runs, table)
     assert _numeric(df) and list(df.index) == ["calmer", "wilder"]
-    assert bool(df.loc["calmer", "holds"]) and not bool(df.loc["wilder", "holds"])
+    assert df.loc["calmer", "verdict"] == "supported" and df.loc["wilder", "verdict"] == "contradicted"
     assert [c.holds for c in report.claims] == [True, False]
     assert (deltas["calmer"]["instability"] < 0).all() and (deltas["calmer"]["forward_kl"] == 0).all()
     assert set(c4.STABILISER_BOLD.values()) <= set(df.columns)

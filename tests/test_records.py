@@ -151,3 +151,80 @@ def test_percentile_bootstrap_over_five_seeds_undercovers():
     lo, hi = np.quantile(boots, 0.025, axis=1), np.quantile(boots, 0.975, axis=1)
     cover = np.mean((lo <= 0) & (0 <= hi))
     assert 0.79 <= cover <= 0.87
+
+
+# ---------------------------------------------------------------- three-valued verdicts
+@pytest.mark.parametrize("comparator,interval,verdict", [
+    ("<", (0.0, 0.999), "supported"), ("<", (0.0, 1.0), "inconclusive"),   # touching from below: not supported
+    ("<", (1.0, 2.0), "contradicted"), ("<", (0.999, 2.0), "inconclusive"),  # touching from above: the negation >= holds
+    ("<=", (0.0, 1.0), "supported"), ("<=", (1.0, 2.0), "inconclusive"), ("<=", (1.001, 2.0), "contradicted"),
+    (">", (1.001, 2.0), "supported"), (">", (1.0, 2.0), "inconclusive"), (">", (0.0, 1.0), "contradicted"),
+    (">=", (1.0, 2.0), "supported"), (">=", (0.0, 1.0), "inconclusive"), (">=", (0.0, 0.999), "contradicted"),
+])
+def test_verdict_states_at_their_edges(comparator, interval, verdict):
+    assert records.decide(comparator, 1.0, *interval) == verdict
+    c = records.Report("t", {}, [0]).claim("x", "s", sum(interval) / 2, interval, 1.0, comparator)
+    assert c.verdict == verdict and c.holds == (verdict == "supported")
+
+
+@pytest.mark.parametrize("interval,verdict", [
+    ((0.9, 1.1), "supported"), ((0.89, 1.05), "inconclusive"), ((1.05, 1.2), "inconclusive"),
+    ((0.5, 0.899), "contradicted"), ((1.101, 2.0), "contradicted"), ((0.0, 2.0), "inconclusive"),
+])
+def test_band_verdicts(interval, verdict):
+    assert records.decide("within", (0.9, 1.1), *interval) == verdict
+
+
+def test_nan_is_untestable_not_false():
+    r = records.Report("t", {}, [0, 1])
+    assert r.claim("a", "s", float("nan"), None, 0.0, "<").verdict == "untestable"
+    assert r.mean("b", "s", [1.0, float("nan")], 0.0, "<").verdict == "untestable"
+    assert records.decide("<", 0.0, float("nan"), 1.0) == "untestable"
+
+
+def test_one_replicate_has_no_interval_and_all_equal_replicates_are_decided_as_an_identity():
+    r = records.Report("t", {}, [0])
+    one = r.mean("one", "s", [-5.0], 0.0, "<")
+    assert one.interval is None and one.rule == "single" and one.verdict == "inconclusive" and one.n == 1
+    eq = r.paired("eq", "s", [0.5, 0.5, 0.5], [0.6, 0.6, 0.6], 0.0, "<")
+    assert eq.interval is None and eq.rule == "equal" and eq.verdict == "supported"
+    assert eq.value == pytest.approx(-0.1) and records.format_interval(eq) == "— (all seeds equal)"
+    assert r.paired("eq2", "s", [0.7, 0.7], [0.6, 0.6], 0.0, "<").verdict == "contradicted"
+    assert r.identity("id", "s", [1.0, 2e-10], 1e-10).verdict == "contradicted"  # an identity has no middle
+
+
+def test_aggregate_and_joint_combine_three_states():
+    assert records.combine(["supported", "supported"]) == "supported"
+    assert records.combine(["supported", "inconclusive"]) == "inconclusive"
+    assert records.combine(["supported", "contradicted", "inconclusive"]) == "contradicted"
+    assert records.combine(["untestable", "untestable"]) == "untestable"
+    assert records.combine(["supported", "untestable"]) == "inconclusive"
+    r = records.Report("t", {}, [0])
+    a = r.claim("m[a]", "s", 0.2, (0.1, 0.3), 0.5, "<")
+    b = r.claim("m[b]", "s", 0.5, (0.4, 0.6), 0.5, "<")  # inconclusive, smaller margin than c? no: c is worse in state
+    c = r.claim("m[c]", "s", 0.9, (0.8, 1.0), 0.5, "<")  # contradicted
+    agg = r.aggregate("m", "every", [a, b, c])
+    assert agg.verdict == "contradicted" and agg.worst == "m[c]"
+    assert r.aggregate("m2", "every", [a, b]).verdict == "inconclusive"
+    j = r.joint("J", "both", [{"name": "down", "treated": [0.0, 0.1, 0.2], "baseline": [1.0, 1.1, 1.3]},
+                              {"name": "up", "treated": [0.0, 0.1, 0.2], "baseline": [1.0, 1.1, 1.3],
+                               "comparator": ">"}])
+    assert j.verdict == "contradicted" and j.worst == "up" and [p["verdict"] for p in j.parts] == ["supported",
+                                                                                                    "contradicted"]
+
+
+def test_a_record_is_exploratory_when_a_preregistered_value_is_overridden():
+    base = records.Report("t", {"tol": 0.1, "steps": 5}, [1000, 1001], decisive={"tol": 0.1})
+    assert not base.exploratory and base.confirmatory_seeds and not base.mean("a", "s", [1.0, 2.0], 0.0).exploratory
+    moved = records.Report("t", {"tol": 0.2, "steps": 5}, [0, 1], decisive={"tol": 0.1})
+    assert moved.exploratory and moved.overridden == ["tol"] and not moved.confirmatory_seeds
+    c = moved.mean("a", "s", [1.0, 2.0], 0.0)
+    assert c.exploratory and moved.to_dict()["manifest"]["decisive"] == {"tol": 0.2}
+    steps_only = records.Report("t", {"tol": 0.1, "steps": 9}, [1000], decisive={"tol": 0.1})
+    assert not steps_only.exploratory  # a parameter that decides no verdict does not make a run exploratory
+
+
+def test_preregistered_mark_is_read_from_the_parameters_cell():
+    from stabliab import params
+    specs = params.parse_cell("tol = 0.1  # in (0, 1): a tolerance [pre-registered]\nsteps = 5  # in [1, 9]: steps\n")
+    assert specs["tol"].decisive and not specs["steps"].decisive and specs["tol"].help == "a tolerance"

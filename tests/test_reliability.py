@@ -179,8 +179,8 @@ def test_diff_compares_nan_and_untestable_values_by_state(tmp_path, capsys):
     assert code == 0 and "no verdict flipped" in out and not err
     code, out, err = main(capsys, "diff", old, new)
     assert code == 1 and not err
-    assert out.strip().splitlines() == ["nb B: value moved 1 -> nan (verdict ✓ in both)",
-                                        "nb D: verdict flipped untestable -> ✗ (value nan -> 2)"]
+    assert out.strip().splitlines() == ["nb B: value moved 1 -> nan (verdict supported in both)",
+                                        "nb D: verdict flipped untestable -> inconclusive (value nan -> 2)"]
 
 
 @pytest.mark.parametrize("content,why", [

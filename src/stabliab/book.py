@@ -14,7 +14,8 @@ from pathlib import Path
 import nbformat
 
 from . import io
-from .records import RULES, format_interval, format_threshold
+from .records import DECIDE, LABELS, RULES, VERDICTS, format_interval, format_threshold, verdict_of
+from .seeds import CONFIRMATORY_SEED
 from .runner import RunResult, check_results, executed_path, read_results, results_path, run_notebook
 
 
@@ -68,23 +69,101 @@ def collect(root: Path, profile: str, names: list[str]) -> dict:
     return {"profile": profile, "rules": RULES, "notebooks": out}
 
 
+CLAIMS = {  # each claim in one line (intro.md states them in full)
+    "C1": "stable maximum-likelihood trajectories settle at the forward-KL minimiser to the empirical distribution",
+    "C2": "stationary solutions reduce generative entropy, concentrating mass on a subset of empirical modes",
+    "C3": "a feedback loop that stabilises generation statistics gives low-entropy, repetitive output",
+    "C4": "optimisation stability does not predict generative quality",
+    "C5": "the mechanisms, measured on a real pretrained language model",
+}
+
+
+def _claim_of(record_id: str) -> str:
+    m = re.match(r"(C\d+)", record_id)
+    return m.group(1) if m else "?"
+
+
+def _scale(r: dict) -> str:
+    """'default, 5 confirmatory seeds (1000-1004)' for one results dict."""
+    s = r["manifest"]["seeds"]
+    kind = "confirmatory" if r["manifest"].get("confirmatory_seeds") else "development"
+    span = f"{s[0]}" if len(s) == 1 else f"{s[0]}–{s[-1]}"
+    return f"`{r['profile']}`, {len(s)} {kind} seeds ({span})" + (
+        ", exploratory (overridden: " + ", ".join(r["manifest"]["overridden"]) + ")"
+        if r["manifest"].get("exploratory") else "")
+
+
+def counts(claims: list[dict]) -> dict:
+    """verdict -> number of records."""
+    out = dict.fromkeys(VERDICTS, 0)
+    for c in claims:
+        out[verdict_of(c)] += 1
+    return out
+
+
+def findings(data: dict) -> str:
+    """Markdown of the findings at a glance: per claim, its line, the counts of supported /
+    inconclusive / contradicted / untestable records and one sentence of what was found at
+    which scale (written from the results, never by hand)."""
+    by_claim: dict[str, list] = {}
+    scale: dict[str, set] = {}
+    for r in data["notebooks"].values():
+        for c in r["claims"]:
+            k = _claim_of(c["id"])
+            by_claim.setdefault(k, []).append(c)
+            scale.setdefault(k, set()).add(_scale(r))
+    rows = ["| claim | in one line | ✓ | ? | ✗ | — | found |", "|---|---|:-:|:-:|:-:|:-:|---|"]
+    for k, line in CLAIMS.items():
+        cl = by_claim.get(k)
+        if not cl:
+            rows.append(f"| {k} | {line} | | | | | not measured in profile `{data['profile']}` |")
+            continue
+        n = counts(cl)
+        against = [c["id"] for c in cl if verdict_of(c) == "contradicted"]
+        said = (f"{n['supported']} of {len(cl)} records supported, {n['contradicted']} contradicted"
+                + (f" ({', '.join(against[:3])}{', …' if len(against) > 3 else ''})" if against else "")
+                + f"; at {'; '.join(sorted(scale[k]))}")
+        rows.append(f"| {k} | {line} | {n['supported']} | {n['inconclusive']} | {n['contradicted']} | "
+                    f"{n['untestable']} | {said.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
+
+
+def rules_table() -> str:
+    """How each verdict is decided, per comparator (records.DECIDE)."""
+    rows = ["| comparator | supported when | contradicted when | otherwise |", "|---|---|---|---|"]
+    for cmp, (yes, no) in DECIDE.items():
+        shown = "in [a, b]" if cmp == "within" else {"<=": "≤", ">=": "≥"}.get(cmp, cmp) + " t"
+        rows.append(f"| {shown} | {yes} | {no} | inconclusive |")
+    return "\n".join(rows) + "\n"
+
+
 def claims_page(data: dict, names: list[str]) -> str:
     """Markdown of every claim record in `data` (collect's result), one table per notebook."""
     profile = data["profile"]
-    n_rec = sum(len(r["claims"]) for r in data["notebooks"].values())
-    n_hold = sum(c["holds"] for r in data["notebooks"].values() for c in r["claims"])
+    every = [c for r in data["notebooks"].values() for c in r["claims"]]
+    n = counts(every)
     rules = "\n".join(f"| `{k}` | {v} |" for k, v in RULES.items())
     out = ["# Claims and verdicts\n",
            f"This page is written by `stabliab book --profile {profile}` from `results/{profile}/*.json`; "
-           "do not edit it by hand. Every record, with its manifest (commit, device, seeds, versions), is in "
+           "do not edit it by hand. Every record, with its manifest (commit, device, seeds, versions, the "
+           "pre-registered values that decided it), is in "
            '<a href="../claims.json">claims.json</a>, which `stabliab diff` compares with a rerun.\n',
-           f"**{n_rec} records, {n_hold} hold.** A record holds (✓) when the whole 95% interval of its value lies on "
-           "the claimed side of its threshold (or inside the stated band); otherwise it is shown as ✗. Each verdict "
+           f"**{len(every)} records: {n['supported']} supported (✓), {n['inconclusive']} inconclusive (?), "
+           f"{n['contradicted']} contradicted (✗), {n['untestable']} untestable (—).** A record is *supported* when "
+           "the whole 95% interval of its value lies on the claimed side of its threshold (or inside the stated "
+           "band), *contradicted* when the whole interval lies on the other side (outside the band), and "
+           "*inconclusive* when it straddles the threshold; a record without data is *untestable*. Each verdict "
            "is a statement about its own record at the 95% level: no correction for the number of records is made, "
-           "so among many ✓ a few could be chance (see "
-           "[how to read a verdict](intro.md#how-to-read-a-verdict)). A ✗ is a measurement, not a failure of the "
-           "book: it says where the claim is not supported at this scale. The interval of each record follows its "
-           "rule:\n",
+           "so among many ✓ or ✗ a few could be chance (see "
+           "[how to read a verdict](intro.md#how-to-read-a-verdict)). A ✗ is a finding, not a failure of the "
+           "book: at this scale the data speak against the claim.\n",
+           rules_table(),
+           f"**Pre-registration.** Seeds from {CONFIRMATORY_SEED} on are confirmatory: the `default` and `paper` "
+           f"profiles start there, and no seed at or above {CONFIRMATORY_SEED} was looked at while the designs and "
+           "thresholds were chosen. The values marked `[pre-registered]` in each notebook's parameters cell "
+           "decide verdicts; the manifest stores them and the commit that last changed them, and a run that "
+           "overrides one with `-p` is *exploratory*: each of its records is marked so below and in claims.json.\n",
+           "The interval of each record follows its rule:\n",
            "| rule | interval |\n|---|---|\n" + rules + "\n"]
     for name in names:
         r = data["notebooks"].get(name)
@@ -92,26 +171,31 @@ def claims_page(data: dict, names: list[str]) -> str:
             out.append(f"## {name}\n\nNo results for profile `{profile}` yet.\n")
             continue
         m = r["manifest"]
-        held = sum(c["holds"] for c in r["claims"])
+        k = counts(r["claims"])
         out.append(f"## [{name}](generated/{name}.ipynb)\n\n"
-                   f"Profile `{r['profile']}`, {len(m['seeds'])} seeds, commit `{m['git_commit']}`, "
-                   f"{m['seconds']:.0f} s on {m.get('device', '?')}; {held} of {len(r['claims'])} records hold.\n\n"
+                   f"Profile {_scale(r)}, commit `{m['git_commit']}` (pre-registered values last changed in "
+                   f"`{m.get('decisive_commit', '?')}`), {m['seconds']:.0f} s on {m.get('device', '?')}; "
+                   f"{k['supported']} supported, {k['inconclusive']} inconclusive, {k['contradicted']} contradicted, "
+                   f"{k['untestable']} untestable of {len(r['claims'])} records.\n\n"
                    "| claim | verdict | measured, 95% interval, rule (n) | threshold |\n"
                    "|---|:-:|---|---|")
         for c in r["claims"]:
-            n = f", n = {c['n']}" if c.get("n") else ""
+            nn = f", n = {c['n']}" if c.get("n") else ""
             v = f"{c['value']:.3g}" if isinstance(c["value"], (int, float)) else "—"  # NaN is stored as a string
-            out.append(f"| **{c['id']}**<br>{c['statement'].replace('|', '/')} | {'✓' if c['holds'] else '✗'} | "
-                       f"{v} {c.get('unit', '')}<br>{format_interval(c)}<br>*{c.get('rule', '?')}{n}* | "
+            flag = "<br>*exploratory*" if c.get("exploratory") else ""
+            out.append(f"| **{c['id']}**<br>{c['statement'].replace('|', '/')} | {LABELS[verdict_of(c)]}{flag} | "
+                       f"{v} {c.get('unit', '')}<br>{format_interval(c)}<br>*{c.get('rule', '?')}{nn}* | "
                        f"{format_threshold(c)} |")
         out.append("")
     return "\n".join(out) + "\n"
 
 
 def write_verdicts(root: Path, profile: str, names: list[str]) -> None:
-    """book/claims.md and book/_extra/claims.json (copied to the root of the built site)."""
+    """book/claims.md, book/findings.md (the intro's findings at a glance) and
+    book/_extra/claims.json (copied to the root of the built site)."""
     data = collect(root, profile, names)
     io.write_atomic({root / "book" / "claims.md": claims_page(data, names).encode(),
+                     root / "book" / "findings.md": findings(data).encode(),
                      root / "book" / "_extra" / "claims.json": io.json_bytes(data, checksum=True)})
 
 
@@ -185,9 +269,8 @@ def load_verdicts(path: Path) -> dict[str, dict[str, dict]]:
 
 
 def _verdict(c: dict) -> str:
-    """A record's state: ✓ or ✗ from `holds`, "untestable" for None; any other value as written."""
-    h = c.get("holds")
-    return "✓" if h is True else "✗" if h is False else "untestable" if h is None else str(h)
+    """A record's state (records.verdict_of): supported, inconclusive, contradicted or untestable."""
+    return verdict_of(c)
 
 
 def _value(v):

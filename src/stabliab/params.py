@@ -5,6 +5,11 @@ Every assignment in the cell tagged "parameters" may carry a constraint in its c
     lr = 0.1              # in (0, 10]: learning rate
     optimizer = "sgd"     # one of {sgd, adamw}
     lr_fractions = [0.5]  # in (0, 100): fractions of the stability edge
+    gap_threshold = 1e-4  # in (0, 1]: nats; settled below this [pre-registered]
+
+A value marked [pre-registered] decides a verdict (a threshold, tolerance, window or effect
+floor): it is fixed before the confirmatory run, the manifest records it, and a run that
+overrides it is exploratory (records.Report.exploratory).
 
 Types come from the default value (an int parameter takes ints, a float takes
 finite ints or floats, never NaN or infinity; a list takes a list whose items obey the
@@ -80,6 +85,7 @@ class ParamSpec:
     hi_open: bool = False
     choices: tuple | None = None
     help: str = ""
+    decisive: bool = False  # marked [pre-registered]: it decides a verdict (records.Report.exploratory)
 
     @property
     def kind(self) -> type:
@@ -138,6 +144,7 @@ class ParamSpec:
         return self._check_scalar(v, self.kind)
 
 
+PREREGISTERED = "[pre-registered]"  # the comment mark of a decisive value (a threshold, window or floor)
 _RANGE = re.compile(r"in\s*([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])")
 _CHOICES = re.compile(r"one of\s*\{([^}]*)\}")
 _CELL = re.compile(r"^# %%(.*)$")
@@ -182,7 +189,8 @@ def parse_cell(code: str) -> dict[str, ParamSpec]:
         elif m := _RANGE.search(comment):
             spec.lo_open, spec.hi_open = m.group(1) == "(", m.group(4) == ")"
             spec.lo, spec.hi = float(m.group(2)), float(m.group(3))
-        spec.help = comment.split(":", 1)[1].strip() if ":" in comment else ""
+        spec.decisive = PREREGISTERED in comment
+        spec.help = comment.replace(PREREGISTERED, "").split(":", 1)[1].strip() if ":" in comment else ""
         specs[name] = spec
     return specs
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import io, params, sweep
+from .seeds import CONFIRMATORY_SEED
 from .stats import LEVEL, mean_interval, paired_interval
 
 COMPARATORS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
@@ -42,21 +43,75 @@ RULES = {
     "paired": "Student-t interval of the mean paired difference (treatment minus baseline, same seed)",
     "share": "exact Clopper–Pearson interval of a share of seeds",
     "identity": "largest error over every check of a deterministic identity; no interval",
-    "aggregate": "holds when every member record holds; value and interval of the least favourable member",
-    "joint": "holds when every part holds (each a Student-t interval of a paired mean difference); value and "
-             "interval of the part with the smallest standardised margin",
+    "aggregate": "for every member: contradicted if one member is, supported if all are, untestable if all are, "
+                 "inconclusive otherwise; value and interval of the least favourable member",
+    "joint": "all parts at once (each a Student-t interval of a paired mean difference), combined as an aggregate; "
+             "value and interval of the least favourable part (worst verdict, then smallest standardised margin)",
     "bootstrap": "percentile bootstrap of a rank correlation over configurations, then seeds within each "
                  "(stats.rank_bootstrap)",
+    "equal": "every replicate gave the same value (a zero-width interval): reported as 'all seeds equal' and "
+             "decided by the common value, as an identity",
+    "single": "one replicate (n = 1): no interval; never supported or contradicted, only inconclusive",
+}
+
+# A record's state. supported: the whole interval on the claimed side of the threshold (inside the
+# band); contradicted: the whole interval on the opposite side (outside the band); inconclusive:
+# the interval straddles the threshold (a band's edge), or n = 1; untestable: no data (NaN).
+VERDICTS = ("supported", "inconclusive", "contradicted", "untestable")
+LABELS = {"supported": "✓ supported", "inconclusive": "? inconclusive", "contradicted": "✗ contradicted",
+          "untestable": "— untestable"}
+SYMBOLS = {"supported": "✓", "inconclusive": "?", "contradicted": "✗", "untestable": "—"}
+DECIDE = {  # how a record's verdict is read from its interval [lo, hi] and threshold t
+    "<": ("hi < t", "lo ≥ t"), "<=": ("hi ≤ t", "lo > t"), ">": ("lo > t", "hi ≤ t"), ">=": ("lo ≥ t", "hi < t"),
+    "within": ("a ≤ lo and hi ≤ b", "hi < a or lo > b"),
 }
 
 
 # ---------------------------------------------------------------------- records
-def _holds(comparator: str, threshold, lo: float, hi: float) -> bool:
+_NEGATION = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def decide(comparator: str, threshold, lo: float, hi: float) -> str:
+    """The verdict of an interval [lo, hi] (lo = hi for an identity) against a threshold
+    (DECIDE): supported when the whole interval satisfies the comparator, contradicted
+    when the whole interval satisfies its negation, inconclusive otherwise; untestable
+    when an end is NaN."""
+    if math.isnan(lo) or math.isnan(hi):
+        return "untestable"
     if comparator == "within":
         a, b = threshold
-        return bool(a <= lo and hi <= b)
-    edge = hi if comparator in ("<", "<=") else lo
-    return bool(COMPARATORS[comparator](edge, threshold))
+        return "supported" if a <= lo and hi <= b else "contradicted" if hi < a or lo > b else "inconclusive"
+    near, far = (hi, lo) if comparator in ("<", "<=") else (lo, hi)  # the deciding end for each side
+    if COMPARATORS[comparator](near, threshold):
+        return "supported"
+    if COMPARATORS[_NEGATION[comparator]](far, threshold):
+        return "contradicted"
+    return "inconclusive"
+
+
+def combine(verdicts) -> str:
+    """The verdict of "all of these": contradicted if any is, supported if all are,
+    untestable if all are, inconclusive otherwise."""
+    v = list(verdicts)
+    if "contradicted" in v:
+        return "contradicted"
+    if all(x == "supported" for x in v):
+        return "supported"
+    if all(x == "untestable" for x in v):
+        return "untestable"
+    return "inconclusive"
+
+
+_RANK = {"contradicted": 0, "inconclusive": 1, "untestable": 2, "supported": 3}
+
+
+def least_favourable(members: list, key) -> "Claim":
+    """The member that decides an "all of these" record: the worst state first, then the
+    smallest (finite) margin by `key`."""
+    def order(m):
+        k = key(m)
+        return _RANK[m.verdict], (k if math.isfinite(k) else (math.inf if m.verdict == "untestable" else k))
+    return min(members, key=order)
 
 
 def margin(c: "Claim") -> float:
@@ -97,10 +152,20 @@ def format_threshold(c) -> str:
 
 
 def format_interval(c) -> str:
-    iv = _get(c, "interval")
+    iv, rule = _get(c, "interval"), _get(c, "rule")
     if iv is None:
-        return "— (identity)" if _get(c, "rule") == "identity" else "—"
+        return {"identity": "— (identity)", "equal": "— (all seeds equal)", "single": "— (n = 1)"}.get(rule, "—")
     return f"[{iv[0]:.3g}, {iv[1]:.3g}]"
+
+
+def verdict_of(c) -> str:
+    """A record's state from a Claim or its dict form; a record written before verdicts had
+    three values (only `holds`) reads as supported / inconclusive, None as untestable."""
+    v = _get(c, "verdict") if (not isinstance(c, dict) or "verdict" in c) else None
+    if v in VERDICTS:
+        return v
+    h = c.get("holds") if isinstance(c, dict) else None
+    return "supported" if h is True else "inconclusive" if h is False else "untestable"
 
 
 def style(df: pd.DataFrame, fmt: str | dict = "{:.3g}", bold: dict | None = None):
@@ -111,7 +176,10 @@ def style(df: pd.DataFrame, fmt: str | dict = "{:.3g}", bold: dict | None = None
     bold = bold or {}
     formats = {}
     for c in df.columns:
-        if pd.api.types.is_bool_dtype(df[c]):
+        if (pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])) and len(df[c].dropna()) \
+                and df[c].dropna().isin(VERDICTS).all():
+            formats[c] = lambda v: LABELS.get(v, v)  # a column of verdicts
+        elif pd.api.types.is_bool_dtype(df[c]):
             formats[c] = lambda v: "✓" if v else "✗"
         elif pd.api.types.is_float_dtype(df[c]):
             formats[c] = fmt.get(c, "{:.3g}") if isinstance(fmt, dict) else fmt
@@ -130,24 +198,38 @@ class Claim:
     interval: tuple[float, float] | None  # None for an identity (rule "identity")
     threshold: float | tuple[float, float]  # a band [a, b] for comparator "within"
     comparator: str  # how the *whole interval* must compare with the threshold
-    holds: bool
+    verdict: str  # one of VERDICTS (decide, combine)
     unit: str = ""
     rule: str = "mean"  # a key of RULES
     n: int | None = None  # replicates behind the interval
     members: list | None = None  # for an aggregate: ids of its members
     worst: str | None = None  # for an aggregate or a joint record: the least favourable member or part
     parts: list | None = None  # for a joint record: each part's name, value, interval, threshold, verdict
+    holds: bool = False  # verdict == "supported" (kept for readers of older files)
+    exploratory: bool = False  # a decisive value of the run was overridden (Report.exploratory)
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        self.holds = self.verdict == "supported"
 
     @property
-    def verdict(self) -> str:
-        return "✓ holds" if self.holds else "✗ does not hold"
+    def label(self) -> str:
+        return LABELS[self.verdict]
 
 
 class Report:
-    def __init__(self, notebook: str, parameters: dict, seeds):
+    def __init__(self, notebook: str, parameters: dict, seeds, decisive: dict | None = None):
+        """decisive: name -> the pre-registered value of each decisive parameter (marked
+        [pre-registered] in the parameters cell; the profile's value): a run whose value
+        differs is exploratory, and so is every record it makes."""
         self.notebook = notebook
         self.parameters = dict(parameters)
         self.seeds = [int(s) for s in seeds]
+        self.decisive = {k: self.parameters[k] for k in (decisive or {})}
+        self.overridden = sorted(k for k, v in (decisive or {}).items() if self.parameters[k] != v)
+        self.exploratory = bool(self.overridden)
+        self.confirmatory_seeds = bool(self.seeds) and min(self.seeds) >= CONFIRMATORY_SEED
         self.claims: list[Claim] = []
         self.metrics: dict = {}
         self.level = LEVEL
@@ -167,7 +249,15 @@ class Report:
         missing = [k for k in specs if k not in namespace]
         if missing:
             raise params.ParameterError(f"{notebook}: parameters cell names {', '.join(missing)}, which are not defined")
-        return cls(notebook, {k: specs[k].check(namespace[k]) for k in specs}, seeds)
+        values = {k: specs[k].check(namespace[k]) for k in specs}
+        reference = {k: s.default for k, s in specs.items()}
+        profile = io.env(io.PROFILE)
+        if profile in params.PROFILES:  # under `stabliab run`: the profile's values are the pre-registered ones
+            try:
+                reference = params.resolve_parameters(params.find_root(), notebook, profile)
+            except (FileNotFoundError, params.ParameterError):
+                pass
+        return cls(notebook, values, seeds, {k: reference[k] for k, s in specs.items() if s.decisive})
 
     def call(self, task, *args, **extra):
         """task(*args, **kw), kw its keyword-only arguments taken by name from this run's
@@ -180,12 +270,16 @@ class Report:
         self.device = dict(info)
 
     def claim(self, id: str, statement: str, value: float, interval, threshold, comparator: str = "<",
-              unit: str = "", rule: str = "mean", n: int | None = None, **extra) -> Claim:
-        """Record a claim. It holds when the whole interval lies on the claimed side of
-        the threshold (for '<': interval[1] < threshold; for 'within' [a, b]:
-        a <= interval[0] and interval[1] <= b); an identity (interval None) compares its
-        value. Prefer the helpers below, which compute the interval by the book's rule.
-        Glues <key>_value, _lo, _hi, _threshold and _verdict, key = id in lower case
+              unit: str = "", rule: str = "mean", n: int | None = None, verdict: str | None = None,
+              **extra) -> Claim:
+        """Record a claim; its verdict (decide) compares the whole interval with the threshold:
+        supported when it lies on the claimed side ('<': interval[1] < threshold; 'within'
+        [a, b]: a <= interval[0] and interval[1] <= b), contradicted when it lies wholly on
+        the other side, inconclusive otherwise, untestable for NaN. An identity (interval
+        None) compares its value; rule "single" (n = 1) is at best inconclusive; `verdict`
+        is given only by records that combine others (aggregate, joint). Prefer the helpers
+        below, which compute the interval by the book's rule. Glues <key>_value, _lo, _hi,
+        _threshold and _verdict (the label, e.g. "✓ supported"), key = id in lower case
         with every run of non-word characters as one underscore."""
         if comparator not in COMPARATORS and comparator != "within":
             raise ValueError(f"comparator must be one of {[*COMPARATORS, 'within']}")
@@ -203,20 +297,35 @@ class Report:
         else:
             lo, hi = float(interval[0]), float(interval[1])
             iv = (lo, hi)
-        c = Claim(id, statement, float(value), iv, threshold, comparator, _holds(comparator, threshold, lo, hi),
-                  unit, rule, n, **extra)
+        if verdict is None:
+            verdict = decide(comparator, threshold, lo, hi)
+            if rule == "single" and verdict != "untestable":
+                verdict = "inconclusive"
+        c = Claim(id, statement, float(value), iv, threshold, comparator, verdict, unit, rule, n,
+                  exploratory=self.exploratory, **extra)
         self.claims.append(c)
         key = glue_key(id)
-        for suffix, v in [("value", c.value), ("lo", lo), ("hi", hi), ("verdict", c.verdict),
+        for suffix, v in [("value", c.value), ("lo", lo), ("hi", hi), ("verdict", c.label),
                           ("threshold", threshold if comparator != "within" else format_threshold(c))]:
             glue(f"{key}_{suffix}", v)
         return c
 
+    def _replicated(self, id, statement, d, interval_fn, threshold, comparator, unit, rule) -> Claim:
+        """A mean over replicates d: Student-t interval (interval_fn), except n = 1 (no
+        interval, rule "single") and all replicates equal (rule "equal", decided by the value)."""
+        if not np.all(np.isfinite(d)):  # a replicate without a number (no data, a diverged run): nothing to test
+            return self.claim(id, statement, float("nan"), None, threshold, comparator, unit, rule=rule, n=d.size)
+        if d.size == 1:
+            return self.claim(id, statement, d[0], None, threshold, comparator, unit, rule="single", n=1)
+        if d.max() == d.min():
+            return self.claim(id, statement, d[0], None, threshold, comparator, unit, rule="equal", n=d.size)
+        return self.claim(id, statement, d.mean(), interval_fn(), threshold, comparator, unit, rule=rule, n=d.size)
+
     def mean(self, id: str, statement: str, values, threshold, comparator: str = "<", unit: str = "") -> Claim:
         """A claim about the mean of independent replicates (Student-t interval)."""
         v = np.asarray(values, dtype=np.float64).reshape(-1)
-        return self.claim(id, statement, v.mean(), mean_interval(v, self.level), threshold, comparator, unit,
-                          rule="mean", n=v.size)
+        return self._replicated(id, statement, v, lambda: mean_interval(v, self.level), threshold, comparator,
+                                unit, "mean")
 
     def paired(self, id: str, statement: str, treated, baseline, threshold=0.0, comparator: str = "<",
                unit: str = "") -> Claim:
@@ -224,35 +333,33 @@ class Report:
         t, b = np.asarray(treated, dtype=np.float64).reshape(-1), np.asarray(baseline, dtype=np.float64).reshape(-1)
         if t.shape != b.shape:
             raise ValueError(f"paired claim {id!r}: {t.size} treated values against {b.size} baseline values")
-        d = t - b
-        return self.claim(id, statement, d.mean(), paired_interval(t, b, self.level), threshold, comparator, unit,
-                          rule="paired", n=d.size)
+        return self._replicated(id, statement, t - b, lambda: paired_interval(t, b, self.level), threshold,
+                                comparator, unit, "paired")
 
     def identity(self, id: str, statement: str, errors, tolerance: float, unit: str = "") -> Claim:
-        """A deterministic identity: holds when the largest absolute error is below tolerance."""
+        """A deterministic identity, checked once per replicate: supported when the largest
+        absolute error is below tolerance (contradicted otherwise)."""
         e = np.abs(np.asarray(errors, dtype=np.float64))
         return self.claim(id, statement, e.max(), None, tolerance, "<", unit, rule="identity", n=e.size)
 
     def aggregate(self, id: str, statement: str, members: list[Claim]) -> Claim:
-        """'For every member': holds when every member holds; value and interval are the
-        least favourable member's (smallest margin to the threshold)."""
+        """'For every member': supported when every member is, contradicted when one is
+        (combine); value and interval are the least favourable member's (worst state, then
+        smallest margin to the threshold)."""
         if not members:
             raise ValueError(f"aggregate {id!r} has no members")
         mixed = len({(m.comparator, m.threshold, m.unit) for m in members}) > 1
         # one threshold: the smallest margin; several (joint records): the smallest standardised margin
-        w = min(members, key=standardised_margin if mixed else margin)
-        if mixed and all(m.holds for m in members) != w.holds:
-            w = next(m for m in members if not m.holds)
-        c = self.claim(id, f"{statement} (least favourable: {w.id})", w.value, w.interval, w.threshold, w.comparator,
-                       w.unit, rule="aggregate", n=w.n, members=[m.id for m in members], worst=w.id)
-        assert c.holds == all(m.holds for m in members)  # one comparator: the worst member decides
-        return c
+        w = least_favourable(members, standardised_margin if mixed else margin)
+        return self.claim(id, f"{statement} (least favourable: {w.id})", w.value, w.interval, w.threshold,
+                          w.comparator, w.unit, rule="aggregate", n=w.n, verdict=combine(m.verdict for m in members),
+                          members=[m.id for m in members], worst=w.id)
 
     def joint(self, id: str, statement: str, parts: list[dict]) -> Claim:
         """'All of these at once', each part a paired mean difference (same seeds):
         parts = [{"name", "treated", "baseline", "threshold", "comparator", "unit"}].
-        Holds when every part holds; value and interval are those of the part with the
-        smallest standardised margin (the first failing part if one fails)."""
+        Verdict by combine over the parts; value and interval are those of the least
+        favourable part (worst state, then smallest standardised margin)."""
         if not parts:
             raise ValueError(f"joint record {id!r} has no parts")
         done = []
@@ -262,20 +369,24 @@ class Report:
             if t.shape != b.shape:
                 raise ValueError(f"joint record {id!r}, part {p['name']!r}: {t.size} treated against {b.size} baseline")
             d = t - b
-            lo, hi = paired_interval(t, b, self.level)
-            c = Claim(p["name"], p["name"], float(d.mean()), (lo, hi), float(p.get("threshold", 0.0)),
-                      p.get("comparator", "<"), _holds(p.get("comparator", "<"), float(p.get("threshold", 0.0)), lo, hi),
-                      p.get("unit", ""), "paired", d.size)
-            done.append(c)
-        w = min(done, key=standardised_margin)
-        if not all(c.holds for c in done) and w.holds:
-            w = next(c for c in done if not c.holds)
+            cmp, thr = p.get("comparator", "<"), float(p.get("threshold", 0.0))
+            if not np.all(np.isfinite(d)):
+                iv, rule, v = None, "paired", "untestable"
+            elif d.size == 1:
+                iv, rule, v = None, "single", "inconclusive"
+            elif d.max() == d.min():
+                iv, rule, v = None, "equal", decide(cmp, thr, d[0], d[0])
+            else:
+                iv, rule = paired_interval(t, b, self.level), "paired"
+                v = decide(cmp, thr, *iv)
+            done.append(Claim(p["name"], p["name"], float(d.mean()), iv, thr, cmp, v, p.get("unit", ""), rule, d.size))
+        w = least_favourable(done, standardised_margin)
         summary = [{"name": c.id, "value": c.value, "interval": c.interval, "threshold": c.threshold,
-                    "comparator": c.comparator, "unit": c.unit, "holds": c.holds} for c in done]
-        c = self.claim(id, f"{statement} (least favourable: {w.id})", w.value, w.interval, w.threshold, w.comparator,
-                       w.unit, rule="joint", n=w.n, worst=w.id, parts=summary)
-        assert c.holds == all(d.holds for d in done)
-        return c
+                    "comparator": c.comparator, "unit": c.unit, "rule": c.rule, "verdict": c.verdict,
+                    "holds": c.holds} for c in done]
+        return self.claim(id, f"{statement} (least favourable: {w.id})", w.value, w.interval, w.threshold,
+                          w.comparator, w.unit, rule="joint", n=w.n, verdict=combine(c.verdict for c in done),
+                          worst=w.id, parts=summary)
 
     def metric(self, name: str, value, glue_it: bool = True) -> None:
         """Record a metric and glue it under its name (returns nothing, so that a
@@ -292,20 +403,22 @@ class Report:
         glue(name, style(df, fmt, bold))
 
     def table(self) -> pd.DataFrame:
-        """Every record so far, one row each: value, interval (lo, hi; NaN for an identity),
-        the threshold as its rule reads, the interval rule and whether it holds (numbers and
-        booleans; display it through records.style)."""
+        """Every record so far, one row each: value, interval (lo, hi; NaN without one), the
+        threshold as its rule reads, the interval rule, the verdict (one of VERDICTS) and
+        whether the run was exploratory (display it through records.style)."""
         return pd.DataFrame([{"claim": c.id, "value": c.value,
                               "lo": np.nan if c.interval is None else c.interval[0],
                               "hi": np.nan if c.interval is None else c.interval[1],
-                              "threshold": format_threshold(c), "rule": c.rule, "holds": c.holds}
+                              "threshold": format_threshold(c), "rule": c.rule, "verdict": c.verdict,
+                              "exploratory": c.exploratory}
                              for c in self.claims]).set_index("claim")
 
     def to_dict(self) -> dict:
         return {"notebook": self.notebook, "parameters": self.parameters,
                 "claims": [asdict(c) for c in self.claims], "metrics": self.metrics,
                 "manifest": {"python": platform.python_version(), "torch": io.torch_version(), **self.device,
-                             "seeds": self.seeds}}
+                             "seeds": self.seeds, "decisive": self.decisive, "overridden": self.overridden,
+                             "exploratory": self.exploratory, "confirmatory_seeds": self.confirmatory_seeds}}
 
     def save(self) -> Path:
         path = io.env(io.RESULTS_FILE) or Path("results") / "adhoc" / f"{self.notebook}.json"

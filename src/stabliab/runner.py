@@ -92,8 +92,8 @@ def check_results(doc, path, name: str | None = None, manifest: bool = True) -> 
     claims = doc.get("claims")
     if not isinstance(doc.get("notebook"), str) or (name is not None and doc["notebook"] != name):
         raise io.CorruptFile(path, "names no notebook, or another one")
-    if not isinstance(claims, list) or not all(isinstance(c, dict) and "id" in c and "holds" in c for c in claims):
-        raise io.CorruptFile(path, "has no list of claim records (id, holds)")
+    if not isinstance(claims, list) or not all(isinstance(c, dict) and "id" in c and ("verdict" in c or "holds" in c) for c in claims):
+        raise io.CorruptFile(path, "has no list of claim records (id, verdict)")
     if manifest and not isinstance(doc.get("manifest"), dict):
         raise io.CorruptFile(path, "has no manifest")
     return doc
@@ -125,6 +125,21 @@ def _git_commit(root: Path) -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def _decisive_commit(root: Path, name: str, profile: str) -> str:
+    """The last commit that changed the notebook (whose parameters cell holds the
+    pre-registered values) or the profile that sets them; "unknown" outside git, and
+    "uncommitted" when either file differs from that commit."""
+    files = [f"notebooks/{name}.py", f"profiles/{profile}.yaml"]
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%h", "--", *files], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *files], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return "uncommitted" if dirty else (out or "unknown")
     except Exception:
         return "unknown"
 
@@ -306,7 +321,8 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         result = json.loads(tmp_res.read_text())
         result["profile"] = profile
         result["parameters"] = params
-        result["manifest"].update(git_commit=_git_commit(root), source_hash=key, cache_key=key,
+        result["manifest"].update(git_commit=_git_commit(root), decisive_commit=_decisive_commit(root, name, profile),
+                                  source_hash=key, cache_key=key,
                                   started=started.isoformat(timespec="seconds"), seconds=round(seconds, 2))
         nb.metadata["stabliab"] = {"cache_key": key, "profile": profile, "parameters": params}
         # both written beside their targets first, then renamed: a full disk leaves both old files

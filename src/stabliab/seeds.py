@@ -13,6 +13,11 @@ import hashlib
 import numpy as np
 import torch
 
+# Seeds from here on are confirmatory: the default and paper profiles start at it, and no
+# seed at or above it was looked at while the book's designs and thresholds were chosen
+# (development used seeds 0-999: the smoke profile, the tests and earlier default runs).
+CONFIRMATORY_SEED = 1000
+
 STREAMS = {
     "data": "training sequences of one replicate",
     "fixed": "a fixed evaluation batch, shared by the replicates",

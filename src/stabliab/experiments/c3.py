@@ -241,7 +241,7 @@ def effects_table(report, detail: pd.DataFrame, gates: dict) -> pd.DataFrame:
 
     def wide(s, fill):
         return s.unstack(fill_value=fill).reindex(index=idx, columns=list(OUTCOMES.values()), fill_value=fill)
-    verdicts = pd.DataFrame({col: [cl[f"{rid}[{c}:{a}:{des}]"].holds for c, a, des in gates]
+    verdicts = pd.DataFrame({col: [cl[f"{rid}[{c}:{a}:{des}]"].verdict for c, a, des in gates]
                              for col, rid in VERDICTS.items()}, index=idx)
     excl = wide((d.lo > 0) | (d.hi < 0), False).rename(columns=excludes_zero)
     return pd.concat([verdicts, wide(d["mean"], np.nan), excl], axis=1)
@@ -255,7 +255,7 @@ def regime_points(gate: pd.DataFrame, detail: pd.DataFrame, effects: pd.DataFram
     dH, dR = out.xs("gen_entropy", level="outcome"), out.xs("seq_rep4", level="outcome")
     return pd.DataFrame({"stabilises": gate.stabilises, "x": -gate["log10 var ratio"], "x_lo": -gate.hi,
                          "x_hi": -gate.lo, "dH": dH["mean"], "dH_lo": dH.lo, "dH_hi": dH.hi, "dRep": dR["mean"],
-                         "C3": effects.C3}, index=gate.index).reset_index()
+                         "C3": effects.C3 == "supported"}, index=gate.index).reset_index()
 
 
 def opposite_movers(points: pd.DataFrame, corpus: str) -> list[tuple[str, str]]:
@@ -277,8 +277,8 @@ def overall_table(report, points: pd.DataFrame, corpora: list[str]) -> pd.DataFr
         agg, cause, opp = cl[f"C3[{c}]"], cl[f"C3.cause[{c}]"], opposite_movers(points, c)
         rows.append({"corpus": c, "stabilising (family, design)": len(agg.members),
                      "of which give C3": sum(cl[m].holds for m in agg.members), "least favourable": agg.worst,
-                     "C3": agg.holds, "ρ(stabilisation, ΔH)": cause.value, "ρ lo": cause.interval[0],
-                     "ρ hi": cause.interval[1], "C3.cause": cause.holds, "opposite pairs": len(opp),
+                     "C3": agg.verdict, "ρ(stabilisation, ΔH)": cause.value, "ρ lo": cause.interval[0],
+                     "ρ hi": cause.interval[1], "C3.cause": cause.verdict, "opposite pairs": len(opp),
                      "e.g. lowers": opp[0][0] if opp else None, "e.g. raises": opp[0][1] if opp else None})
     return pd.DataFrame(rows).set_index("corpus")
 
@@ -287,7 +287,7 @@ def design_summary(runs: dict, effects: pd.DataFrame, specs: dict[str, dict]) ->
     """Per design, the share of (corpus, family) cells where it passes the gate, gives C3
     and keeps the loss smooth; for a PI loop, the standard error of its statistic it
     measured (nats per measurement, mean over runs) and its tolerance z in units of it."""
-    out = effects.groupby("design", sort=False)[["gate", "C3", "smooth"]].mean()
+    out = (effects[["gate", "C3", "smooth"]] == "supported").groupby("design", sort=False).mean()
     pi = {d: s for d, s in specs.items() if s["design"] == "pi_own_samples"}
     out["PI noise se"] = [np.mean([runs[k][feedback_key("noise_se")].mean() for k in runs if k[2] == d])
                           if d in pi else np.nan for d in out.index]
@@ -337,6 +337,6 @@ def text_table(runs: dict, effects: pd.DataFrame, corpus: str, archs: list[str],
     """The first held-out prompt's continuation (first seed; T = 1 and greedy, first
     `width` characters) per family, for maximum likelihood and every design, and whether
     C3[corpus:family:design] holds."""
-    return pd.DataFrame([{"family": a, "design": d, "C3": d != "off" and bool(effects.loc[(corpus, a, d), "C3"]),
+    return pd.DataFrame([{"family": a, "design": d, "C3": None if d == "off" else effects.loc[(corpus, a, d), "C3"],
                           **{col: runs[corpus, a, d][k][0][0][:width] for col, k in zip(["T = 1", "greedy"], TEXTS)}}
                          for a in archs for d in ["off", *labels]]).set_index(["family", "design"])

@@ -236,14 +236,15 @@ def _rank_record(report, id: str, statement: str, stab, Y, Z=None) -> dict:
     v, ci = stats.rank_bootstrap(stab, Y, Z, n_boot=p["n_boot"], seed=p["seed"])
     c = report.claim(id, f"{statement} within ±{bound:g}", v, ci, (-bound, bound), "within", rule="bootstrap",
                      n=len(stab))
-    return {"ρ": v, "lo": ci[0], "hi": ci[1], "holds": c.holds}
+    return {"ρ": v, "lo": ci[0], "hi": ci[1], "verdict": c.verdict}
 
 
 def rank_records(report, table: dict, inst: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """C4.rank[Q] (Spearman's rho between the stability index and quality Q over usable
     configurations) and C4.partial[Q] (the same given the held-out cross-entropy; none
     for the forward KL rate, which is that cross-entropy minus a constant). Returns the
-    two tables (index: quality; rho, lo, hi, holds) and glues how many hold."""
+    two tables (index: quality; rho, lo, hi, verdict) and glues how many are supported and
+    how many contradicted."""
     ok = ~table["diverged"]
     stab, ce = -inst[ok], table["heldout_ce"][ok]  # [C', S]
     rank, partial = {}, {}
@@ -257,7 +258,8 @@ def rank_records(report, table: dict, inst: np.ndarray) -> tuple[pd.DataFrame, p
     report.metric("c4_rho_ce", stats.spearman(stab.mean(1), ce.mean(1)))
     rank, partial = (pd.DataFrame.from_dict(t, orient="index").rename_axis("quality") for t in (rank, partial))
     for name, t in [("rank", rank), ("partial", partial)]:
-        report.metric(f"c4_{name}_holds", int(t["holds"].sum()))
+        report.metric(f"c4_{name}_holds", int((t["verdict"] == "supported").sum()))
+        report.metric(f"c4_{name}_contradicted", int((t["verdict"] == "contradicted").sum()))
         report.metric(f"c4_{name}_count", len(t))
     return rank, partial
 
@@ -274,7 +276,7 @@ def stabiliser_records(report, runs: dict, table: dict) -> tuple[pd.DataFrame, d
     """C4.stabilisers[NAME]: adding one stabiliser to the reference configuration lowers
     each seed's instability index (paired over seeds; standardised by the design in
     `table`). Returns the table (index: stabiliser; paired change of the index and of each
-    quality in DELTAS, with a holds column) and, per stabiliser, the per-seed changes
+    quality in DELTAS, with a verdict column) and, per stabiliser, the per-seed changes
     {"instability", "forward_kl"} for the figure."""
     ref = runs["reference"]["result"]
     a = instability(stability_measures(ref, STABILITY), table)  # [S]
@@ -284,7 +286,7 @@ def stabiliser_records(report, runs: dict, table: dict) -> tuple[pd.DataFrame, d
         b = instability(stability_measures(res, STABILITY), table)
         c = report.paired(f"C4.stabilisers[{name}]", f"adding {name} to the reference configuration lowers each "
                           "seed's instability index (paired difference)", b, a, 0.0, "<")
-        rows[name] = {**paired_columns("Δ instability", b, a), "holds": c.holds,
+        rows[name] = {**paired_columns("Δ instability", b, a), "verdict": c.verdict,
                       **{k: v for lab, q in DELTAS.items() for k, v in paired_columns(lab, res[q], ref[q]).items()}}
         deltas[name] = {"instability": b - a, "forward_kl": np.subtract(res["forward_kl"], ref["forward_kl"])}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("stabiliser"), deltas
