@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 
-from . import book, io, params, runner
+from . import book, io, params, records, runner
 
 EXIT_CODES = """exit codes:
   0    done (diff: no verdict flipped)
@@ -94,7 +94,7 @@ def _command(a) -> int:
         if res.status == "cached":
             print(f"{a.name}: cached (unchanged), skipped -> {res.results.relative_to(root)}")
         else:
-            verdicts = ", ".join(f"{c['id']} {'✓' if c['holds'] else '✗'}" for c in res.claims)
+            verdicts = ", ".join(f"{c['id']} {records.SYMBOLS[records.verdict_of(c)]}" for c in res.claims)
             print(f"{a.name}: ran in {res.seconds:.1f} s [{verdicts}] -> {res.results.relative_to(root)}")
     elif a.cmd == "book":
         book.build_book(root, a.profile, force=a.force, build=not a.no_build)
