@@ -27,8 +27,9 @@ def room():
     runs = call(c1.edge_runs, pb, fit)
     # c1.reverse_fit's L-BFGS takes minutes (the notebook runs it): a stand-in conditional table here
     rev = {"Q": np.stack([measures.smoothed_conditional(c, p["reverse_eps"]) for c in pb.counts])}
+    std = c1.standard_training(**smoke_context(NB, c1.standard_training, seeds=seeds, device="cpu", std_steps=80))
     return dict(p=p, seeds=seeds, pb=pb, fit=fit, runs=runs, rev=rev, summary=call(c1.coverage_summary, pb, fit, rev),
-                full=call(c1.full_family_run, pb))
+                full=call(c1.full_family_run, pb), std=std)
 
 
 def test_tasks_take_keyword_only_arguments_without_defaults():
@@ -130,8 +131,54 @@ def test_records_glue_every_key_the_prose_cites(room, monkeypatch):
     c1.record_unstable(report, runs)
     c1.record_coverage(report, room["summary"])
     c1.record_full_family(report, runs, room["full"])
-    assert [c.id for c in report.claims] == ["C1.maxent", "C1.identity", "C1", "C1.unstable"]
+    c1.standard_records(report, room["std"])
+    ids = [c.id for c in report.claims]
+    assert ids[:5] == ["C1.maxent", "C1.identity", "C1", "C1.unstable", "C1.unstable.trend"]
+    assert {"C1.standard[adamw]", "C1.standard[sgd]", "C1.noise[adamw]", "C1.noise[sgd]"} <= set(ids)
     glued = set(report.metrics) | {f"{records.glue_key(c.id)}_{s}" for c in report.claims
                                    for s in ["value", "lo", "hi", "threshold", "verdict"]}
     cited = set(re.findall(r"\{glue(?::\w*)?\}`([\w]+)", (ROOT / "notebooks" / f"{NB}.py").read_text()))
     assert cited and cited <= glued, cited - glued
+
+
+def test_context_entropy_matches_an_independent_count():
+    """H(p_hat | the last k tokens, BOS-padded), against a plain Counter over the same positions."""
+    from collections import Counter
+    rng = np.random.default_rng(0)
+    V, k = 5, 2
+    x = np.concatenate([np.full((30, 1), V), rng.integers(0, V, (30, 12))], 1)  # [N, T+1], BOS = V first
+    pairs = Counter()
+    for row in x:
+        padded = [V] * (k - 1) + list(row[:-1])
+        for t in range(len(row) - 1):
+            pairs[tuple(padded[t:t + k]), row[t + 1]] += 1
+    ctx = Counter()
+    for (c, _), n in pairs.items():
+        ctx[c] += n
+    n = sum(pairs.values())
+    H = -sum(m / n * np.log(m / ctx[c]) for (c, _), m in pairs.items())
+    assert c1.context_entropy(x, k, V) == pytest.approx(H, abs=1e-12)
+
+
+def test_standard_training_never_goes_below_the_context_floor(room):
+    """thm-softmax-head's bound CE >= H(p_hat | context) holds for every run, stationary or not: the
+    excess forward KL is never negative; and every optimizer, lr and batch of the profile is there."""
+    std, p = room["std"], room["p"]
+    assert (std["excess KL"] > -1e-6).all()
+    assert (std["floor"] < np.log(p["vocab"])).all() and (std["excess share"] == std["excess KL"] / (
+        np.log(p["vocab"]) - std["floor"])).all()
+    assert len(std) == len(room["seeds"]) * (len(p["adamw_lrs"]) + len(p["sgd_lrs"])) * len(p["batch_sizes"])
+    assert set(std.batch) == {4, p["n_sequences"]}  # 0 is the whole sample
+
+
+def test_standard_records_count_only_runs_at_plateau(room, monkeypatch):
+    monkeypatch.setattr(records, "glue", lambda *a, **k: None)
+    std = room["std"].copy()
+    std["at plateau"] = [True, False] * (len(std) // 2)  # one seed of each configuration left out
+    report = records.Report(NB, room["p"], room["seeds"])
+    c1.standard_records(report, std)
+    per_config = [c for c in report.claims if c.id.count(":") == 2]
+    assert per_config and all(c.n == 1 and c.rule == "single" and c.verdict == "inconclusive" for c in per_config)
+    assert all("1 of 2 runs at plateau" in c.statement for c in per_config)
+    agg = {c.id: c for c in report.claims}["C1.standard[adamw]"]
+    assert agg.verdict == "inconclusive" and agg.rule == "aggregate"

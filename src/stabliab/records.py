@@ -313,7 +313,7 @@ class Report:
     def _replicated(self, id, statement, d, interval_fn, threshold, comparator, unit, rule) -> Claim:
         """A mean over replicates d: Student-t interval (interval_fn), except n = 1 (no
         interval, rule "single") and all replicates equal (rule "equal", decided by the value)."""
-        if not np.all(np.isfinite(d)):  # a replicate without a number (no data, a diverged run): nothing to test
+        if d.size == 0 or not np.all(np.isfinite(d)):  # no replicate, or one without a number: nothing to test
             return self.claim(id, statement, float("nan"), None, threshold, comparator, unit, rule=rule, n=d.size)
         if d.size == 1:
             return self.claim(id, statement, d[0], None, threshold, comparator, unit, rule="single", n=1)

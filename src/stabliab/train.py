@@ -112,8 +112,10 @@ class SequenceBatches:
     """Per-member training sequences and a seeded minibatch sampler.
 
     data: [M, N, T+1] token ids with BOS at position 0 (each member may have its own
-    sample of N sequences). batch(step) -> [M, B, T+1]; member m's batches depend
-    only on seeds[m], so a member trains identically alone or batched with others."""
+    sample of N sequences). batch(step) -> [M, B, T+1], B sequences drawn with
+    replacement; member m's batches depend only on seeds[m], so a member trains
+    identically alone or batched with others. batch_size 0: every step sees the whole
+    sample (full-batch training, no draw)."""
     data: torch.Tensor
     batch_size: int
     seeds: list
@@ -122,6 +124,8 @@ class SequenceBatches:
         self.gens = [generator("batches", s) for s in self.seeds]
 
     def batch(self, step: int) -> torch.Tensor:
+        if self.batch_size == 0:
+            return self.data
         N = self.data.shape[1]
         idx = torch.stack([torch.randint(N, (self.batch_size,), generator=g) for g in self.gens])  # [M, B]
         idx = idx.to(self.data.device)  # drawn on the CPU: the same batches on every device
@@ -138,8 +142,9 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
              batch_size: int = 32, weight_decay: float = 0.0, batched: bool | None = None,
              heldout: torch.Tensor | None = None, eval_every=0, eval_fns=None,
              feedback=None, desc=None, precision: str = "fp32", label_smoothing: float = 0.0,
-             schedule=None, clip: float | None = None, ema: float = 0.0, **arch_kw):
-    """Maximum-likelihood training (AdamW) of one architecture for several seeds at once.
+             schedule=None, clip: float | None = None, ema: float = 0.0, optimizer: str = "adamw", **arch_kw):
+    """Maximum-likelihood training (AdamW, or `optimizer` "sgd") of one architecture for
+    several seeds at once; batch_size 0 trains on the whole sample at every step.
 
     Everything runs on data's device (the models are built there). data [M, N, T+1]
     (M = len(seeds)); heldout [M, N_h, T+1] adds a 'heldout' evaluation;
@@ -169,7 +174,10 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     evals = {k: (lambda p, t, f=f: f(base, p, t)) for k, f in (eval_fns or {}).items()}
     if heldout is not None:
         evals = {"heldout": lambda p, t: lm_loss(base, p, heldout, batched, precision), **evals}
-    traj = train(loss_fn, params, steps=steps, lr=lr, optimizer="adamw", weight_decay=weight_decay,
+    if optimizer != "adamw" and weight_decay:
+        raise ValueError(f"weight_decay is an AdamW setting; {optimizer!r} takes none")
+    opt_kw = {"weight_decay": weight_decay} if optimizer == "adamw" else {}
+    traj = train(loss_fn, params, steps=steps, lr=lr, optimizer=optimizer, **opt_kw,
                  log_every=1, eval_every=eval_every, eval_fns=evals, desc=desc or f"train {arch}",
                  schedule=schedule, clip=clip, ema=ema)
     if fb is not None:

@@ -15,13 +15,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import loglinear, measures, optim, train
+from .. import loglinear, measures, members, optim, plateau, train
 from ..seeds import stream, streams
 from ..sources import MarkovSource
 
 IDENTITY_TOL = 1e-10  # nats: the identity CE = H + KL holds to float64 rounding
 MAXENT_TOL = 1e-6  # nats: H(p_theta*) - H(p_hat) = KL* to the accuracy of an L-BFGS minimum (gradient ~1e-9)
 TREND_HORIZON = 10  # C1.unstable.trend extrapolates the tail's log-gap trend to this many times the run's length
+STD_ARCH = dict(d=16, hidden=32)  # C1 under standard training: an MLP n-gram whose window is the source's order
+STD_EVALS = 16  # geometric evaluations of the whole-sample loss, plus PLATEAU_EVALS across the plateau window
+PLATEAU_EVALS = 32  # dense: a minibatch run's whole-sample loss fluctuates, and the slope is a regression over these
+SHARP_ITERS = 30  # power iterations for the top Hessian eigenvalue of the whole-sample loss
 INIT_SCALE = 100  # L-BFGS starts at scale 1: 100 x the training initialisation (init_scale 0.01)
 FORWARD_STARTS, REVERSE_STARTS = 1, 2  # sub-key of the 'init' stream of the L-BFGS starts of each fit
 FITS = {"fwd": "forward-KL fit", "rev": "reverse-KL fit"}
@@ -299,3 +303,94 @@ def record_full_family(report, runs: dict, full: train.Trajectory) -> None:
     report.metric("c1_lowrank_kl_true_final", lowrank.mean())
     report.metric("c1_full_kl_true_rise", (kt[-1] - kt.min(0)).mean())
     report.metric("c1_rank", report.parameters["rank"])
+
+
+# ---------------------------------------------------------------------- C1 under standard training
+def context_entropy(x: np.ndarray, k: int, bos: int) -> float:
+    """H(p̂_N | the last k tokens): the plug-in conditional entropy of the next token over every
+    training position of x [N, T+1] (BOS first), each context left-padded with BOS as the MLP
+    n-gram sees it: the floor of that model's training cross-entropy (thm-softmax-head)."""
+    inp, tgt = x[:, :-1], x[:, 1:]  # [N, T] each
+    pad = np.concatenate([np.full((x.shape[0], k - 1), bos, dtype=x.dtype), inp], 1)
+    ctx = np.stack([pad[:, i:i + inp.shape[1]] for i in range(k)], -1).reshape(-1, k)  # [N*T, k]
+    _, c = np.unique(ctx, axis=0, return_inverse=True)
+    counts = np.zeros((c.max() + 1, bos), dtype=np.float64)
+    np.add.at(counts, (c.reshape(-1), tgt.reshape(-1)), 1.0)
+    return measures.conditional_entropy(*measures.empirical_conditional(counts))
+
+
+def standard_training(*, seeds, vocab, order, sparsity, dirichlet_alpha, source_seed, n_sequences, seq_len,
+                      std_steps, adamw_lrs, sgd_lrs, batch_sizes, device) -> pd.DataFrame:
+    """Minibatch (and full-batch) AdamW and SGD on an MLP n-gram (window = the source's order,
+    STD_ARCH) for std_steps, each seed on its own C1 sample: one row per (optimizer, lr, batch,
+    seed) with the floor H(p̂_N | context), the excess forward KL to the empirical distribution
+    (whole-sample cross-entropy minus that floor, mean over the plateau window: the stationary
+    spread of noisy iterates included), its share of the reducible loss log V - floor, the
+    plateau state (plateau.measure on the whole-sample loss) and lr x the top Hessian eigenvalue
+    of the whole-sample loss at the end (SGD is past its stability edge when it exceeds 2)."""
+    src = MarkovSource.random(vocab, sparsity=sparsity, alpha=dirichlet_alpha, order=order, seed=source_seed)
+    dev = torch.device(device)
+    data = torch.stack([members.with_bos(src.sample(n_sequences, seq_len, seed=stream("data", s)), vocab, dev)
+                        for s in seeds])  # [S, N, T+1]: the samples of problem()
+    floor = np.array([context_entropy(d.cpu().numpy(), order, vocab) for d in data])  # [S]
+    tol = plateau.Tolerances()
+    evals = np.union1d(train.eval_schedule(std_steps, STD_EVALS),
+                       np.linspace((1 - tol.window) * std_steps, std_steps, PLATEAU_EVALS).astype(int))
+    rows = []
+    for opt, lrs in (("adamw", adamw_lrs), ("sgd", sgd_lrs)):
+        for lr in lrs:
+            for b in batch_sizes:
+                traj, base = train.train_lm("mlp", data, vocab=vocab, seeds=seeds, steps=std_steps, lr=lr,
+                                            batch_size=b, optimizer=opt, eval_every=evals,
+                                            eval_fns={"whole": lambda base, p, t: members.lm_loss(base, p, data)},
+                                            desc=f"c1 {opt} lr={lr:g} batch={b or 'all'}", context=order, **STD_ARCH)
+                whole = traj["whole"]  # [E, S]
+                pl = plateau.measure_members(traj.eval_step, whole, tol=tol)
+                lam = optim.top_hessian_eigenvalue(lambda p: members.lm_loss(base, p, data), traj.params,
+                                                   iters=SHARP_ITERS, member_seeds=streams("power", seeds))
+                win = traj.eval_step >= pl["window_start"].iloc[0]
+                for m, s in enumerate(seeds):
+                    excess = float(whole[win, m].mean() - floor[m])
+                    rows.append({"optimizer": opt, "lr": float(lr), "batch": int(b or n_sequences), "seed": s,
+                                 "full batch": b == 0, "floor": floor[m], "excess KL": excess,
+                                 "excess share": excess / (np.log(vocab) - floor[m]),
+                                 "at plateau": bool(pl["at_plateau"].iloc[m]), "slope": float(pl["slope"].iloc[m]),
+                                 "lr x sharpness": float(lr * lam[m].abs().item()),
+                                 "diverged": not np.isfinite(whole[-1, m])})
+    return pd.DataFrame(rows)
+
+
+def standard_records(report, std: pd.DataFrame) -> pd.DataFrame:
+    """C1.standard[opt:lr:batch]: the excess forward KL of the runs at plateau, as a share of the
+    reducible loss, below approx_share (Student-t over those seeds); C1.standard[opt] for every
+    such configuration; C1.noise[opt]: at the largest lr, minibatch training ends further from
+    the minimiser than full-batch training (paired by seed). Returns the per-configuration
+    table (means over seeds) and glues it as c1_standard_table."""
+    p = report.parameters
+    keys = ["optimizer", "lr", "batch"]
+    report.metric("c1_std_steps", p["std_steps"])
+    report.metric("c1_approx_share", p["approx_share"])
+    report.metric("c1_std_plateau_share", float(std["at plateau"].mean()))
+    report.metric("c1_std_runs", len(std))
+    for opt, g_opt in std.groupby("optimizer", sort=False):
+        members_ = []
+        for (lr, b), g in g_opt.groupby(["lr", "batch"], sort=False):
+            ok = g[g["at plateau"]]
+            members_.append(report.mean(
+                f"C1.standard[{opt}:{lr:g}:{b}]", f"{opt}, lr {lr:g}, {b} sequences per step "
+                f"({len(ok)} of {len(g)} runs at plateau, the others left out): excess forward KL to the empirical "
+                "distribution, as a share of the reducible loss, over the plateau window", ok["excess share"],
+                p["approx_share"], "<"))
+        report.aggregate(f"C1.standard[{opt}]", f"{opt}, every learning rate and batch size: stationary solutions "
+                         "approximately minimise the forward KL to the empirical distribution", members_)
+        top = g_opt[g_opt.lr == g_opt.lr.max()]
+        mini, full = top[~top["full batch"]].sort_values("seed"), top[top["full batch"]].sort_values("seed")
+        if len(mini) and len(full):
+            worst = mini[mini.batch == mini.batch.min()]
+            report.paired(f"C1.noise[{opt}]", f"{opt} at lr {top.lr.iloc[0]:g}: {worst.batch.iloc[0]} sequences per "
+                          "step end further from the forward-KL minimiser than the whole sample per step (excess "
+                          "KL, paired by seed)", worst["excess KL"], full["excess KL"], 0.0, ">", "nats")
+    table = std.groupby(keys, sort=False)[["excess KL", "excess share", "at plateau", "lr x sharpness"]].mean()
+    report.glue_table("c1_standard_table", table, fmt={"excess KL": "{:.2e}", "excess share": "{:.2%}",
+                                                       "at plateau": "{:.0%}", "lr x sharpness": "{:.3g}"})
+    return table

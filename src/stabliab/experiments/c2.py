@@ -12,15 +12,30 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import lm, measures, members, train
+from .. import lm, measures, members, plateau, train
+from ..optim import member_norm
 from ..seeds import stream, streams
 from ..sources import MarkovSource, ZipfModes
+from ..stats import share_interval
 
 GLUED_PARAMETERS = ["bias_reps", "mechanism_steps", "mechanism_tol", "mm_tol", "seq_len", "n_evals", "n_modes",
                     "mode_len", "n_mode_samples", "mlp_context", "top_m", "precision"]  # cited by the prose
 MODE_COLUMNS = ["modes in sample", "modes in generations", "generations that are a mode",
                 "model mass on sample's top modes", "sample share of its top modes", "true mass of sample's top modes",
                 "model mass on unseen modes", "true mass of unseen modes", "H_model / H(w)"]
+
+# Stationarity first (issue 18): every trained model carries a plateau measurement (plateau.measure), and
+# the records that rest on trained models count only the seeds whose run reached its plateau.
+PLATEAU_TOL = plateau.Tolerances()  # [pre-registered] the test's defaults; the fixed-batch gradient norm is
+# reported, not tested (max_grad_norm None): its scale depends on the model, and where N > FIXED_BATCH the
+# fixed batch is a subset of the sample, whose gradient need not vanish at the sample's optimum
+PLATEAU_SHARE = 0.8  # [pre-registered] C2.plateau holds when the share's interval lies at or above this
+FIXED_BATCH = 128  # the fixed batch: each member's first min(N, FIXED_BATCH) training sequences
+WINDOW_EVALS = 6  # evaluations evenly spaced over the plateau window, added to the geometric schedule
+# A run counts when it is stationary for its training objective: its training loss at plateau, whether or not its
+# held-out loss still rises (state "overfitting": the memorisation regime C2 is about); the state is shown either way.
+PLATEAU_COLUMNS = ["stationary", "at_plateau", *plateau.STATES[1:], "slope", "slope_lo", "slope_hi", "oscillation",
+                   "heldout_slope", "grad_norm", "n_window"]
 
 
 def markov_source(*, vocab, sparsity, dirichlet_alpha, order, source_seed) -> MarkovSource:
@@ -47,6 +62,74 @@ def glue_parameters(report, src: MarkovSource) -> None:
 def sample_entropy(src: MarkovSource, x: np.ndarray) -> float:
     """H(p̂_N): plug-in conditional entropy of the transitions in sequences x [N, T] [nats/token]."""
     return measures.conditional_entropy(*measures.empirical_conditional(src.transition_counts(x)))
+
+
+def eval_steps(steps: int, n_evals: int) -> np.ndarray:
+    """The evaluation steps of every C2 training: the geometric schedule (train.eval_schedule, dense
+    early) joined with WINDOW_EVALS steps evenly spaced over the plateau window (plateau.window_steps)."""
+    return np.union1d(train.eval_schedule(steps, n_evals), plateau.window_steps(steps, WINDOW_EVALS, PLATEAU_TOL))
+
+
+def fixed_batch_evals(data: torch.Tensor, arch: str, precision: str) -> dict:
+    """eval_fns for ONE train_lm run on data [M, N, T+1]: 'fixed', each member's training loss on its
+    first min(N, FIXED_BATCH) sequences (a fixed batch: no random draw, so the training trajectory is
+    unchanged), and 'fixed_grad_norm', its gradient norm there (one backward on detached copies of the
+    parameters, shared by both: build one pair per run)."""
+    batch, batched, done = data[:, :min(data.shape[1], FIXED_BATCH)], arch in ("gru", "lstm"), {}
+
+    def at(base, params, step):
+        if done.get("step") != step:  # train evaluates both at the same step, one after the other
+            with torch.enable_grad():  # train runs eval_fns under no_grad
+                p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+                loss = members.lm_loss(base, p, batch, batched, precision)
+                grads = torch.autograd.grad(loss.sum(), list(p.values()))
+            done.update(step=step, fixed=loss.detach(), fixed_grad_norm=member_norm(grads, loss.shape[0]))
+        return done
+    return {name: (lambda base, params, step, name=name: at(base, params, step)[name])
+            for name in ("fixed", "fixed_grad_norm")}
+
+
+def plateau_of(traj: train.Trajectory, heldout: bool) -> pd.DataFrame:
+    """plateau.measure_members of one trained Trajectory (one row per member): the fixed-batch loss, its
+    gradient norm, and the held-out loss where the run has one (heldout=True)."""
+    return stationary(plateau.measure_trajectory(traj, "fixed", "heldout" if heldout else None, "fixed_grad_norm",
+                                                 PLATEAU_TOL))
+
+
+def stationary(df: pd.DataFrame) -> pd.DataFrame:
+    """A plateau table with its `stationary` column: training loss at plateau, held-out loss free to rise."""
+    return df.assign(stationary=df["at_plateau"] | df["overfitting"])
+
+
+def plateau_rule(report) -> None:
+    """Glue the plateau test's tolerances and design: c2_tol_window, c2_tol_max_slope, c2_tol_max_oscillation,
+    c2_tol_max_heldout_rise (PLATEAU_TOL's fields), c2_fixed_batch, c2_window_evals."""
+    for k in ("window", "max_slope", "max_oscillation", "max_heldout_rise"):
+        report.metric(f"c2_tol_{k}", getattr(PLATEAU_TOL, k))
+    report.metric("c2_fixed_batch", FIXED_BATCH)
+    report.metric("c2_window_evals", WINDOW_EVALS)
+
+
+def _kept(statement: str, at) -> tuple[str, np.ndarray]:
+    at = np.asarray(at, dtype=bool).reshape(-1)
+    return f"{statement}; {int(at.sum())} of {at.size} runs stationary (training loss at plateau), only those count", at
+
+
+def plateau_mean(report, id: str, statement: str, values, at, threshold, comparator: str):
+    """report.mean over the seeds whose run is at plateau (at [S] booleans); none: untestable (n = 0)."""
+    statement, at = _kept(statement, at)
+    if not at.any():
+        return report.claim(id, statement, float("nan"), None, threshold, comparator, n=0)
+    return report.mean(id, statement, np.asarray(values, dtype=np.float64).reshape(-1)[at], threshold, comparator)
+
+
+def plateau_paired(report, id: str, statement: str, treated, baseline, at, threshold, comparator: str):
+    """report.paired over the seeds whose run is at plateau; none: untestable (n = 0)."""
+    statement, at = _kept(statement, at)
+    if not at.any():
+        return report.claim(id, statement, float("nan"), None, threshold, comparator, rule="paired", n=0)
+    t, b = (np.asarray(x, dtype=np.float64).reshape(-1)[at] for x in (treated, baseline))
+    return report.paired(id, statement, t, b, threshold, comparator)
 
 
 def training_samples(src: MarkovSource, N: int, seq_len: int, seeds) -> list[np.ndarray]:
@@ -112,21 +195,24 @@ def plugin_records(report, src: MarkovSource, deficit: np.ndarray) -> None:
 
 # ---------------------------------------------------------------------- (b) order-matched fit
 def order_matched_fit(src: MarkovSource, *, seeds, n_values, seq_len, mechanism_steps, mechanism_lr,
-                      mechanism_batch, precision, arch_kw, device) -> dict:
+                      mechanism_batch, n_evals, precision, arch_kw, device) -> dict:
     """An MLP whose window is the source's order, trained on each seed's sample at the smallest N;
     its conditional table read off exactly. Per seed [S]: H(p̂_N), H_model and KL(p̂_N ‖ p_θ)
-    (both weighted by the sample's contexts), final training loss."""
+    (both weighted by the sample's contexts), final training loss; plateau, its plateau measurement
+    (plateau_of: the fixed-batch loss at eval_steps; no held-out loss, since fitting the sample is the point)."""
     samples = training_samples(src, min(n_values), seq_len, seeds)
     emp = [measures.empirical_conditional(src.transition_counts(x)) for x in samples]  # (w [C], P [C, V])
-    traj, base = train.train_lm("mlp", with_bos(samples, src.vocab, device), vocab=src.vocab, seeds=seeds,
-                                steps=mechanism_steps, lr=mechanism_lr, batch_size=mechanism_batch,
-                                precision=precision, desc="order-matched mlp", **{**arch_kw, "context": src.order})
+    data = with_bos(samples, src.vocab, device)
+    traj, base = train.train_lm("mlp", data, vocab=src.vocab, seeds=seeds, steps=mechanism_steps, lr=mechanism_lr,
+                                batch_size=mechanism_batch, eval_every=eval_steps(mechanism_steps, n_evals),
+                                eval_fns=fixed_batch_evals(data, "mlp", precision), precision=precision,
+                                desc="order-matched mlp", **{**arch_kw, "context": src.order})
     Q = [lm.ngram_table(members.member(base, traj.params, m), src.context_tokens()).cpu().numpy()
          for m in range(len(seeds))]  # each [C, V]
     return {"H_hat": np.array([measures.conditional_entropy(w, P) for w, P in emp]),
             "H_model": np.array([measures.conditional_entropy(w, q) for (w, _), q in zip(emp, Q)]),
             "kl": np.array([measures.conditional_kl(w, P, q) for (w, P), q in zip(emp, Q)]),
-            "final_loss": traj.loss[-1]}
+            "final_loss": traj.loss[-1], "plateau": plateau_of(traj, heldout=False)}
 
 
 def mechanism_table(src: MarkovSource, fit: dict, seeds) -> pd.DataFrame:
@@ -138,12 +224,14 @@ def mechanism_table(src: MarkovSource, fit: dict, seeds) -> pd.DataFrame:
 
 
 def mechanism_records(report, src: MarkovSource, fit: dict) -> None:
-    """C2.mechanism[mlp]: H_model / H(p̂_N) within 1 ± mechanism_tol (Student-t over seeds)."""
+    """C2.mechanism[mlp]: H_model / H(p̂_N) within 1 ± mechanism_tol (Student-t over the seeds at plateau);
+    the metrics are means over every seed."""
     p = report.parameters
     tol, ratio = p["mechanism_tol"], fit["H_model"] / fit["H_hat"]
-    report.mean("C2.mechanism[mlp]", f"MLP with a window of {src.order} (the source's order), "
-                f"N = {min(p['n_values'])}, trained to convergence: its entropy matches the sample's "
-                "(H_model / H(p̂_N), both weighted by the sample's contexts)", ratio, (1 - tol, 1 + tol), "within")
+    plateau_mean(report, "C2.mechanism[mlp]", f"MLP with a window of {src.order} (the source's order), "
+                 f"N = {min(p['n_values'])}, trained to its plateau: its entropy matches the sample's "
+                 "(H_model / H(p̂_N), both weighted by the sample's contexts)", ratio, fit["plateau"]["stationary"],
+                 (1 - tol, 1 + tol), "within")
     report.metric("c2_mech_ratio", float(np.mean(ratio)))
     report.metric("c2_mech_ratio_true", float(np.mean(fit["H_model"] / src.entropy_rate)))
     report.metric("c2_mech_kl", float(fit["kl"].mean()))
@@ -158,11 +246,11 @@ def heldout_sequences(src: MarkovSource, *, seeds, n_heldout, seq_len, device) -
 
 def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_values, seq_len, steps, lr,
                    batch_size, n_evals, n_gen, precision, arch_kw, device) -> dict:
-    """Every family at every N, all seeds at once: (arch, N) -> {traj (held-out loss and generative
-    entropy rate at geometrically spaced steps), base, H_hat [S] of the sample, h_final [S] the
-    generative entropy rate of n_gen final samples, coverage [S] of the true transitions by them,
-    data_coverage [S] by the sample}."""
-    evals = train.eval_schedule(steps, n_evals)
+    """Every family at every N, all seeds at once: (arch, N) -> {traj (held-out loss, generative entropy
+    rate, fixed-batch loss and gradient norm at eval_steps), base, H_hat [S] of the sample, h_final [S]
+    the generative entropy rate of n_gen final samples, coverage [S] of the true transitions by them,
+    data_coverage [S] by the sample, plateau (plateau_of, with the held-out loss: one row per seed)}."""
+    evals = eval_steps(steps, n_evals)
     gen_H = members.generation_entropy_eval(64, seq_len, streams("sample", seeds, 0), skip=src.order, precision=precision)
     runs = {}
     for N in n_values:
@@ -172,11 +260,12 @@ def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_
         for arch in archs:
             traj, base = train.train_lm(arch, data, vocab=src.vocab, seeds=seeds, steps=steps, lr=lr,
                                         batch_size=batch_size, heldout=heldout, eval_every=evals,
-                                        eval_fns={"gen_H": gen_H}, precision=precision, desc=f"{arch} N={N}", **arch_kw)
+                                        eval_fns={"gen_H": gen_H, **fixed_batch_evals(data, arch, precision)},
+                                        precision=precision, desc=f"{arch} N={N}", **arch_kw)
             tok, lq = members.sample_members(base, traj.params, n_gen, seq_len, 0, precision=precision,
                                             member_seeds=streams("sample", seeds, 1))
             runs[arch, N] = dict(
-                traj=traj, base=base, H_hat=H_hat,
+                traj=traj, base=base, H_hat=H_hat, plateau=plateau_of(traj, heldout=True),
                 h_final=np.array([measures.generation_entropy(q, skip=src.order).mean() for q in lq]),  # [S]
                 coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(t)) for t in tok]),
                 data_coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(x))
@@ -197,17 +286,19 @@ def final_table(src: MarkovSource, runs: dict, seeds) -> pd.DataFrame:
 
 def memorise_records(report, src: MarkovSource, runs: dict) -> pd.DataFrame:
     """C2.memorise[arch] at the smallest N and C2.largeN[arch] at the largest: H_model / H* below
-    ratio_threshold; glues their means with the training loss and KL rate as c2_memorise_table."""
+    ratio_threshold (over the seeds at plateau); glues their values with the training loss and KL rate
+    (means over every seed) as c2_memorise_table."""
     p = report.parameters
     N0, N1, H, thr = min(p["n_values"]), max(p["n_values"]), src.entropy_rate, p["ratio_threshold"]
     rows = []
     for arch in p["archs"]:
-        r0 = runs[arch, N0]
-        c_mem = report.mean(f"C2.memorise[{arch}]", f"{arch} (context longer than the source's order), N = {N0}: "
-                            "generative entropy below the truth, by memorising the sample (H_model / H*)",
-                            r0["h_final"] / H, thr, "<")
-        c_big = report.mean(f"C2.largeN[{arch}]", f"{arch}, N = {N1}, same training budget: generative entropy "
-                            "below the truth (H_model / H*)", runs[arch, N1]["h_final"] / H, thr, "<")
+        r0, r1 = runs[arch, N0], runs[arch, N1]
+        c_mem = plateau_mean(report, f"C2.memorise[{arch}]", f"{arch} (context longer than the source's order), "
+                             f"N = {N0}: generative entropy below the truth, by memorising the sample (H_model / H*)",
+                             r0["h_final"] / H, r0["plateau"]["stationary"], thr, "<")
+        c_big = plateau_mean(report, f"C2.largeN[{arch}]", f"{arch}, N = {N1}, same training budget: generative "
+                             "entropy below the truth (H_model / H*)", r1["h_final"] / H, r1["plateau"]["stationary"],
+                             thr, "<")
         rows.append({"family": arch, f"H_model / H* at N = {N0}": c_mem.value,
                      "final train loss": r0["traj"].loss[-1].mean(),
                      "KL rate to source [nats/token]": (r0["traj"]["heldout"][-1] - H).mean(),
@@ -259,22 +350,28 @@ def mode_row(zipf: ZipfModes, ids: np.ndarray, p_mode: np.ndarray, gen_ids: np.n
 
 
 def mode_concentration(zipf: ZipfModes, *, seeds, archs, vocab, n_mode_samples, mode_steps, lr, batch_size, n_gen,
-                       top_m, precision, arch_kw, device) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       n_evals, top_m, precision, arch_kw, device) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each family trained on each seed's sample of the mixture: (modes, one row per (arch, seed),
-    mode_row's measures; mass, one row per (arch, seed, mode rank): model, sample and true mass, seen)."""
+    mode_row's measures and the run's plateau measurement (plateau_of: PLATEAU_COLUMNS, no held-out loss);
+    mass, one row per (arch, seed, mode rank): model, sample and true mass, seen)."""
     M = zipf.modes.shape[0]
     mode_rows, mass_rows = [], []
     for arch in archs:
         seqs, ids = zip(*[zipf.sample(n_mode_samples, seed=stream("data", s)) for s in seeds])
-        traj, base = train.train_lm(arch, with_bos(seqs, vocab, device), vocab=vocab, seeds=seeds, steps=mode_steps,
-                                    lr=lr, batch_size=batch_size, precision=precision, desc=f"{arch} modes", **arch_kw)
+        data = with_bos(seqs, vocab, device)
+        traj, base = train.train_lm(arch, data, vocab=vocab, seeds=seeds, steps=mode_steps, lr=lr,
+                                    batch_size=batch_size, eval_every=eval_steps(mode_steps, n_evals),
+                                    eval_fns=fixed_batch_evals(data, arch, precision), precision=precision,
+                                    desc=f"{arch} modes", **arch_kw)
+        pl = plateau_of(traj, heldout=False)
         tok, lq = members.sample_members(base, traj.params, n_gen, zipf.modes.shape[1], 0, precision=precision,
                                          member_seeds=streams("sample", seeds, 2))
         for s, seed in enumerate(seeds):
             mod = members.member(base, traj.params, s)
             p_mode = mod.sequence_logprob(torch.tensor(zipf.modes, device=device)).exp().cpu().numpy()  # [M] exact
             mode_rows.append({"arch": arch, "seed": seed,
-                              **mode_row(zipf, ids[s], p_mode, zipf.identify(tok[s]), lq[s], top_m)})
+                              **mode_row(zipf, ids[s], p_mode, zipf.identify(tok[s]), lq[s], top_m),
+                              **pl.loc[s, PLATEAU_COLUMNS].to_dict()})
             seen = np.isin(np.arange(M), ids[s])
             mass_rows += [{"arch": arch, "seed": seed, "rank": m + 1, "model": p_mode[m],
                            "sample": np.mean(ids[s] == m), "true": zipf.weights[m], "seen": seen[m]} for m in range(M)]
@@ -283,17 +380,18 @@ def mode_concentration(zipf: ZipfModes, *, seeds, archs, vocab, n_mode_samples, 
 
 def modes_records(report, modes: pd.DataFrame) -> pd.DataFrame:
     """Per family C2.modes[arch] (mass on the sample's top modes − their sample share > 0, paired over
-    seeds) and C2.modes_entropy[arch] (H_model / H(w) < 1); the aggregates over families; the per-family
-    means glued as c2_modes_table."""
+    the seeds at plateau) and C2.modes_entropy[arch] (H_model / H(w) < 1, the same seeds); the aggregates
+    over families; the per-family means over every seed glued as c2_modes_table."""
     top_m, mem_top, mem_H = report.parameters["top_m"], [], []
     for arch in pd.unique(modes.arch):  # the families in the order they were trained
         d = modes[modes.arch == arch]
-        mem_top.append(report.paired(
-            f"C2.modes[{arch}]", f"{arch}: the sample's top-{top_m} modes get more of the model's mass than their "
-            "share of the sample (model mass − sample share, paired over seeds)", d["model mass on sample's top modes"],
-            d["sample share of its top modes"], 0.0, ">"))
-        mem_H.append(report.mean(f"C2.modes_entropy[{arch}]", f"{arch}: per-sequence generative entropy below the "
-                                 "source's (H_model / H(w))", d["H_model / H(w)"], 1.0, "<"))
+        mem_top.append(plateau_paired(
+            report, f"C2.modes[{arch}]", f"{arch}: the sample's top-{top_m} modes get more of the model's mass than "
+            "their share of the sample (model mass − sample share, paired over seeds)",
+            d["model mass on sample's top modes"], d["sample share of its top modes"], d["stationary"], 0.0, ">"))
+        mem_H.append(plateau_mean(report, f"C2.modes_entropy[{arch}]", f"{arch}: per-sequence generative entropy "
+                                  "below the source's (H_model / H(w))", d["H_model / H(w)"], d["stationary"],
+                                  1.0, "<"))
     report.aggregate("C2.modes", "for every family, the model concentrates mass on the sample's top modes", mem_top)
     report.aggregate("C2.modes_entropy", "for every family, per-sequence entropy below H(w)", mem_H)
     g = modes.mean(numeric_only=True)
@@ -320,18 +418,71 @@ def early_stopping(src: MarkovSource, runs: dict, *, archs, n_values) -> dict:
 
 
 def early_records(report, early: dict) -> pd.DataFrame:
-    """C2.early[arch]: the early-stopped ratio below ratio_threshold (Student-t over seeds); glues the
+    """C2.early[arch], a boundary claim (rem-c2-boundary): stopped early, the model is over-dispersed, its
+    ratio above ratio_threshold (Student-t over seeds; supported when the boundary is confirmed); glues the
     step, the ratio with its interval and verdict, and the final ratio as c2_early_table."""
     p = report.parameters
     rows = []
     for arch, e in early.items():
         c = report.mean(f"C2.early[{arch}]", f"{arch}, N = {min(p['n_values'])}, stopped at the held-out minimum, "
-                        "temperature 1: generative entropy below the truth (H_model / H*)", e["ratio"],
-                        p["ratio_threshold"], "<")
+                        "temperature 1 (the boundary of C2): generative entropy above the truth, over-dispersed "
+                        "(H_model / H*); every seed counts, at plateau or not (early stopping is before the plateau "
+                        "by design)", e["ratio"], p["ratio_threshold"], ">")
         rows.append({"arch": arch, "step of held-out minimum": e["step"].mean(), "H_model / H* there": c.value,
-                     "lo": c.interval[0], "hi": c.interval[1], "holds": c.holds,
+                     "lo": c.interval[0], "hi": c.interval[1], "verdict": c.verdict,
                      "H_model / H* at the end": e["final"]})
     table = pd.DataFrame(rows).set_index("arch")
     report.glue_table("c2_early_table", table, fmt={"step of held-out minimum": "{:.1f}", **dict.fromkeys(
         ["H_model / H* there", "lo", "hi", "H_model / H* at the end"], "{:.3f}")})
+    return table
+
+
+# ---------------------------------------------------------------------- stationarity first
+def plateau_runs(report, fit: dict, runs: dict, modes: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained run (index: part, family, N, seed): 'in a verdict' (its numbers enter a record
+    that counts only runs at plateau: every run of (b) and (d), the smallest and largest N of (c)) and
+    PLATEAU_COLUMNS. Numbers and booleans only."""
+    p, seeds = report.parameters, report.seeds
+    N0, N1 = min(p["n_values"]), max(p["n_values"])
+    rows = [("(b) order-matched", "mlp", N0, seeds[s], True, fit["plateau"].loc[s]) for s in range(len(seeds))]
+    rows += [("(c) families", arch, N, seeds[s], N in (N0, N1), r["plateau"].loc[s])
+             for (arch, N), r in runs.items() for s in range(len(seeds))]
+    rows += [("(d) modes", m["arch"], p["n_mode_samples"], m["seed"], True, m) for _, m in modes.iterrows()]
+    df = pd.DataFrame([{"part": a, "family": f, "N": int(N), "seed": int(s), "in a verdict": bool(v),
+                        **{c: r[c] for c in PLATEAU_COLUMNS}} for a, f, N, s, v, r in rows])
+    df = df.astype({c: bool for c in ["in a verdict", *PLATEAU_COLUMNS[:6]]})
+    return df.set_index(["part", "family", "N", "seed"])
+
+
+def plateau_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (part, family, N) of plateau_runs: runs, share at plateau, how many runs are in each other
+    state, the median slope and held-out slope [nats per 1000 steps], whether they enter a verdict."""
+    g = table.groupby(level=["part", "family", "N"], sort=False)
+    out = pd.DataFrame({"runs": g.size(), "share stationary": g["stationary"].mean(),
+                        "share at plateau": g["at_plateau"].mean()})
+    for s in plateau.STATES[1:]:
+        out[s] = g[s].sum().astype(int)
+    out["median slope"] = g["slope"].median()
+    out["median held-out slope"] = g["heldout_slope"].median()
+    out["in a verdict"] = g["in a verdict"].all()
+    return out
+
+
+def plateau_records(report, fit: dict, runs: dict, modes: pd.DataFrame) -> pd.DataFrame:
+    """C2.plateau: the share of the runs in a verdict that reached their plateau, against PLATEAU_SHARE
+    (Clopper–Pearson); the per-run measures as metric c2_plateau_runs, their summary glued as
+    c2_plateau_table, the counts as c2_plateau_k and c2_plateau_n. Returns plateau_runs' table."""
+    table = plateau_runs(report, fit, runs, modes)
+    used = table[table["in a verdict"]]
+    k, n = int(used["stationary"].sum()), len(used)
+    report.claim("C2.plateau", "the trained runs whose numbers enter C2's verdicts (parts (b)–(d)) are stationary: "
+                 "their training loss reached its plateau (plateau.measure, tolerances fixed in advance; held-out "
+                 f"loss free to rise): share, {k} of {n} runs",
+                 k / n, share_interval(k, n, report.level), PLATEAU_SHARE, ">=", rule="share", n=n)
+    report.metric("c2_plateau_k", k)
+    report.metric("c2_plateau_n", n)
+    report.metric("c2_plateau_runs", table.reset_index().to_dict(orient="records"), glue_it=False)
+    report.glue_table("c2_plateau_table", plateau_summary(table), fmt={"share stationary": "{:.0%}",
+                                                                       "share at plateau": "{:.0%}", **dict.fromkeys(
+        ["median slope", "median held-out slope"], "{:+.3g}")})
     return table

@@ -93,3 +93,24 @@ def empirical_against_true(runs: dict, full, rank: int):
         ax.set_xlabel("gradient step"); ax.set_ylabel("KL [nats]"); ax.legend()
     fig.tight_layout()
     return fig
+
+
+def standard_excess(std):
+    """C1 under standard training: the excess forward KL share per seed against the learning
+    rate, one panel per optimizer, a line per batch size; hollow markers where a run is not at
+    plateau (those are left out of the records)."""
+    opts = list(dict.fromkeys(std.optimizer))
+    fig, axes = plt.subplots(1, len(opts), figsize=(4.2 * len(opts), 3.2), squeeze=False)
+    for ax, opt in zip(axes[0], opts):
+        g = std[std.optimizer == opt]
+        for col, (b, gb) in zip(colors(g.batch.nunique()), g.groupby("batch")):
+            mean = gb.groupby("lr")["excess share"].mean()
+            ax.plot(mean.index, mean.values, "-", color=col, label=f"{b} sequences / step")
+            for flag, face in [(True, col), (False, "none")]:
+                q = gb[gb["at plateau"] == flag]
+                ax.scatter(q.lr, q["excess share"], s=14, facecolors=face, edgecolors=col, alpha=0.7)
+        ax.set(xscale="log", yscale="log", xlabel="learning rate", title=opt,
+               ylabel="excess forward KL / reducible loss")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
