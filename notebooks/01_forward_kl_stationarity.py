@@ -222,12 +222,12 @@ plots.c1.empirical_against_true(runs, full, rank);
 #
 # The abstract speaks of *standard* training: minibatch AdamW (or SGD) on a neural family at a constant learning rate,
 # whose iterates never stop. An MLP n-gram with the source's order as window trains on each seed's sample for
-# {glue:text}`c1_std_steps` steps at each learning rate and batch size of the parameters cell. Its training loss cannot
-# go below $H(\hat p_N\mid\text{context})$ ({prf:ref}`thm-softmax-head`); its excess over that floor on the plateau
-# window is its forward KL to the empirical distribution, noise of the iterates included. `C1.standard[…]` holds it
-# below {glue:text}`c1_approx_share:.0%` of the reducible loss $\log V - H(\hat p_N\mid\text{context})$, counting runs
-# at plateau only (`plateau.measure`); `C1.noise[…]`: do minibatches end further from the minimiser than the whole
-# sample per step, at the largest learning rate?
+# {glue:text}`c1_std_steps` steps at each learning rate and batch size of the parameters cell. At any $\theta$ its training
+# loss is $H(\hat p_N\mid\text{context})$ plus a forward KL (the decomposition by context of {prf:ref}`thm-softmax-head`);
+# that excess on the plateau window, noise of the iterates included, must stay below {glue:text}`c1_approx_share:.0%` of
+# the reducible loss $\log V - H(\hat p_N\mid\text{context})$ in `C1.standard[…]` (runs at plateau only; a reading of
+# "approximately" far looser than part (b)'s gap threshold); `C1.noise[…]`: do minibatches end further from the
+# minimiser than the whole sample per step, at the largest learning rate?
 
 # %%
 std = report.call(c1.standard_training, device=str(dev))

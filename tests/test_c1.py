@@ -180,5 +180,8 @@ def test_standard_records_count_only_runs_at_plateau(room, monkeypatch):
     per_config = [c for c in report.claims if c.id.count(":") == 2]
     assert per_config and all(c.n == 1 and c.rule == "single" and c.verdict == "inconclusive" for c in per_config)
     assert all("1 of 2 runs at plateau" in c.statement for c in per_config)
+    assert {c.id.rsplit(":", 1)[1].rstrip("]") for c in per_config} == {"4", "all"}  # the whole sample is its own group
+    noise = {c.id: c for c in report.claims}["C1.noise[adamw]"]
+    assert noise.n == 1 and "1 of 2 seeds at plateau in both" in noise.statement
     agg = {c.id: c for c in report.claims}["C1.standard[adamw]"]
     assert agg.verdict == "inconclusive" and agg.rule == "aggregate"

@@ -321,3 +321,6 @@ def test_a_run_over_fitting_at_a_training_plateau_is_stationary_and_counts():
     assert df["stationary"].all()
     falling = c2.stationary(plateau.measure_members(STEPS, np.stack([2 - 0.5 * STEPS / 1000], 1), tol=c2.PLATEAU_TOL))
     assert not falling["stationary"].any()  # still descending: not stationary
+    both = c2.stationary(plateau.measure_members(STEPS, np.stack([2 - 0.5 * STEPS / 1000], 1),
+                                                 np.stack([2 + 0.5 * STEPS / 1000], 1), tol=c2.PLATEAU_TOL))
+    assert both["overfitting"].all() and not both["stationary"].any()  # over-fitting, but the loss still falls

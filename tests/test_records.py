@@ -186,10 +186,13 @@ def test_one_replicate_has_no_interval_and_all_equal_replicates_are_decided_as_a
     r = records.Report("t", {}, [0])
     one = r.mean("one", "s", [-5.0], 0.0, "<")
     assert one.interval is None and one.rule == "single" and one.verdict == "inconclusive" and one.n == 1
-    eq = r.paired("eq", "s", [0.5, 0.5, 0.5], [0.6, 0.6, 0.6], 0.0, "<")
+    eq = r.paired("eq", "s", [0.5] * 6, [0.6] * 6, 0.0, "<")
     assert eq.interval is None and eq.rule == "equal" and eq.verdict == "supported"
     assert eq.value == pytest.approx(-0.1) and records.format_interval(eq) == "— (all seeds equal)"
-    assert r.paired("eq2", "s", [0.7, 0.7], [0.6, 0.6], 0.0, "<").verdict == "contradicted"
+    assert r.paired("eq2", "s", [0.7] * 6, [0.6] * 6, 0.0, "<").verdict == "contradicted"
+    few = r.paired("eq3", "s", [0.5] * 5, [0.6] * 5, 0.0, "<")  # five of one sign: sign-test p = 1/16, not enough
+    assert few.rule == "equal" and few.verdict == "inconclusive"
+    assert r.identity("none", "s", [], 1e-9).verdict == "untestable" and records.combine([]) == "untestable"
     assert r.identity("id", "s", [1.0, 2e-10], 1e-10).verdict == "contradicted"  # an identity has no middle
 
 
@@ -228,3 +231,27 @@ def test_preregistered_mark_is_read_from_the_parameters_cell():
     from stabliab import params
     specs = params.parse_cell("tol = 0.1  # in (0, 1): a tolerance [pre-registered]\nsteps = 5  # in [1, 9]: steps\n")
     assert specs["tol"].decisive and not specs["steps"].decisive and specs["tol"].help == "a tolerance"
+
+
+def test_a_record_written_before_three_verdicts_is_decided_again_from_its_interval():
+    old = {"id": "x", "value": -0.09, "interval": [-0.158, -0.02], "threshold": 0.0, "comparator": ">", "holds": False}
+    assert records.verdict_of(old) == "contradicted"  # wholly on the other side: not merely "not holding"
+    assert records.verdict_of({**old, "interval": [-0.1, 0.1]}) == "inconclusive"
+    assert records.verdict_of({"id": "y", "holds": True}) == "supported"  # nothing to decide from: holds
+
+def test_record_kinds_and_the_findings_tally():
+    from stabliab import book
+    r = records.Report("nb", {}, [1000, 1001])
+    a = r.claim("C2.x[a]", "s", 0.2, (0.1, 0.3), 0.5, "<")
+    b = r.claim("C2.x[b]", "s", 0.9, (0.8, 1.0), 0.5, "<")
+    r.aggregate("C2.x", "every", [a, b])  # contradicted; its members are not counted again
+    r.mark(r.claim("C2.early[a]", "s", 1.5, (1.2, 1.8), 1.0, ">"), "boundary")
+    r.mark(r.claim("C2.plateau", "s", 0.9, (0.85, 0.95), 0.8, ">="), "diagnostic")
+    with pytest.raises(ValueError, match="kind"):
+        r.mark(a, "opinion")
+    doc = {**r.to_dict(), "profile": "default", "manifest": {**r.to_dict()["manifest"], "git_commit": "x"}}
+    row = next(ln for ln in book.findings({"profile": "default", "notebooks": {"nb": doc}}).splitlines()
+               if ln.startswith("| C2 "))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[2:6] == ["0", "0", "1", "0"]  # one claim record (the aggregate), contradicted
+    assert "boundaries confirmed: 1 of 1" in cells[6] and "confirmatory seeds (1000–1001)" in cells[6]

@@ -103,25 +103,32 @@ def counts(claims: list[dict]) -> dict:
 
 def findings(data: dict) -> str:
     """Markdown of the findings at a glance: per claim, its line, the counts of supported /
-    inconclusive / contradicted / untestable records and one sentence of what was found at
-    which scale (written from the results, never by hand)."""
+    inconclusive / contradicted / untestable records of kind "claim" (records.KINDS; members
+    of an aggregate are counted in it, not again), and one sentence of what was found at which
+    scale, with the boundaries apart (written from the results, never by hand)."""
     by_claim: dict[str, list] = {}
     scale: dict[str, set] = {}
     for r in data["notebooks"].values():
+        inside = {m for c in r["claims"] for m in (c.get("members") or [])}
         for c in r["claims"]:
+            if c["id"] in inside:
+                continue
             k = _claim_of(c["id"])
             by_claim.setdefault(k, []).append(c)
             scale.setdefault(k, set()).add(_scale(r))
     rows = ["| claim | in one line | ✓ | ? | ✗ | — | found |", "|---|---|:-:|:-:|:-:|:-:|---|"]
     for k, line in CLAIMS.items():
-        cl = by_claim.get(k)
-        if not cl:
+        every = by_claim.get(k)
+        if not every:
             rows.append(f"| {k} | {line} | | | | | not measured in profile `{data['profile']}` |")
             continue
+        cl = [c for c in every if c.get("kind", "claim") == "claim"]
+        bounds = [c for c in every if c.get("kind") == "boundary"]
         n = counts(cl)
         against = [c["id"] for c in cl if verdict_of(c) == "contradicted"]
         said = (f"{n['supported']} of {len(cl)} records supported, {n['contradicted']} contradicted"
                 + (f" ({', '.join(against[:3])}{', …' if len(against) > 3 else ''})" if against else "")
+                + (f"; boundaries confirmed: {counts(bounds)['supported']} of {len(bounds)}" if bounds else "")
                 + f"; at {'; '.join(sorted(scale[k]))}")
         rows.append(f"| {k} | {line} | {n['supported']} | {n['inconclusive']} | {n['contradicted']} | "
                     f"{n['untestable']} | {said.replace('|', '/')} |")
@@ -182,7 +189,8 @@ def claims_page(data: dict, names: list[str]) -> str:
         for c in r["claims"]:
             nn = f", n = {c['n']}" if c.get("n") else ""
             v = f"{c['value']:.3g}" if isinstance(c["value"], (int, float)) else "—"  # NaN is stored as a string
-            flag = "<br>*exploratory*" if c.get("exploratory") else ""
+            flag = ("<br>*exploratory*" if c.get("exploratory") else "") + (
+                f"<br>*{c['kind']}*" if c.get("kind", "claim") != "claim" else "")
             out.append(f"| **{c['id']}**<br>{c['statement'].replace('|', '/')} | {LABELS[verdict_of(c)]}{flag} | "
                        f"{v} {c.get('unit', '')}<br>{format_interval(c)}<br>*{c.get('rule', '?')}{nn}* | "
                        f"{format_threshold(c)} |")

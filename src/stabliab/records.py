@@ -49,8 +49,9 @@ RULES = {
              "value and interval of the least favourable part (worst verdict, then smallest standardised margin)",
     "bootstrap": "percentile bootstrap of a rank correlation over configurations, then seeds within each "
                  "(stats.rank_bootstrap)",
-    "equal": "every replicate gave the same value (a zero-width interval): reported as 'all seeds equal' and "
-             "decided by the common value, as an identity",
+    "equal": "every replicate gave the same value (a zero-width interval): reported as 'all seeds equal'; with at "
+             "least 6 replicates (a sign test's 2^-5 < 0.05) decided by the common value, as an identity, with fewer "
+             "inconclusive",
     "single": "one replicate (n = 1): no interval; never supported or contradicted, only inconclusive",
 }
 
@@ -58,6 +59,10 @@ RULES = {
 # band); contradicted: the whole interval on the opposite side (outside the band); inconclusive:
 # the interval straddles the threshold (a band's edge), or n = 1; untestable: no data (NaN).
 VERDICTS = ("supported", "inconclusive", "contradicted", "untestable")
+KINDS = {"claim": "a part of the paper's claim as the book states it: supported is evidence for it",
+         "boundary": "a limit the book states (where the claim does not apply): supported confirms the limit",
+         "diagnostic": "a premise of other records (a gate, a plateau share): not evidence for or against the claim"}
+EQUAL_MIN = 6  # all-equal replicates decide a record from this many on: 6 of one sign has sign-test p = 2^-5 < 0.05
 LABELS = {"supported": "✓ supported", "inconclusive": "? inconclusive", "contradicted": "✗ contradicted",
           "untestable": "— untestable"}
 SYMBOLS = {"supported": "✓", "inconclusive": "?", "contradicted": "✗", "untestable": "—"}
@@ -91,8 +96,10 @@ def decide(comparator: str, threshold, lo: float, hi: float) -> str:
 
 def combine(verdicts) -> str:
     """The verdict of "all of these": contradicted if any is, supported if all are,
-    untestable if all are, inconclusive otherwise."""
+    untestable if all are (or there are none), inconclusive otherwise."""
     v = list(verdicts)
+    if not v:
+        return "untestable"
     if "contradicted" in v:
         return "contradicted"
     if all(x == "supported" for x in v):
@@ -110,7 +117,7 @@ def least_favourable(members: list, key) -> "Claim":
     smallest (finite) margin by `key`."""
     def order(m):
         k = key(m)
-        return _RANK[m.verdict], (k if math.isfinite(k) else (math.inf if m.verdict == "untestable" else k))
+        return _RANK[m.verdict], (math.inf if math.isnan(k) else k)
     return min(members, key=order)
 
 
@@ -159,13 +166,21 @@ def format_interval(c) -> str:
 
 
 def verdict_of(c) -> str:
-    """A record's state from a Claim or its dict form; a record written before verdicts had
-    three values (only `holds`) reads as supported / inconclusive, None as untestable."""
+    """A record's state from a Claim or its dict form. A record written before verdicts had three
+    values (only `holds`) is decided again from its stored interval (or value), threshold and
+    comparator (decide); without those, `holds` True reads as supported, False as inconclusive,
+    None as untestable."""
     v = _get(c, "verdict") if (not isinstance(c, dict) or "verdict" in c) else None
     if v in VERDICTS:
         return v
-    h = c.get("holds") if isinstance(c, dict) else None
-    return "supported" if h is True else "inconclusive" if h is False else "untestable"
+    try:
+        iv, val = c.get("interval"), float(c["value"])
+        lo, hi = (float(iv[0]), float(iv[1])) if iv is not None else (val, val)
+        t = c["threshold"]
+        return decide(c["comparator"], tuple(t) if c["comparator"] == "within" else float(t), lo, hi)
+    except (KeyError, TypeError, ValueError, IndexError):
+        h = c.get("holds") if isinstance(c, dict) else None
+        return "supported" if h is True else "inconclusive" if h is False else "untestable"
 
 
 def style(df: pd.DataFrame, fmt: str | dict = "{:.3g}", bold: dict | None = None):
@@ -206,11 +221,14 @@ class Claim:
     worst: str | None = None  # for an aggregate or a joint record: the least favourable member or part
     parts: list | None = None  # for a joint record: each part's name, value, interval, threshold, verdict
     holds: bool = False  # verdict == "supported" (kept for readers of older files)
+    kind: str = "claim"  # one of KINDS: what a supported verdict is evidence of (Report.mark)
     exploratory: bool = False  # a decisive value of the run was overridden (Report.exploratory)
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}, got {self.kind!r}")
         self.holds = self.verdict == "supported"
 
     @property
@@ -299,7 +317,7 @@ class Report:
             iv = (lo, hi)
         if verdict is None:
             verdict = decide(comparator, threshold, lo, hi)
-            if rule == "single" and verdict != "untestable":
+            if verdict != "untestable" and (rule == "single" or (rule == "equal" and (n or 0) < EQUAL_MIN)):
                 verdict = "inconclusive"
         c = Claim(id, statement, float(value), iv, threshold, comparator, verdict, unit, rule, n,
                   exploratory=self.exploratory, **extra)
@@ -339,8 +357,9 @@ class Report:
     def identity(self, id: str, statement: str, errors, tolerance: float, unit: str = "") -> Claim:
         """A deterministic identity, checked once per replicate: supported when the largest
         absolute error is below tolerance (contradicted otherwise)."""
-        e = np.abs(np.asarray(errors, dtype=np.float64))
-        return self.claim(id, statement, e.max(), None, tolerance, "<", unit, rule="identity", n=e.size)
+        e = np.abs(np.asarray(errors, dtype=np.float64)).reshape(-1)
+        return self.claim(id, statement, e.max() if e.size else float("nan"), None, tolerance, "<", unit,
+                          rule="identity", n=e.size)
 
     def aggregate(self, id: str, statement: str, members: list[Claim]) -> Claim:
         """'For every member': supported when every member is, contradicted when one is
@@ -369,13 +388,17 @@ class Report:
             if t.shape != b.shape:
                 raise ValueError(f"joint record {id!r}, part {p['name']!r}: {t.size} treated against {b.size} baseline")
             d = t - b
-            cmp, thr = p.get("comparator", "<"), float(p.get("threshold", 0.0))
+            cmp, thr = p.get("comparator", "<"), p.get("threshold", 0.0)
+            if cmp not in COMPARATORS:
+                raise ValueError(f"joint record {id!r}, part {p['name']!r}: comparator must be one of {list(COMPARATORS)}")
+            thr = float(thr)
             if not np.all(np.isfinite(d)):
                 iv, rule, v = None, "paired", "untestable"
             elif d.size == 1:
                 iv, rule, v = None, "single", "inconclusive"
             elif d.max() == d.min():
-                iv, rule, v = None, "equal", decide(cmp, thr, d[0], d[0])
+                iv, rule = None, "equal"
+                v = decide(cmp, thr, d[0], d[0]) if d.size >= EQUAL_MIN else "inconclusive"
             else:
                 iv, rule = paired_interval(t, b, self.level), "paired"
                 v = decide(cmp, thr, *iv)
@@ -387,6 +410,14 @@ class Report:
         return self.claim(id, f"{statement} (least favourable: {w.id})", w.value, w.interval, w.threshold,
                           w.comparator, w.unit, rule="joint", n=w.n, verdict=combine(c.verdict for c in done),
                           worst=w.id, parts=summary)
+
+    def mark(self, claim: Claim, kind: str) -> Claim:
+        """Set a record's kind (KINDS; every record is a "claim" unless marked): the findings table
+        counts claims, and lists boundaries and diagnostics apart."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+        claim.kind = kind
+        return claim
 
     def metric(self, name: str, value, glue_it: bool = True) -> None:
         """Record a metric and glue it under its name (returns nothing, so that a

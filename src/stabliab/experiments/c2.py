@@ -97,8 +97,10 @@ def plateau_of(traj: train.Trajectory, heldout: bool) -> pd.DataFrame:
 
 
 def stationary(df: pd.DataFrame) -> pd.DataFrame:
-    """A plateau table with its `stationary` column: training loss at plateau, held-out loss free to rise."""
-    return df.assign(stationary=df["at_plateau"] | df["overfitting"])
+    """A plateau table with its `stationary` column: training loss at plateau (|slope| within the tolerance,
+    not oscillating), held-out loss free to rise; an over-fitting run whose training loss still falls is not."""
+    flat = df["slope"].abs() <= PLATEAU_TOL.max_slope
+    return df.assign(stationary=df["at_plateau"] | (df["overfitting"] & flat))
 
 
 def plateau_rule(report) -> None:
@@ -428,6 +430,7 @@ def early_records(report, early: dict) -> pd.DataFrame:
                         "temperature 1 (the boundary of C2): generative entropy above the truth, over-dispersed "
                         "(H_model / H*); every seed counts, at plateau or not (early stopping is before the plateau "
                         "by design)", e["ratio"], p["ratio_threshold"], ">")
+        report.mark(c, "boundary")
         rows.append({"arch": arch, "step of held-out minimum": e["step"].mean(), "H_model / H* there": c.value,
                      "lo": c.interval[0], "hi": c.interval[1], "verdict": c.verdict,
                      "H_model / H* at the end": e["final"]})
@@ -479,6 +482,7 @@ def plateau_records(report, fit: dict, runs: dict, modes: pd.DataFrame) -> pd.Da
                  "their training loss reached its plateau (plateau.measure, tolerances fixed in advance; held-out "
                  f"loss free to rise): share, {k} of {n} runs",
                  k / n, share_interval(k, n, report.level), PLATEAU_SHARE, ">=", rule="share", n=n)
+    report.mark(report.claims[-1], "diagnostic")
     report.metric("c2_plateau_k", k)
     report.metric("c2_plateau_n", n)
     report.metric("c2_plateau_runs", table.reset_index().to_dict(orient="records"), glue_it=False)

@@ -138,6 +138,7 @@ def write_records(report, runs: dict, gates: dict, held: dict[str, str], start: 
                                    f"where the design acts (after {settle:.0%} of the acting window as settling time) "
                                    "than under maximum likelihood (log10 detrended variance ratio, paired by seed)",
                                    g["log_ratio"], np.zeros_like(g["log_ratio"]), 0.0, "<")
+                report.mark(gr, "diagnostic")  # the gate: a premise of C3[...], not evidence for C3
                 j = report.joint(f"C3[{c}:{a}:{d}]", f"{what} lower generation entropy and higher seq-rep-4 than "
                                  "maximum likelihood at temperature 1 (paired by seed)", [
                                      {"name": "Δ gen. entropy", "treated": r["gen_entropy"],
