@@ -125,7 +125,8 @@ def findings(data: dict) -> str:
         cl = [c for c in every if c.get("kind", "claim") == "claim"]
         bounds = [c for c in every if c.get("kind") == "boundary"]
         n = counts(cl)
-        against = [c["id"] for c in cl if verdict_of(c) == "contradicted"]
+        against = sorted((c["id"] for c in cl if verdict_of(c) == "contradicted"),
+                         key=lambda i: (":" in i, i))  # a claim's headline records before per-configuration ones
         said = (f"{n['supported']} of {len(cl)} records supported, {n['contradicted']} contradicted"
                 + (f" ({', '.join(against[:3])}{', …' if len(against) > 3 else ''})" if against else "")
                 + (f"; boundaries confirmed: {counts(bounds)['supported']} of {len(bounds)}" if bounds else "")
