@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stabliab import book, io, params, runner
+from stabliab import book, io, params, records, runner
 
 NB = "01_forward_kl_stationarity"
 BIN = Path(sys.executable).parent
@@ -141,13 +141,20 @@ def test_bad_parameters_exit_2_with_one_line_and_leave_results_intact(smoke_run,
 def test_plain_papermill_on_the_executed_notebook(smoke_run, tmp_path):
     repo, _ = smoke_run
     out = tmp_path / "out.ipynb"
-    r = subprocess.run([str(BIN / "papermill"), str(runner.executed_path(repo, "smoke", NB)), str(out), "-p", "seed", "3",
-                        "-p", "n_seeds", "2", "-k", "python3", "--cwd", str(tmp_path)],
+    # papermill replaces the runner's injected cell: pass the smoke parameters again (seed 3, as smoke_run did)
+    smoke = {k: v for k, v in params.resolve_parameters(repo, NB, "smoke", {"seed": 3}).items()}
+    r = subprocess.run([str(BIN / "papermill"), str(runner.executed_path(repo, "smoke", NB)), str(out),
+                        "-y", json.dumps(smoke), "-k", "python3", "--cwd", str(tmp_path)],
                        capture_output=True, text=True, env={**os.environ, "STABLIAB_PROGRESS": "0"}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "results" / "adhoc" / f"{NB}.json").read_text())
     assert res["manifest"]["seeds"] == [3, 4]
-    assert all(c["holds"] for c in res["claims"])
+    ran = json.loads(runner.results_path(repo, "smoke", NB).read_text())  # the runner's run, same parameters
+    assert [(c["id"], c["verdict"]) for c in res["claims"]] == [(c["id"], c["verdict"]) for c in ran["claims"]]
+    for a, b in zip(res["claims"], ran["claims"]):  # a NaN is stored as the string "nan"
+        assert a["value"] == b["value"] if isinstance(b["value"], str) else a["value"] == pytest.approx(
+            b["value"], rel=1e-6, abs=1e-9)
+    assert not any(c["exploratory"] for c in res["claims"])  # no pre-registered value was changed
 
 
 def test_a_notebook_that_raises_makes_book_fail(tmp_path):
@@ -173,21 +180,34 @@ def test_smoke_notebook_02_produces_c2_records(repo):
     res = json.loads(runner.results_path(repo, "smoke", "02_entropy_shrinkage").read_text())
     ids = {c["id"]: c for c in res["claims"]}
     archs = res["parameters"]["archs"]
+
+    def decided(c):  # the verdict its interval (or value) gives, with the rules for n = 0 and n = 1
+        if c["n"] == 0:
+            return "untestable"
+        if c["rule"] == "single":
+            return "inconclusive"
+        lo, hi = c["interval"] if c["interval"] is not None else (c["value"], c["value"])
+        return records.decide(c["comparator"], c["threshold"] if c["comparator"] != "within" else tuple(c["threshold"]),
+                              lo, hi)
+
     for arch in archs:
-        for key in [f"C2.memorise[{arch}]", f"C2.largeN[{arch}]", f"C2.early[{arch}]"]:
+        for key, cmp in [(f"C2.memorise[{arch}]", "<"), (f"C2.largeN[{arch}]", "<"), (f"C2.early[{arch}]", ">")]:
             c = ids[key]
-            lo, hi = c["interval"]
-            assert lo <= c["value"] <= hi and c["threshold"] == 1.0 and c["comparator"] == "<" and c["rule"] == "mean"
-            assert c["holds"] == (hi < 1.0)
-        assert ids[f"C2.modes[{arch}]"]["rule"] == "paired"
+            assert c["threshold"] == 1.0 and c["comparator"] == cmp and c["rule"] in ("mean", "single", "equal")
+            assert c["verdict"] == decided(c) and c["holds"] == (c["verdict"] == "supported")
+            if c["interval"] is not None:
+                assert c["interval"][0] <= c["value"] <= c["interval"][1]
+        assert ids[f"C2.early[{arch}]"]["kind"] == "boundary" and ids[f"C2.early[{arch}]"]["n"] == res["parameters"]["n_seeds"]
+        assert ids[f"C2.modes[{arch}]"]["rule"] in ("paired", "single", "equal")
     for agg in ["C2.modes", "C2.modes_entropy"]:
         members = [ids[f"{agg}[{a}]"] for a in archs]
-        assert ids[agg]["rule"] == "aggregate" and ids[agg]["holds"] == all(m["holds"] for m in members)
+        assert ids[agg]["rule"] == "aggregate" and ids[agg]["verdict"] == records.combine(m["verdict"] for m in members)
         assert ids[agg]["interval"] in [m["interval"] for m in members]
     mech = ids["C2.mechanism[mlp]"]
-    assert mech["comparator"] == "within" and mech["holds"] == (mech["threshold"][0] <= mech["interval"][0]
-                                                                and mech["interval"][1] <= mech["threshold"][1])
-    assert ids["C2.plugin"]["holds"]  # with 16 sequences the plug-in deficit is far from zero
+    assert mech["comparator"] == "within" and mech["verdict"] == decided(mech)
+    assert ids["C2.plugin"]["verdict"] == "supported"  # with 16 sequences the plug-in deficit is far from zero
+    plateau = ids["C2.plateau"]
+    assert plateau["rule"] == "share" and plateau["kind"] == "diagnostic" and plateau["verdict"] == decided(plateau)
     assert "C2.mechanism.miller_madow" in ids
 
 
