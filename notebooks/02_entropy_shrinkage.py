@@ -13,18 +13,18 @@
 # %% [markdown]
 # # C2 · Entropy shrinkage and mode concentration
 #
-# **Claim C2 (in this book's words).** A model trained by maximum likelihood to stationarity, in a family *flexible
-# enough to fit the empirical distribution* $\hat p_N$, has a lower generative entropy than the true source. The reason
-# is C1: at stationarity it fits $\hat p_N$, whose entropy is biased low, by about $\sum_c (K_c-1)/(2n)$ nats per token
-# ($K_c$ possible next tokens in context $c$, $n$ observed transitions; Miller–Madow {cite}`miller1955`), as a finite
-# sample never shows the source's full support: mass concentrates on what the sample happened to contain.
-#
-# The boundaries are part of the claim. A *constrained* (log-linear) family fitted by maximum likelihood is the
-# maximum-entropy law of the sample's moments, so its entropy is at least $H(\hat p_N)$ (notebook 01, record
-# `C1.maxent`); a model stopped early and sampled at temperature 1 can be over-dispersed; and a model with a longer
-# context than the source can go below $H(\hat p_N)$ by memorising the sample, a different mechanism. Parts (a)–(d)
-# measure the claim's routes, part (e) where it does **not** hold. A neural model's generative entropy rate is the mean
-# of $-\log p_\theta(x_t\mid x_{<t})$ over positions $t\ge 2$ of its own samples at temperature 1 (position 1 is drawn
+# **Claim C2 (the abstract's words).** Stationary solutions of maximum-likelihood training "implicitly reduce
+# generative entropy", concentrating mass "on a limited subset of empirical modes". At stationarity a model fits the
+# empirical distribution $\hat p_N$ ({prf:ref}`thm-softmax-head`), whose entropy is biased low, by about
+# $\sum_c (K_c-1)/(2n)$ nats per token ($K_c$ possible next tokens in context $c$, $n$ observed transitions;
+# Miller–Madow {cite}`miller1955`): a finite sample never shows the source's full support. The empirical modes are
+# the sample's transitions for a model that sees the source's order, and its whole sequences for one that sees more:
+# memorising the sample is the same concentration at its extreme. Parts (a)–(d) measure the routes (the plug-in
+# deficit, memorisation with the mass on the training sequences and their $n$-grams, copies, and free-running against
+# teacher-forced entropy; mode concentration on a Zipf mixture), part (e) where C2 does **not** hold: a constrained
+# (log-linear) family's fit is the maximum-entropy law of the sample's moments (notebook 01, `C1.maxent`), and a model
+# stopped early can be over-dispersed. A neural model's generative entropy rate is the mean of
+# $-\log p_\theta(x_t\mid x_{<t})$ over positions $t\ge 2$ of its own samples at temperature 1 (position 1 is drawn
 # from the stationary law, whose entropy exceeds the rate); the source's is exactly its entropy rate $H^*$.
 
 # %% tags=["parameters"]
@@ -37,8 +37,8 @@ dirichlet_alpha = 0.5  # in (0, 100]: concentration of the Dirichlet rows
 source_seed = 0  # in [0, 1000000]: seed of the true chain
 seq_len = 32  # in [4, 4096]: tokens per training sequence
 archs = ["mlp", "gru", "transformer"]  # one of {mlp, gru, lstm, transformer}: families to train
-n_values = [32, 256, 4096]  # in [1, 10000000]: training-set sizes N (sequences); the smallest is the C2 regime
-steps = 800  # in [1, 10000000]: AdamW steps
+n_values = [32, 4096]  # in [1, 10000000]: training-set sizes N (sequences); the smallest is the C2 regime
+steps = 2400  # in [1, 10000000]: AdamW steps of (c), sized to reach the plateau (below)
 lr = 0.003  # in (0, 1]: AdamW learning rate
 batch_size = 32  # in [1, 65536]: sequences per step
 d_model = 32  # in [4, 4096]: embedding width
@@ -54,7 +54,7 @@ n_modes = 64  # in [2, 100000]: modes of the Zipf mixture
 mode_len = 8  # in [2, 256]: tokens per mode
 zipf_exponent = 1.1  # in (0, 10]: mode weights proportional to rank^(-s)
 n_mode_samples = 100  # in [1, 10000000]: training sequences drawn from the mixture
-mode_steps = 600  # in [1, 10000000]: AdamW steps on the mixture
+mode_steps = 1800  # in [1, 10000000]: AdamW steps on the mixture, sized likewise
 top_m = 5  # in [1, 100000]: the sample's most frequent modes whose share is compared in (d) [pre-registered]
 ratio_threshold = 1.0  # in (0, 10]: C2 holds when H_model / H_true stays below this [pre-registered]
 mechanism_steps = 1500  # in [1, 10000000]: AdamW steps of the order-matched model in (b)
@@ -98,24 +98,24 @@ records.style(bias, "{:.5g}")
 
 # %% [markdown]
 # With {glue:text}`c2_bias_small_N` sequences the empirical entropy falls {glue:text}`c2_bias_small_n:.3f` nats short of
-# the truth, where the leading term predicts {glue:text}`c2_mm_small_n:.3f` (contexts seen a handful of times); over the
-# larger half of the grid the two differ by at most {glue:text}`c2_mm_max_z:.1f` standard errors. As $N\to\infty$ the
-# bias vanishes like $1/N$.
+# the truth, where the leading term predicts {glue:text}`c2_mm_small_n:.3f`; over the larger half of the grid the two
+# differ by at most {glue:text}`c2_mm_max_z:.1f` standard errors. The bias vanishes like $1/N$.
 #
 # ## Are the runs at their plateau?
-# The claim is about *stationary* models, so each model trained in (b)–(d) is first tested by a rule fixed in advance
-# (`stabliab.plateau`) on its loss over a fixed batch of its own sample (the first {glue:text}`c2_fixed_batch`
-# sequences: no random draw, so training is unchanged), at the geometric steps and {glue:text}`c2_window_evals` more
-# spread over the run's last {glue:text}`c2_tol_window:.0%`. There it is at plateau when that loss fluctuates around its
-# trend by at most {glue:text}`c2_tol_max_oscillation:.0%` of its scale (else oscillating), its slope is within
-# ±{glue:text}`c2_tol_max_slope` nats per thousand steps (else descending or rising) and a held-out loss, where there is
-# one (part (c)), rises by at most {glue:text}`c2_tol_max_heldout_rise` nats per thousand steps (else over-fitting); the
-# gradient norm is reported, not tested. Records of (b)–(d) count only *stationary* runs, whose training loss is at
-# plateau; an over-fitting one (held-out loss rising: memorisation) counts ("k of n runs stationary"; one left:
-# inconclusive, none: untestable); `C2.early[…]` counts every seed. `C2.plateau`, the share stationary of the runs
-# entering a verdict, is supported when its Clopper–Pearson interval is at or above {glue:text}`c2_plateau_threshold`
-# (here **{glue:text}`c2_plateau_verdict`**, {glue:text}`c2_plateau_k` of {glue:text}`c2_plateau_n`). Per part, family
-# and $N$:
+# The claim is about *stationary* models: each model of (b)–(d) is tested by a rule fixed in advance
+# (`stabliab.plateau`) on its loss over a fixed batch of its sample (the first {glue:text}`c2_fixed_batch` sequences;
+# training unchanged) at the geometric steps and {glue:text}`c2_window_evals` more over the run's last
+# {glue:text}`c2_tol_window:.0%`: at plateau when that loss fluctuates around its trend by at most
+# {glue:text}`c2_tol_max_oscillation:.0%` of its scale (else oscillating), its slope is within ±{glue:text}`c2_tol_max_slope`
+# nats per thousand steps (else descending or rising) and a held-out loss (part (c)) rises by at most
+# {glue:text}`c2_tol_max_heldout_rise` (else over-fitting; the gradient norm is reported). Records count only
+# *stationary* runs, training loss at plateau, over-fitting allowed (memorisation): "k of n runs stationary", one
+# left: inconclusive, none: untestable; `C2.early[…]` counts every seed. `C2.plateau`, the share stationary of the
+# runs in a verdict, is supported when its Clopper–Pearson interval is at or above {glue:text}`c2_plateau_threshold`
+# (here **{glue:text}`c2_plateau_verdict`**, {glue:text}`c2_plateau_k` of {glue:text}`c2_plateau_n`). **Chosen after
+# seeing data:** the lengths of (c) and (d), {glue:text}`c2_steps` and {glue:text}`c2_mode_steps` steps, were raised from
+# 800 and 600 after the first default run (commit 6687567) found most counted runs still descending; they were fixed on
+# development seeds 0–4 (`-p seed 0` reruns that), and $N$ = 256, in no verdict, left the default to pay for them. Per part:
 
 # %%
 c2.plateau_rule(report)
@@ -125,17 +125,14 @@ c2.plateau_rule(report)
 # ```
 #
 # ## (b) The mechanism: a model that can reach $\hat p_N$
-# At the smallest size, $N$ = {glue:text}`c2_N_small` sequences, two records test the mechanism's two links separately.
-#
-# 1. **Sample to entropy deficit.** Over {glue:text}`c2_bias_reps` fresh samples of that size: `C2.plugin` holds when
-#    the deficit $H^* - H(\hat p_N)$ is positive, `C2.mechanism.miller_madow` when its ratio to the Miller–Madow
-#    prediction $\sum_c (K_c-1)/(2n)$ lies within $1\pm$ {glue:text}`c2_mm_tol` (Student-t over the samples).
-# 2. **Fit to sample.** An MLP whose window is the source's order (it sees what the chain conditions on, nothing more)
-#    is trained by AdamW without weight decay for {glue:text}`c2_mechanism_steps` steps on each seed's sample; its
-#    conditional table $p_\theta(\cdot\mid c)$ is read off exactly and its entropy, weighted by the sample's context
-#    frequencies, compared with $H(\hat p_N)$: `C2.mechanism[mlp]` holds when the ratio lies within $1\pm$
-#    {glue:text}`c2_mechanism_tol` (Student-t over the seeds at plateau). The fit only approaches $\hat p_N$:
-#    minibatches make constant-step AdamW wander, and unseen transitions' probabilities only tend to zero.
+# At the smallest size, $N$ = {glue:text}`c2_N_small` sequences, two links are tested apart. **Sample to deficit**,
+# over {glue:text}`c2_bias_reps` fresh samples: `C2.plugin` holds when $H^* - H(\hat p_N) > 0$,
+# `C2.mechanism.miller_madow` when its ratio to Miller–Madow lies within $1\pm$ {glue:text}`c2_mm_tol`. **Fit to
+# sample**: an MLP whose window is the source's order is trained by AdamW (no weight decay) for
+# {glue:text}`c2_mechanism_steps` steps on each seed's sample; its table $p_\theta(\cdot\mid c)$ is read off exactly and
+# its entropy (weighted by the sample's contexts) compared with $H(\hat p_N)$: `C2.mechanism[mlp]` holds within
+# $1\pm$ {glue:text}`c2_mechanism_tol` (seeds at plateau). The fit only approaches $\hat p_N$: minibatches make
+# constant-step AdamW wander, and unseen transitions' probabilities only tend to zero.
 
 # %%
 deficit = report.call(c2.plugin_deficit, src)
@@ -151,8 +148,7 @@ records.style(c2.mechanism_table(src, fit, report.seeds), "{:.4g}")
 # **{glue:text}`c2_mechanism_miller_madow_verdict`**. The order-matched MLP ends at {glue:text}`c2_mech_ratio:.3f` ×
 # $H(\hat p_N)$ and {glue:text}`c2_mech_ratio_true:.3f` × $H^*$, forward KL to the sample {glue:text}`c2_mech_kl:.1e`
 # nats (means over all seeds): `C2.mechanism[mlp]` **{glue:text}`c2_mechanism_mlp_verdict`**. The deficit is the average
-# sample's (standard deviation {glue:text}`c2_deficit_sd:.4f` nats; {glue:text}`c2_deficit_neg:.0%` of samples have
-# $H(\hat p_N) > H^*$): a model fitting one sample can be above the truth (per-seed column $H^* - H(\hat p_N)$ above).
+# sample's (s.d. {glue:text}`c2_deficit_sd:.4f` nats; {glue:text}`c2_deficit_neg:.0%` of samples above $H^*$).
 #
 # ## (c) Families with longer contexts: shrinkage by memorisation
 # Each family is trained with AdamW, all seeds at once, on $N$ sequences of length {glue:text}`c2_seq_len`; at
@@ -170,6 +166,7 @@ plots.c2.training_curves(runs, archs, min(n_values), src.entropy_rate); plt.show
 final = c2.final_table(src, runs, report.seeds)
 plots.c2.final_entropy_ratio(final, archs, n_values); plt.show()
 c2.memorise_records(report, src, runs)
+c2.routes_records(report, runs)
 report.glue_table("c2_precision_table", report.call(c2.precision_table, src, runs, heldout))
 records.style(final.groupby(["arch", "N"]).mean(numeric_only=True).drop(columns="seed"))
 
@@ -180,15 +177,22 @@ records.style(final.groupby(["arch", "N"]).mean(numeric_only=True).drop(columns=
 # ```{glue:} c2_memorise_table
 # ```
 #
-# Where a family's ratio at $N$ = {glue:text}`c2_N_small` lies far below $H(\hat p_N)/H^*$, with a training loss far
-# below $H^*$ and a large KL rate to the source, it has memorised its training sequences (low entropy by reproducing the
-# sample, not its transition statistics): a ✓ supports "maximum likelihood shrinks entropy", not part (b)'s mechanism.
+# A ratio at $N$ = {glue:text}`c2_N_small` far below $H(\hat p_N)/H^*$, with a training loss far below $H^*$, means
+# the family fitted the sample's whole sequences, not only its transitions. **The routes**, measured on each family's
+# own sample (means over all seeds; records over the seeds at plateau, at the smallest $N$): the total probability
+# the model, the plug-in chain $\hat p_N$ and the source give the distinct training sequences (log10; the source's
+# mass is the control); the share of {glue:text}`c2_ngram`-grams of its generations, and of as many fresh source
+# sequences, that occur in the sample; the share that copies a training sequence whole; generative entropy against
+# the entropy teacher-forced on the sample (equal to the training cross-entropy at a stationary head). Records
+# `C2.route.sequences[…]`, `C2.route.ngrams[…]`, `C2.route.copies[…]` test concentration on empirical modes (model
+# above the fresh-source control, paired); `C2.route.free_running[…]`, a diagnostic, route (iii):
 #
-# **Precision.** The models at $N$ = {glue:text}`c2_N_small` evaluated under bf16 autocast instead of fp32 (parameter
-# `precision`; cross-entropy and entropies always in fp32): each quantity's largest absolute change over seeds. Training
-# in bf16 would also change the trajectory (not shown; this run trained in {glue:text}`c2_precision`). Samples in bf16
-# follow the fp32 ones until a token's cumulative probability lands on the other side of the shared uniform, and diverge
-# from there; the entropy estimates move by the amounts in the table:
+# ```{glue:} c2_routes_table
+# ```
+#
+# **Precision.** The models at $N$ = {glue:text}`c2_N_small` evaluated under bf16 autocast instead of fp32 (training
+# unchanged, in {glue:text}`c2_precision`; cross-entropy and entropies in fp32): each quantity's largest change over
+# seeds. bf16 samples follow the fp32 ones until a token's cumulative probability crosses the shared uniform:
 #
 # ```{glue:} c2_precision_table
 # ```
@@ -199,9 +203,8 @@ records.style(final.groupby(["arch", "N"]).mean(numeric_only=True).drop(columns=
 # {glue:text}`c2_n_mode_samples` sequences (holding only some modes) and we measure its exact probability of every mode.
 # "Mass concentrates on a limited subset of the empirical modes" is tested against the sample itself: a concentrating
 # model gives the sample's {glue:text}`c2_top_m` most frequent modes *more* mass than their share of the sample (record
-# `C2.modes[…]`, paired over the seeds at plateau) and has a per-sequence entropy below the source's $H(w)$
-# (`C2.modes_entropy[…]`, same seeds). Next to no mass on unseen modes is shown but is no evidence: any estimator
-# without a prior does that. The table below: means over all seeds, per family.
+# `C2.modes[…]`, paired over the seeds at plateau) and a per-sequence entropy below $H(w)$ (`C2.modes_entropy[…]`).
+# No mass on unseen modes is no evidence: any estimator without a prior does that. Table: means over all seeds.
 
 # %%
 zipf = report.call(c2.zipf_source)
@@ -219,11 +222,10 @@ plots.c2.mode_mass(mass, archs); plt.show()
 # [{glue:text}`c2_modes_entropy_lo:.3f`, {glue:text}`c2_modes_entropy_hi:.3f`]). The modes missing from the sample carry
 # {glue:text}`c2_unseen_true_mass:.1%` of the true mass and get {glue:text}`c2_unseen_model_mass:.2%` of the models'.
 #
-# How to read the rest of the table: a model that copies the sample's mode frequencies has "model mass on the sample's
-# top modes" equal to their sample share; concentration means more. The per-sequence entropy against $H(w)$ weighs two
-# effects in opposite directions: the missing modes lower it, while the sample's own mode frequencies, which the model
-# copies, are noisy (most of the Zipf tail is observed once or twice) and can spread mass more evenly than the truth. A
-# family that sees only a few tokens (the MLP) cannot tell modes apart and splices them: few of its samples are modes.
+# A model copying the sample's mode frequencies has "model mass on the sample's top modes" equal to their share;
+# concentration means more. Against $H(w)$ two effects pull apart: missing modes lower the entropy, noisy sample
+# frequencies (most of the tail is seen once or twice) can spread mass more evenly than the truth. The MLP sees only
+# a few tokens, cannot tell modes apart and splices them.
 #
 # ## (e) Where C2 does not hold
 # **Early stopping.** C2 is about *stationary* models; stopped at its held-out minimum and sampled at temperature 1 a
@@ -234,11 +236,9 @@ plots.c2.mode_mass(mass, archs); plt.show()
 # ```{glue:} c2_early_table
 # ```
 #
-# Where it is supported the early-stopped model is **over-dispersed**: shrinkage is a property of the *converged* fit.
-# **Constrained families.** Notebook 01's `C1.maxent` measures the opposite of shrinkage in a log-linear family fitted to
-# stationarity: its entropy is above $H(\hat p_N)$ (and there above $H^*$), as the maximum-entropy theorem requires.
-# **Large $N$.** `C2.largeN[…]` asks if the neural models, on the same training budget, still end below the truth at
-# $N$ = {glue:text}`c2_N_large`, where part (a)'s bias is nearly gone (an interval reaching 1: C2 unsupported).
+# Where supported, the early-stopped model is **over-dispersed**: shrinkage is a property of the *converged* fit.
+# **Constrained families**: notebook 01's `C1.maxent`, a log-linear fit's entropy at least $H(\hat p_N)$. **Large
+# $N$**: `C2.largeN[…]`, still below the truth at $N$ = {glue:text}`c2_N_large`, where part (a)'s bias is nearly gone?
 #
 # ## Claim records
 

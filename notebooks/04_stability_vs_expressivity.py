@@ -109,7 +109,7 @@ c4.record_parameters(report)
 runs = c4.run_c4(report.parameters, seeds, device=str(dev))
 table = c4.c4_table(runs["design"], c4.STABILITY, c4.QUALITY)
 inst = c4.instability(table["measures"], table)  # [C, S] per-seed instability index
-c4.record_design(report, table)
+c4.record_design(report, table, runs["design"])
 records.style(c4.config_table(table, inst).head(8), "{:.4g}")
 
 # %% [markdown]
@@ -118,6 +118,15 @@ records.style(c4.config_table(table, inst).head(8), "{:.4g}")
 # table shows the most stable ones; below, each quality measure against the
 # stability index, one point per configuration (the bar is the spread of the
 # quality measure over its seeds).
+#
+# **Stationarity.** Every run's loss on the fixed batch, tested by the book's
+# plateau rule (`stabliab.plateau`, as in notebook 02): `C4.plateau`, the share
+# of runs at plateau, is **{glue:text}`c4_plateau_verdict`**
+# ({glue:text}`c4_plateau_value:.0%`; median slope over the last window
+# {glue:text}`c4_plateau_median_slope:+.3f` nats per 1000 steps). The records
+# below do not yet count only runs at plateau, and a cosine schedule flattens
+# the loss by stopping the steps, not by reaching a stationary point: C4 at
+# matched training progress is the C4 issue's.
 
 # %% tags=["hide-input"]
 plots.c4.quality_against_stability(table, inst, c4.QUALITY_LABELS)

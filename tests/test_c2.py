@@ -283,7 +283,7 @@ def test_plateau_record_is_the_tables_share_of_the_runs_in_a_verdict(report, src
     assert (k, n) == (1 + n_c - 3 + 3, 2 + n_c + 4)
     c = {c.id: c for c in report.claims}["C2.plateau"]
     assert (c.value, c.n, c.rule, c.comparator, c.threshold) == (k / n, n, "share", ">=", c2.PLATEAU_SHARE)
-    assert c.interval == stats.share_interval(k, n) and f"{k} of {n} runs" in c.statement
+    assert c.interval == stats.share_interval(k, n) and c.statement.endswith(f"{k} of {n}")
     assert c.verdict == records.decide(">=", c2.PLATEAU_SHARE, *c.interval)
     assert (report.metrics["c2_plateau_k"], report.metrics["c2_plateau_n"]) == (k, n)
     summary = {(r["part"], r["family"], r["N"]): r for r in report.metrics["c2_plateau_table"]}
@@ -324,3 +324,52 @@ def test_a_run_over_fitting_at_a_training_plateau_is_stationary_and_counts():
     both = c2.stationary(plateau.measure_members(STEPS, np.stack([2 - 0.5 * STEPS / 1000], 1),
                                                  np.stack([2 + 0.5 * STEPS / 1000], 1), tol=c2.PLATEAU_TOL))
     assert both["overfitting"].all() and not both["stationary"].any()  # over-fitting, but the loss still falls
+
+
+# ---------------------------------------------------------------------- the routes of concentration
+def test_sequence_probabilities_of_the_source_and_of_the_plugin_chain_sum_to_one(src):
+    from itertools import product
+    allx = np.array(list(product(range(src.vocab), repeat=3)))  # every sequence of 3 tokens
+    assert np.exp(src.sequence_logprob(allx)).sum() == pytest.approx(1.0, abs=1e-12)
+    sample = src.sample(40, 3, seed=1)
+    lp = c2.plugin_logprob(src, sample, allx)
+    assert np.exp(lp).sum() == pytest.approx(1.0, abs=1e-12)
+    assert np.isfinite(c2.plugin_logprob(src, sample, sample)).all()  # the sample is in its own support
+    # a sequence with a transition the sample never had has probability 0 under p̂_N
+    unseen = allx[~np.isfinite(lp)]
+    assert len(unseen) and np.isneginf(c2.plugin_logprob(src, sample, unseen)).all()
+    # the plug-in chain is the maximum-likelihood chain: it gives its sample at least the source's likelihood
+    assert c2.plugin_logprob(src, sample, sample).sum() >= src.sequence_logprob(sample).sum()
+
+
+def test_ngram_and_copy_shares():
+    sample = np.array([[0, 1, 2, 3], [1, 1, 1, 1]])
+    assert c2.copy_share(sample, sample) == 1.0 and c2.ngram_share(sample, sample, 2) == 1.0
+    other = np.array([[0, 1, 2, 0], [3, 3, 3, 3]])
+    assert c2.copy_share(other, sample) == 0.0
+    assert c2.ngram_share(other, sample, 2) == pytest.approx(2 / 6)  # (0,1), (1,2) of six bigrams
+    assert c2.log10_mass(np.log([0.5, 0.25])) == pytest.approx(np.log10(0.75))
+
+
+def test_routes_of_trained_runs_and_their_records(report, src):
+    one = dict(archs=["mlp"], n_values=[min(P["n_values"])])
+    heldout = call(c2.heldout_sequences, report, src)
+    runs = call(c2.train_families, report, src, heldout, steps=20, n_evals=2, **one)
+    r = runs["mlp", min(P["n_values"])]
+    ro = r["routes"]
+    assert set(ro) == set(c2.ROUTE_COLUMNS) and all(v.shape == (len(SEEDS),) for v in ro.values())
+    assert (ro["mass_model"] <= 1e-9).all() and (ro["mass_source"] < ro["mass_plugin"]).all()  # p̂_N is the ML chain
+    for c in ["ngram_gen", "ngram_src", "copies_gen", "copies_src"]:
+        assert ((0 <= ro[c]) & (ro[c] <= 1)).all()
+    np.testing.assert_array_equal(ro["H_gen"], r["h_final"])
+    # the training CE of the fixed batch is the trajectory's last fixed-batch loss, past the first `order` positions
+    assert ro["ce_train"] == pytest.approx(r["traj"]["fixed"][-1], abs=0.3)
+    r["plateau"] = fake_plateau([True, False])  # only the first seed counts
+    report.parameters = {**report.parameters, **one}
+    table = c2.routes_records(report, runs)
+    claims = {c.id: c for c in report.claims}
+    seq = claims["C2.route.sequences[mlp]"]
+    assert seq.n == 1 and seq.value == pytest.approx(ro["mass_model"][0] - ro["mass_source"][0])
+    assert claims["C2.route.free_running[mlp]"].kind == "diagnostic" and seq.kind == "claim"
+    assert table.loc[("mlp", min(P["n_values"])), "generations that copy the sample"] == pytest.approx(
+        ro["copies_gen"].mean())

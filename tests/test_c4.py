@@ -145,3 +145,16 @@ def test_a_stabiliser_that_lowers_every_measure_holds_and_one_that_raises_them_d
     assert set(c4.STABILISER_BOLD.values()) <= set(df.columns)
     html = records.style(df, bold=c4.STABILISER_BOLD).to_html()
     assert "✓" in html and "font-weight: bold" in html and "≠ 0" not in html  # flags only set the bold
+
+
+def test_every_run_carries_its_plateau_measurement_and_the_share_is_a_diagnostic():
+    r = c4.c4_task(CONFIGS[0], [0, 1], **CONTEXT)
+    assert len(r["at_plateau"]) == len(r["plateau_slope"]) == 2 and all(isinstance(a, bool) for a in r["at_plateau"])
+    assert all(np.isfinite(r["plateau_slope"]))
+    at = [[True, False], [True, True], [False, False]]  # three configurations, two seeds
+    design = [{"result": {"at_plateau": a, "plateau_slope": [0.0, 1.0], "diverged": [False, False]}} for a in at]
+    report = _report()
+    c4.record_design(report, {"diverged": np.zeros(3, bool)}, design)
+    c = report.claims[-1]
+    assert c.id == "C4.plateau" and c.kind == "diagnostic" and c.n == 6 and c.value == pytest.approx(3 / 6)
+    assert report.metrics["c4_plateau_median_slope"] == pytest.approx(0.5)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import smoke_context, smoke_parameters
 
-from stabliab import feedback, lm, measures, members, records, stats, sweep, train
+from stabliab import feedback, lm, measures, members, plateau, records, stats, sweep, train
 from stabliab.experiments import c3
 from stabliab.sources import MarkovSource
 
@@ -305,3 +305,31 @@ def test_plugin_hash_follows_the_plugin_source(tmp_path, monkeypatch):
     (tmp_path / "plug_h.py").write_text(PLUGIN.replace('"damped"', '"damped_h"').replace("0.5", "0.4"))
     assert feedback.plugin_hash(["plug_h"]) != before
     assert feedback.plugin_hash([]) == feedback.plugin_hash([])
+
+
+def test_plateau_and_posthoc_tables_of_the_small_runs(small_runs):
+    """C3.plateau is the share of runs the plateau test passes (a diagnostic); the post-hoc table counts
+    the combinations gated with the settling time as the gate records do, and without it from the
+    whole-window ratios, and decides C3[corpus] either way with records.combine."""
+    held = {d: feedback.make(d).statistic for d in ["hold_entropy", "hold_spread", "logit_hold"]}
+    start = c3.acting_start(SMALL["steps"], SMALL["start_frac"])
+    rep = records.Report("t", {}, [0, 1, 2])
+    gates = c3.gate_statistics(small_runs, ["markov"], ["mlp"], held, start, SETTLE)
+    c3.write_records(rep, small_runs, gates, held, start, 2.0, SETTLE)
+    table = c3.plateau_runs(small_runs)
+    assert len(table) == 3 * len(small_runs) and table["at_plateau"].dtype == bool
+    steps, y = c3.series(small_runs["markov", "mlp", "off"], "data_ce")
+    assert table.loc[("markov", "mlp", "off", 1), "slope"] == pytest.approx(
+        plateau.measure(steps, y[1], tol=c3.PLATEAU_TOL)["slope"])
+    summary = c3.plateau_records(rep, table)
+    c = {c.id: c for c in rep.claims}["C3.plateau"]
+    assert c.kind == "diagnostic" and c.n == len(table) and c.value == pytest.approx(table["at_plateau"].mean())
+    assert summary.loc[("markov", "mlp"), "runs"] == len(table)
+    post = c3.posthoc_table(rep, gates).loc["markov"]
+    claims = {c.id: c for c in rep.claims}
+    gated = [d for d in held if claims[f"C3.stabilises[markov:mlp:{d}]"].holds]
+    assert post["gated, as registered (settling time)"] == len(gated) and post["combinations"] == len(held)
+    assert post["C3[corpus], as registered"] == claims["C3[markov]"].verdict
+    whole = [d for d in held if stats.mean_interval(gates["markov", "mlp", d]["whole"])[1] < 0]
+    assert post["gated, whole acting window"] == len(whole)
+    assert post["C3[corpus], whole acting window"] == records.combine(claims[f"C3[markov:mlp:{d}]"].verdict for d in whole)

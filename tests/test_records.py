@@ -255,3 +255,13 @@ def test_record_kinds_and_the_findings_tally():
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[2:6] == ["0", "0", "1", "0"]  # one claim record (the aggregate), contradicted
     assert "boundaries confirmed: 1 of 1" in cells[6] and "confirmatory seeds (1000–1001)" in cells[6]
+
+
+def test_share_records_use_the_clopper_pearson_interval_and_no_case_is_untestable():
+    r = records.Report("t", {}, [0])
+    c = r.share("S", "cases hit", [True, True, False, True], 0.5, ">=")
+    assert (c.value, c.n, c.rule) == (0.75, 4, "share") and c.statement.endswith("3 of 4")
+    assert c.interval == stats.share_interval(3, 4) and c.verdict == "inconclusive"
+    assert r.share("S0", "none", [], 0.5).verdict == "untestable"
+    assert r.share("S1", "all", [True] * 40, 0.8).verdict == "supported"  # [0.91, 1] lies above 0.8
+    assert r.share("S2", "few", [False] * 40, 0.8).verdict == "contradicted"

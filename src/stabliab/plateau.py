@@ -27,6 +27,7 @@ from .measures import detrended_std
 LEVEL = 0.95  # level of the slope interval (stats.LEVEL, the book's level; not imported: torch-free)
 STATES = ("plateau", "descending", "oscillating", "overfitting", "rising")
 PER_KILO = 1000.0  # slopes are reported per 1000 steps
+SHARE = 0.8  # [pre-registered] a notebook's share-at-plateau record holds when its interval lies at or above this
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import io, params, sweep
 from .seeds import CONFIRMATORY_SEED
-from .stats import LEVEL, mean_interval, paired_interval
+from .stats import LEVEL, mean_interval, paired_interval, share_interval
 
 COMPARATORS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
                ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
@@ -353,6 +353,17 @@ class Report:
             raise ValueError(f"paired claim {id!r}: {t.size} treated values against {b.size} baseline values")
         return self._replicated(id, statement, t - b, lambda: paired_interval(t, b, self.level), threshold,
                                 comparator, unit, "paired")
+
+    def share(self, id: str, statement: str, hits, threshold: float, comparator: str = ">=") -> Claim:
+        """A claim about the share of True among independent cases hits [n] (Clopper–Pearson
+        interval; statement gets ", k of n"); no case: untestable."""
+        h = np.asarray(hits, dtype=bool).reshape(-1)
+        k, n = int(h.sum()), h.size
+        statement = f"{statement}: {k} of {n}"
+        if n == 0:
+            return self.claim(id, statement, float("nan"), None, threshold, comparator, rule="share", n=0)
+        return self.claim(id, statement, k / n, share_interval(k, n, self.level), threshold, comparator,
+                          rule="share", n=n)
 
     def identity(self, id: str, statement: str, errors, tolerance: float, unit: str = "") -> Claim:
         """A deterministic identity, checked once per replicate: supported when the largest

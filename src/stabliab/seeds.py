@@ -32,6 +32,7 @@ STREAMS = {
     "source": "a random source (Markov chain, mode mixture)",
     "bootstrap": "resampling of configurations and seeds",
     "monte_carlo": "Monte Carlo replicates of an estimator's bias",
+    "reference": "fresh source sequences that a model's samples are compared with",
 }
 
 

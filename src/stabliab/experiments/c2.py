@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import logsumexp
 
 from .. import lm, measures, members, plateau, train
 from ..optim import member_norm
 from ..seeds import stream, streams
 from ..sources import MarkovSource, ZipfModes
-from ..stats import share_interval
 
-GLUED_PARAMETERS = ["bias_reps", "mechanism_steps", "mechanism_tol", "mm_tol", "seq_len", "n_evals", "n_modes",
+GLUED_PARAMETERS = ["bias_reps", "steps", "mode_steps", "mechanism_steps", "mechanism_tol", "mm_tol", "seq_len", "n_evals", "n_modes",
                     "mode_len", "n_mode_samples", "mlp_context", "top_m", "precision"]  # cited by the prose
 MODE_COLUMNS = ["modes in sample", "modes in generations", "generations that are a mode",
                 "model mass on sample's top modes", "sample share of its top modes", "true mass of sample's top modes",
@@ -29,7 +29,7 @@ MODE_COLUMNS = ["modes in sample", "modes in generations", "generations that are
 PLATEAU_TOL = plateau.Tolerances()  # [pre-registered] the test's defaults; the fixed-batch gradient norm is
 # reported, not tested (max_grad_norm None): its scale depends on the model, and where N > FIXED_BATCH the
 # fixed batch is a subset of the sample, whose gradient need not vanish at the sample's optimum
-PLATEAU_SHARE = 0.8  # [pre-registered] C2.plateau holds when the share's interval lies at or above this
+PLATEAU_SHARE = plateau.SHARE  # C2.plateau holds when the share's interval lies at or above this
 FIXED_BATCH = 128  # the fixed batch: each member's first min(N, FIXED_BATCH) training sequences
 WINDOW_EVALS = 6  # evaluations evenly spaced over the plateau window, added to the geometric schedule
 # A run counts when it is stationary for its training objective: its training loss at plateau, whether or not its
@@ -266,13 +266,111 @@ def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_
                                         precision=precision, desc=f"{arch} N={N}", **arch_kw)
             tok, lq = members.sample_members(base, traj.params, n_gen, seq_len, 0, precision=precision,
                                             member_seeds=streams("sample", seeds, 1))
+            h_final = np.array([measures.generation_entropy(q, skip=src.order).mean() for q in lq])  # [S]
             runs[arch, N] = dict(
-                traj=traj, base=base, H_hat=H_hat, plateau=plateau_of(traj, heldout=True),
-                h_final=np.array([measures.generation_entropy(q, skip=src.order).mean() for q in lq]),  # [S]
+                traj=traj, base=base, H_hat=H_hat, plateau=plateau_of(traj, heldout=True), h_final=h_final,
+                routes=routes(src, samples, np.asarray(tok), h_final, base, traj.params, data, arch, precision, seeds),
                 coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(t)) for t in tok]),
                 data_coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(x))
                                         for x in samples]))
     return runs
+
+
+# ---------------------------------------------------------------------- (c) the routes of concentration
+NGRAM = 8  # [pre-registered] the n of the n-gram concentration record (a quarter of the default sequence)
+ROUTE_COLUMNS = {"mass_model": "log10 model mass on the sample", "mass_plugin": "log10 p̂_N mass on the sample",
+                 "mass_source": "log10 true mass on the sample", "ngram_gen": f"gen. {NGRAM}-grams in the sample",
+                 "ngram_src": f"fresh {NGRAM}-grams in the sample", "copies_gen": "generations that copy the sample",
+                 "copies_src": "fresh sequences that copy it", "H_gen": "generative entropy rate",
+                 "H_tf": "teacher-forced entropy (sample)", "ce_train": "training CE (sample)"}
+
+
+def log10_mass(logp: np.ndarray) -> float:
+    """log10 of the total probability exp(logp).sum() of distinct sequences [n] (nats in, log10 out)."""
+    return float(logsumexp(logp) / np.log(10))
+
+
+def plugin_logprob(src: MarkovSource, sample: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """[n] log-probability of sequences x [n, T] under the sample's plug-in chain p̂_N: the sample's
+    first-context frequencies and its transition frequencies (-inf where x leaves the sample's support)."""
+    def first(y):  # [n] the context of each sequence's first `order` tokens
+        return src.contexts_of(y[:, :src.order + 1])[:, 0]
+    f, counts = np.bincount(first(sample), minlength=src.n_contexts), src.transition_counts(sample)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logP = np.log(counts / np.maximum(counts.sum(1, keepdims=True), 1))
+        return np.log(f / f.sum())[first(x)] + logP[src.contexts_of(x), x[:, src.order:]].sum(1)
+
+
+def ngram_share(seqs: np.ndarray, sample: np.ndarray, n: int) -> float:
+    """Share of the n-grams of seqs [m, T] (with repetition) that occur somewhere in sample [N, T]."""
+    seen = {g for row in sample for g in measures.ngrams(row, n)}
+    grams = [g for row in seqs for g in measures.ngrams(row, n)]
+    return float(np.mean([g in seen for g in grams])) if grams else float("nan")
+
+
+def copy_share(seqs: np.ndarray, sample: np.ndarray) -> float:
+    """Share of the sequences seqs [m, T] equal to one of sample's [N, T]."""
+    seen = {row.tobytes() for row in np.ascontiguousarray(sample)}
+    return float(np.mean([row.tobytes() in seen for row in np.ascontiguousarray(seqs)]))
+
+
+def routes(src: MarkovSource, samples, tok: np.ndarray, h_gen: np.ndarray, base, params, data: torch.Tensor,
+           arch: str, precision: str, seeds) -> dict:
+    """The routes by which a run's generative entropy can fall below H* (thm-softmax-head), per seed [S]:
+    the total mass the model, the sample's plug-in chain p̂_N and the source put on the distinct training
+    sequences (log10); the share of NGRAM-grams of its generations tok [S, n, T] and of as many fresh source
+    sequences found in the sample; the share of either that copies a training sequence; the generative
+    entropy rate h_gen against the teacher-forced entropy and cross-entropy on the fixed batch of the sample
+    (positions past the source's order, as in generation_entropy)."""
+    k, S = src.order, len(seeds)
+    ent, _, ce = members.per_position(base, params, data[:, :min(data.shape[1], FIXED_BATCH)], arch in ("gru", "lstm"),
+                                      precision)  # each [S, B, T]
+    out = {c: np.empty(S) for c in ROUTE_COLUMNS}
+    for s, seed in enumerate(seeds):
+        x = np.unique(samples[s], axis=0)  # the distinct training sequences [N', T]
+        mod = members.member(base, params, s)
+        fresh = src.sample(tok.shape[1], tok.shape[2], seed=stream("reference", seed))
+        out["mass_model"][s] = log10_mass(mod.sequence_logprob(torch.as_tensor(x, device=data.device)).cpu().numpy())
+        out["mass_plugin"][s] = log10_mass(plugin_logprob(src, samples[s], x))
+        out["mass_source"][s] = log10_mass(src.sequence_logprob(x))
+        out["ngram_gen"][s], out["ngram_src"][s] = (ngram_share(y, samples[s], NGRAM) for y in (tok[s], fresh))
+        out["copies_gen"][s], out["copies_src"][s] = (copy_share(y, samples[s]) for y in (tok[s], fresh))
+    out["H_gen"] = np.asarray(h_gen, dtype=np.float64)
+    out["H_tf"] = ent[..., k:].mean((1, 2)).double().cpu().numpy()
+    out["ce_train"] = ce[..., k:].mean((1, 2)).double().cpu().numpy()
+    return out
+
+
+def routes_records(report, runs: dict) -> pd.DataFrame:
+    """At the smallest N, per family over the seeds at plateau: C2.route.sequences[arch] (the model's mass on
+    the training sequences above the source's, log10, paired), C2.route.ngrams[arch] (more of its generated
+    NGRAM-grams in the sample than of fresh source sequences'), C2.route.copies[arch] (more of its generations
+    copy a training sequence than fresh source sequences do): concentration on empirical modes, the abstract's
+    words; C2.route.free_running[arch] (a diagnostic: generative entropy below the teacher-forced entropy on the
+    sample, route (iii)). Glues the per-family means over every seed, at every N, as c2_routes_table."""
+    p = report.parameters
+    N0 = min(p["n_values"])
+    for arch in p["archs"]:
+        r = runs[arch, N0]
+        ro, at = r["routes"], r["plateau"]["stationary"]
+        plateau_paired(report, f"C2.route.sequences[{arch}]", f"{arch}, N = {N0}: mass concentrates on the empirical "
+                       "modes, the training sequences: the model's total probability of them above the source's "
+                       "(log10, paired over seeds)", ro["mass_model"], ro["mass_source"], at, 0.0, ">")
+        plateau_paired(report, f"C2.route.ngrams[{arch}]", f"{arch}, N = {N0}: a larger share of its generations' "
+                       f"{NGRAM}-grams occurs in the training sample than of fresh source sequences' (paired over "
+                       "seeds)", ro["ngram_gen"], ro["ngram_src"], at, 0.0, ">")
+        plateau_paired(report, f"C2.route.copies[{arch}]", f"{arch}, N = {N0}: a larger share of its generations "
+                       "copies a training sequence whole than of fresh source sequences (paired over seeds)",
+                       ro["copies_gen"], ro["copies_src"], at, 0.0, ">")
+        report.mark(plateau_paired(
+            report, f"C2.route.free_running[{arch}]", f"{arch}, N = {N0}: route (iii), free-running generation has a "
+            "lower entropy rate than the model teacher-forced on its training sequences (nats/token, paired over "
+            "seeds)", ro["H_gen"], ro["H_tf"], at, 0.0, "<"), "diagnostic")
+    table = pd.DataFrame([{"family": arch, "N": N, **{v: np.mean(r["routes"][c]) for c, v in ROUTE_COLUMNS.items()}}
+                          for (arch, N), r in runs.items()]).set_index(["family", "N"])
+    report.glue_table("c2_routes_table", table, fmt="{:.3f}")
+    report.metric("c2_ngram", NGRAM)
+    return table
 
 
 def final_table(src: MarkovSource, runs: dict, seeds) -> pd.DataFrame:
@@ -478,11 +576,10 @@ def plateau_records(report, fit: dict, runs: dict, modes: pd.DataFrame) -> pd.Da
     table = plateau_runs(report, fit, runs, modes)
     used = table[table["in a verdict"]]
     k, n = int(used["stationary"].sum()), len(used)
-    report.claim("C2.plateau", "the trained runs whose numbers enter C2's verdicts (parts (b)–(d)) are stationary: "
-                 "their training loss reached its plateau (plateau.measure, tolerances fixed in advance; held-out "
-                 f"loss free to rise): share, {k} of {n} runs",
-                 k / n, share_interval(k, n, report.level), PLATEAU_SHARE, ">=", rule="share", n=n)
-    report.mark(report.claims[-1], "diagnostic")
+    report.mark(report.share("C2.plateau", "the trained runs whose numbers enter C2's verdicts (parts (b)–(d)) are "
+                             "stationary: their training loss reached its plateau (plateau.measure, tolerances fixed "
+                             "in advance; held-out loss free to rise): share of runs", used["stationary"],
+                             PLATEAU_SHARE), "diagnostic")
     report.metric("c2_plateau_k", k)
     report.metric("c2_plateau_n", n)
     report.metric("c2_plateau_runs", table.reset_index().to_dict(orient="records"), glue_it=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import feedback, measures, sweep
+from .. import feedback, measures, plateau, records, sweep
 from ..stats import mean_interval, rank_bootstrap
 from .c3_task import (EVAL_STEP, HALVES, N_TEXTS, OUTCOMES, TEXTS, acting_start, c3_data, c3_runs, c3_task,
                       configurations, feedback_key, plugin_code, plugin_modules, series, stat_key, statistics)
@@ -20,7 +20,7 @@ __all__ = [  # the task's names, re-exported, and this module's
     "GLUED", "glue_parameters", "detrended_var", "gate_window", "c3_gate", "gate_statistics", "c3_roughness",
     "write_records", "corpus_records", "gate_table", "gate_wide", "gate_floor", "differences", "effects_detail",
     "effects_table", "regime_points", "opposite_movers", "overall_table", "design_summary", "glue_counts",
-    "c3_human", "c3_reference", "text_table"]
+    "c3_human", "c3_reference", "text_table", "PLATEAU_TOL", "plateau_runs", "plateau_records", "posthoc_table"]
 
 KEYS = ["corpus", "family", "design"]  # the index of every per-combination table
 
@@ -304,6 +304,55 @@ def glue_counts(report, gate: pd.DataFrame, points: pd.DataFrame) -> None:
     report.metric("c3_gated_with_c3", int((points.stabilises & points.C3).sum()))
     report.metric("c3_ungated_with_c3", int((~points.stabilises & points.C3).sum()))
     report.metric("c3_n_ungated", int((~points.stabilises).sum()))
+
+
+# ---------------------------------------------------------------- stationarity and choices made after seeing data
+PLATEAU_TOL = plateau.Tolerances()  # [pre-registered] the book's plateau test, as in C2
+
+
+def plateau_runs(runs: dict) -> pd.DataFrame:
+    """One row per (corpus, family, design, seed): plateau.measure_members of its data cross-entropy on the
+    fixed evaluation batch over the evaluation steps (the training windows of Shakespeare; fresh source
+    sequences on the Markov source, where it is the population loss). No held-out series is logged."""
+    parts = []
+    for (c, a, d), r in runs.items():
+        steps, y = series(r, "data_ce")
+        m = plateau.measure_members(steps, y.T, tol=PLATEAU_TOL)
+        parts.append(m.assign(corpus=c, family=a, design=d, seed=np.arange(len(m))))
+    return pd.concat(parts, ignore_index=True).set_index([*KEYS, "seed"])
+
+
+def plateau_records(report, table: pd.DataFrame) -> pd.DataFrame:
+    """C3.plateau (a diagnostic): the share of runs at plateau against plateau.SHARE; glues the per
+    (corpus, family) summary as c3_plateau_table (share at plateau, median slope, states) and returns it.
+    The C3 records do not yet count only runs at plateau (the C3 issue resizes the grid)."""
+    report.mark(report.share("C3.plateau", "the C3 runs (every corpus, family, design and seed) reached their plateau: "
+                             "data cross-entropy on the fixed evaluation batch flat over the last window "
+                             "(plateau.measure, tolerances fixed in advance); share of runs", table["at_plateau"],
+                             plateau.SHARE), "diagnostic")
+    g = table.groupby(level=["corpus", "family"], sort=False)
+    out = pd.DataFrame({"runs": g.size(), "share at plateau": g["at_plateau"].mean(),
+                        **{s: g[s].sum().astype(int) for s in plateau.STATES[1:]},
+                        "median slope [nats/1000 steps]": g["slope"].median()})
+    report.glue_table("c3_plateau_table", out, fmt={"share at plateau": "{:.0%}",
+                                                    "median slope [nats/1000 steps]": "{:+.3g}"})
+    return out
+
+
+def posthoc_table(report, gates: dict) -> pd.DataFrame:
+    """What the settling window (gate_settle, added after the first run) changed, per corpus: the
+    combinations that pass the gate with it and without it (the whole acting window, the gate's first
+    form), and the verdict of C3[corpus] either way (records.combine over the gated joint records)."""
+    cl, rows = _claims(report), []
+    for corpus in dict.fromkeys(c for c, _, _ in gates):
+        keys = [k for k in gates if k[0] == corpus]
+        whole = [k for k in keys if len(gates[k]["whole"]) > 1 and records.decide(
+            "<", 0.0, *mean_interval(gates[k]["whole"], report.level)) == "supported"]
+        settled = [k for k in keys if cl[f"C3.stabilises[{':'.join(k)}]"].holds]
+        rows.append({"corpus": corpus, "combinations": len(keys), "gated, as registered (settling time)": len(settled),
+                     "gated, whole acting window": len(whole), "C3[corpus], as registered": cl[f"C3[{corpus}]"].verdict,
+                     "C3[corpus], whole acting window": records.combine(cl[f"C3[{':'.join(k)}]"].verdict for k in whole)})
+    return pd.DataFrame(rows).set_index("corpus")
 
 
 def c3_human(corpora: list[str], context: dict) -> pd.DataFrame:
