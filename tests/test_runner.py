@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stabliab import book, io, params, records, runner
+from stabliab import book, calibrate, io, params, records, runner
 
 NB = "01_forward_kl_stationarity"
 BIN = Path(sys.executable).parent
@@ -88,6 +88,9 @@ def test_smoke_run_writes_results_whose_c1_holds(smoke_run):
         assert key in res["manifest"]
     assert res["parameters"]["device"] == "auto"
     assert res["manifest"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    cal = res["manifest"]["calibration"]  # the machine's calibration figure (stabliab.calibrate)
+    assert cal["matmul_gflops_worst"] <= cal["matmul_gflops"] <= cal["matmul_gflops_best"] and cal["train_step_ms"] > 0
+    assert cal["speed_vs_reference"] == pytest.approx(cal["matmul_gflops"] / calibrate.REFERENCE_GFLOPS, abs=2e-3)
     claims = {c["id"]: c for c in res["claims"]}
     assert claims["C1"]["holds"] and claims["C1.identity"]["holds"] and claims["C1.unstable"]["holds"]
     assert claims["C1"]["interval"][1] < claims["C1"]["threshold"]

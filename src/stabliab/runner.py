@@ -19,6 +19,7 @@ fails it, or lacks claims, is stale.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -279,6 +280,18 @@ def _repeat_warnings(path: Path) -> None:
             print(line, file=sys.stderr)
 
 
+@functools.lru_cache(maxsize=1)
+def calibration() -> dict:
+    """This machine's calibration figure (stabliab.calibrate), measured once per process in a child
+    process (a few seconds; the runner itself does not import torch); {"error": ...} if it fails."""
+    try:
+        out = subprocess.run([sys.executable, "-m", "stabliab.calibrate", "--json"], capture_output=True, text=True,
+                             timeout=120)
+        return json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr.strip()[-500:]}
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def run_notebook(root: Path, name: str, profile: str = "default", overrides: dict | None = None,
                  force: bool = False, cell_timeout: int | None = None, wait: bool = True,
                  echo=None) -> RunResult:
@@ -309,6 +322,7 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         tmp_res, warnings = work / "results.json", work / "warnings.txt"
         env = {io.RESULTS_FILE: str(tmp_res), io.PROGRESS: "0", io.PROFILE: profile, io.WARNINGS: str(warnings),
                io.RUN: str(work)}
+        cal = calibration()  # before the run, on an idle machine
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         try:
@@ -321,7 +335,8 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         result = json.loads(tmp_res.read_text())
         result["profile"] = profile
         result["parameters"] = params
-        result["manifest"].update(git_commit=_git_commit(root), decisive_commit=_decisive_commit(root, name, profile),
+        result["manifest"].update(calibration=cal,
+                                  git_commit=_git_commit(root), decisive_commit=_decisive_commit(root, name, profile),
                                   source_hash=key, cache_key=key,
                                   started=started.isoformat(timespec="seconds"), seconds=round(seconds, 2))
         nb.metadata["stabliab"] = {"cache_key": key, "profile": profile, "parameters": params}

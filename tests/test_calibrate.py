@@ -1,0 +1,23 @@
+"""The calibration figure (stabliab.calibrate): its workloads measure what they say."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from stabliab import calibrate
+
+
+def test_the_matmul_rate_is_ordered_and_the_reference_translation_is_the_ratio():
+    m = calibrate.matmul_gflops(threads=1, reps=3)
+    assert 0 < m["matmul_gflops_worst"] <= m["matmul_gflops"] <= m["matmul_gflops_best"]
+    cal = {"matmul_gflops": 2 * calibrate.REFERENCE_GFLOPS}
+    assert calibrate.reference_seconds(60.0, cal) == pytest.approx(120.0)  # a machine twice as fast: 60 s here, 120 there
+
+
+def test_the_command_prints_one_json_object_with_the_figure():
+    out = subprocess.run([sys.executable, "-m", "stabliab.calibrate", "--json", "--threads", "1"], capture_output=True,
+                         text=True, check=True)
+    m = json.loads(out.stdout)
+    assert {"matmul_gflops", "train_step_ms", "cpu", "cores", "threads", "speed_vs_reference"} <= set(m)
+    assert m["threads"] == 1 and m["train_step_ms"] > 0
