@@ -86,9 +86,8 @@ c2.glue_parameters(report, src)
 #
 # $$\mathbb E[H(\hat p_N)] - H^* \;\approx\; -\sum_c \pi_c\frac{K_c-1}{2 n_c} \;=\; -\frac{\sum_c (K_c-1)}{2n}.$$
 #
-# The expansion is asymptotic in $n_c\,p(j\mid c)$: it needs every possible transition expected several times, and says
-# nothing when most contexts are seen about once. Monte Carlo ({glue:text}`c2_bias_reps` samples per $N$) measures the
-# left side; the figure draws the right side over it.
+# It is asymptotic (every possible transition expected several times). Monte Carlo ({glue:text}`c2_bias_reps` samples
+# per $N$) measures the left side; the figure draws the right side over it.
 
 # %%
 bias = report.call(c2.plugin_bias, src)
@@ -110,12 +109,12 @@ records.style(bias, "{:.5g}")
 # nats per thousand steps (else descending or rising) and a held-out loss (part (c)) rises by at most
 # {glue:text}`c2_tol_max_heldout_rise` (else over-fitting; the gradient norm is reported). Records count only
 # *stationary* runs, training loss at plateau, over-fitting allowed (memorisation): "k of n runs stationary", one
-# left: inconclusive, none: untestable; `C2.early[…]` counts every seed. `C2.plateau`, the share stationary of the
-# runs in a verdict, is supported when its Clopper–Pearson interval is at or above {glue:text}`c2_plateau_threshold`
+# left: inconclusive, none: untestable; `C2.early[…]` counts every seed. `C2.plateau` (runs in a verdict, pooled)
+# holds when its Clopper–Pearson interval is at or above {glue:text}`c2_plateau_threshold`
 # (here **{glue:text}`c2_plateau_verdict`**, {glue:text}`c2_plateau_k` of {glue:text}`c2_plateau_n`). **Chosen after
-# seeing data:** the lengths of (c) and (d), {glue:text}`c2_steps` and {glue:text}`c2_mode_steps` steps, were raised from
-# 800 and 600 after the first default run (commit 6687567) found most counted runs still descending; they were fixed on
-# development seeds 0–4 (`-p seed 0` reruns that), and $N$ = 256, in no verdict, left the default to pay for them. Per part:
+# seeing data:** (c) and (d) train {glue:text}`c2_steps` and {glue:text}`c2_mode_steps` steps, raised from 800 and 600
+# after the first default run's plateau table (commit 6687567), fixed on development seeds 0–4; $N$ = 256, in no
+# verdict, left the default to pay for them. Per part:
 
 # %%
 c2.plateau_rule(report)
@@ -151,13 +150,12 @@ records.style(c2.mechanism_table(src, fit, report.seeds), "{:.4g}")
 # sample's (s.d. {glue:text}`c2_deficit_sd:.4f` nats; {glue:text}`c2_deficit_neg:.0%` of samples above $H^*$).
 #
 # ## (c) Families with longer contexts: shrinkage by memorisation
-# Each family is trained with AdamW, all seeds at once, on $N$ sequences of length {glue:text}`c2_seq_len`; at
-# {glue:text}`c2_n_evals` geometrically spaced steps (dense early) and the plateau window's, we log the held-out loss
-# (on fresh sequences from the source) and the generative entropy rate. These families see more than the source's order
-# (the MLP {glue:text}`c2_mlp_context` tokens, the GRU and Transformer the whole prefix), so they can fit the empirical
-# law of longer blocks and, at small $N$, the training sequences themselves ({prf:ref}`thm-softmax-head`). First figure: a
-# held-out loss turning up while the training loss falls: fitting the sample, not the source; a generative entropy below
-# $H(\hat p_N)$ (dashed): fitting more than the sample's transitions. Second: final entropy by $N$.
+# Each family trains with AdamW, all seeds at once, on $N$ sequences of length {glue:text}`c2_seq_len`; at
+# {glue:text}`c2_n_evals` geometric steps and the plateau window's we log the held-out loss (fresh source sequences)
+# and the generative entropy rate. Seeing more than the source's order (the MLP {glue:text}`c2_mlp_context` tokens, the
+# GRU and Transformer the prefix), they can fit the law of longer blocks and, at small $N$, the training sequences
+# themselves (the bound of {prf:ref}`thm-softmax-head` allows it). First figure: held-out loss turning up as training
+# loss falls (fitting the sample), entropy below $H(\hat p_N)$ (dashed; more than its transitions). Second: by $N$.
 
 # %%
 heldout = report.call(c2.heldout_sequences, src, **env)
@@ -171,28 +169,30 @@ report.glue_table("c2_precision_table", report.call(c2.precision_table, src, run
 records.style(final.groupby(["arch", "N"]).mean(numeric_only=True).drop(columns="seed"))
 
 # %% [markdown]
-# Records' values (`C2.memorise[…]`, `C2.largeN[…]`: stationary seeds, intervals on the claims page), means over all
-# seeds; the empirical law itself is at {glue:text}`c2_hhat_ratio_small:.2f` × $H^*$ at $N$ = {glue:text}`c2_N_small`:
+# Records' values (`C2.memorise[…]`, `C2.largeN[…]`: stationary seeds), the rest means over all seeds; the empirical
+# law itself is at {glue:text}`c2_hhat_ratio_small:.2f` × $H^*$ at $N$ = {glue:text}`c2_N_small`:
 #
 # ```{glue:} c2_memorise_table
 # ```
 #
 # A ratio at $N$ = {glue:text}`c2_N_small` far below $H(\hat p_N)/H^*$, with a training loss far below $H^*$, means
-# the family fitted the sample's whole sequences, not only its transitions. **The routes**, measured on each family's
-# own sample (means over all seeds; records over the seeds at plateau, at the smallest $N$): the total probability
-# the model, the plug-in chain $\hat p_N$ and the source give the distinct training sequences (log10; the source's
-# mass is the control); the share of {glue:text}`c2_ngram`-grams of its generations, and of as many fresh source
-# sequences, that occur in the sample; the share that copies a training sequence whole; generative entropy against
-# the entropy teacher-forced on the sample (equal to the training cross-entropy at a stationary head). Records
-# `C2.route.sequences[…]`, `C2.route.ngrams[…]`, `C2.route.copies[…]` test concentration on empirical modes (model
-# above the fresh-source control, paired); `C2.route.free_running[…]`, a diagnostic, route (iii):
+# the family fitted the sample's whole sequences, not only its transitions. **The routes**, on each family's own
+# sample at the smallest $N$ (table: means over all seeds; records: paired over the seeds at plateau). Claims, with
+# an aggregate over families: `C2.route.sequences` (the model's total probability of the distinct training sequences
+# above the source's, log10: concentration on the empirical modes; any maximum-likelihood fit of the sample passes,
+# an under-trained or over-smoothed one does not), `C2.route.subset` ("a limited subset": its mass spread over a
+# smaller effective share of them than the source's, exp of the entropy of the renormalised mass over their number)
+# and `C2.route.ngrams` (more of its generations' {glue:text}`c2_ngram`-grams in the sample than of fresh source
+# sequences'). Diagnostics, which route: `C2.route.beyond` and `C2.route.copies` (mass, and whole copies in
+# generations, above the plug-in chain $\hat p_N$'s: memorising beyond the sample's transitions, route (ii)),
+# `C2.route.free_running` (generative entropy below the entropy teacher-forced on the sample, route (iii)); the
+# head's gap, training CE minus teacher-forced entropy, is 0 at a stationary head ({prf:ref}`thm-softmax-head`):
 #
 # ```{glue:} c2_routes_table
 # ```
 #
-# **Precision.** The models at $N$ = {glue:text}`c2_N_small` evaluated under bf16 autocast instead of fp32 (training
-# unchanged, in {glue:text}`c2_precision`; cross-entropy and entropies in fp32): each quantity's largest change over
-# seeds. bf16 samples follow the fp32 ones until a token's cumulative probability crosses the shared uniform:
+# **Precision.** The models at $N$ = {glue:text}`c2_N_small` under bf16 autocast instead of fp32 (trained in
+# {glue:text}`c2_precision`; entropies in fp32): each quantity's largest change over seeds:
 #
 # ```{glue:} c2_precision_table
 # ```

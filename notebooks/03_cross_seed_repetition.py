@@ -227,8 +227,9 @@ records.style(c3.text_table(runs, effects, c0, archs, labels))
 # %% [markdown]
 # ## Stationarity, and choices made after seeing data
 #
-# **Plateau.** Every run's data cross-entropy on the fixed evaluation batch, tested by the book's plateau rule
-# (`stabliab.plateau`, as in notebook 02): `C3.plateau`, the share of runs at plateau, is
+# **Plateau.** Every run's data cross-entropy on the fixed evaluation batch (training windows on Shakespeare, fresh
+# source sequences on Markov: there a run that over-fits reads as rising), tested by the book's plateau rule
+# (`stabliab.plateau`): `C3.plateau`, the share of runs at plateau (pooled), is
 # **{glue:text}`c3_plateau_verdict`** ({glue:text}`c3_plateau_value:.0%`). The C3 records do not yet count only runs
 # at plateau: at this size a design's effect is what it does to a model still learning (the C3 issue resizes the
 # grid; the `paper` profile trains larger models for longer, with 20 seeds). Per corpus and family:
@@ -249,7 +250,7 @@ records.style(c3.text_table(runs, effects, c0, archs, labels))
 # The corpus-level records; all {glue:text}`c3_n_records` records, with their intervals, are on the claims page.
 
 # %%
-c3.plateau_records(report, c3.plateau_runs(runs))
+c3.plateau_records(report, c3.plateau_runs(runs, seeds))
 report.glue_table("c3_posthoc_table", c3.posthoc_table(report, gates), fmt="{:.0f}")
 report.metric("c3_n_records", len(report.claims))
 report.save()

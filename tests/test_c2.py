@@ -359,17 +359,35 @@ def test_routes_of_trained_runs_and_their_records(report, src):
     ro = r["routes"]
     assert set(ro) == set(c2.ROUTE_COLUMNS) and all(v.shape == (len(SEEDS),) for v in ro.values())
     assert (ro["mass_model"] <= 1e-9).all() and (ro["mass_source"] < ro["mass_plugin"]).all()  # p̂_N is the ML chain
-    for c in ["ngram_gen", "ngram_src", "copies_gen", "copies_src"]:
+    for c in ["ngram_gen", "ngram_plugin", "ngram_src", "copies_gen", "copies_plugin", "subset_model",
+              "subset_source"]:
         assert ((0 <= ro[c]) & (ro[c] <= 1)).all()
     np.testing.assert_array_equal(ro["H_gen"], r["h_final"])
-    # the training CE of the fixed batch is the trajectory's last fixed-batch loss, past the first `order` positions
-    assert ro["ce_train"] == pytest.approx(r["traj"]["fixed"][-1], abs=0.3)
+    # the head's gap is the fixed batch's loss (the trajectory's last) minus the mean teacher-forced entropy
+    data = c2.with_bos(c2.training_samples(src, min(P["n_values"]), P["seq_len"], SEEDS), P["vocab"], None)
+    ent = members.per_position(r["base"], r["traj"].params, data[:, :c2.FIXED_BATCH])[0].mean((1, 2)).numpy()
+    np.testing.assert_allclose(ro["head_gap"], r["traj"]["fixed"][-1] - ent, atol=1e-5)
     r["plateau"] = fake_plateau([True, False])  # only the first seed counts
     report.parameters = {**report.parameters, **one}
     table = c2.routes_records(report, runs)
     claims = {c.id: c for c in report.claims}
     seq = claims["C2.route.sequences[mlp]"]
     assert seq.n == 1 and seq.value == pytest.approx(ro["mass_model"][0] - ro["mass_source"][0])
+    assert claims["C2.route.beyond[mlp]"].value == pytest.approx(ro["mass_model"][0] - ro["mass_plugin"][0])
     assert claims["C2.route.free_running[mlp]"].kind == "diagnostic" and seq.kind == "claim"
+    assert claims["C2.route.sequences"].rule == "aggregate" and claims["C2.route.subset"].kind == "claim"
     assert table.loc[("mlp", min(P["n_values"])), "generations that copy the sample"] == pytest.approx(
         ro["copies_gen"].mean())
+
+
+def test_effective_share_and_the_plugin_chain():
+    assert c2.effective_share(np.log([0.25] * 4)) == pytest.approx(1.0)
+    assert c2.effective_share(np.log([1.0, 1e-30, 1e-30, 1e-30])) == pytest.approx(0.25)
+    src = c2.markov_source(**{k: P[k] for k in ["vocab", "sparsity", "dirichlet_alpha", "order", "source_seed"]})
+    sample = src.sample(20, 10, seed=4)
+    chain, start = c2.plugin_chain(src, sample)
+    draws = chain.sample(200, 10, seed=5, start=start)
+    # p̂_N takes only the sample's transitions (but where a context the sample never continues keeps the source's row)
+    assert c2.ngram_share(draws, sample, 2) >= 0.9
+    lp = c2.plugin_logprob(src, sample, draws)
+    assert np.isfinite(lp).mean() >= 0.9 and np.all(lp <= 0)

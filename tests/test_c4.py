@@ -151,10 +151,10 @@ def test_every_run_carries_its_plateau_measurement_and_the_share_is_a_diagnostic
     r = c4.c4_task(CONFIGS[0], [0, 1], **CONTEXT)
     assert len(r["at_plateau"]) == len(r["plateau_slope"]) == 2 and all(isinstance(a, bool) for a in r["at_plateau"])
     assert all(np.isfinite(r["plateau_slope"]))
-    at = [[True, False], [True, True], [False, False]]  # three configurations, two seeds
+    at = [[True, False], [True, True], [False, False], [True, True]]  # four configurations, two seeds; the last diverged
     design = [{"result": {"at_plateau": a, "plateau_slope": [0.0, 1.0], "diverged": [False, False]}} for a in at]
     report = _report()
-    c4.record_design(report, {"diverged": np.zeros(3, bool)}, design)
-    c = report.claims[-1]
+    c4.record_design(report, {"diverged": np.array([False, False, False, True])}, design)
+    c = report.claims[-1]  # the diverged configuration is left out, as the C4 records leave it out
     assert c.id == "C4.plateau" and c.kind == "diagnostic" and c.n == 6 and c.value == pytest.approx(3 / 6)
     assert report.metrics["c4_plateau_median_slope"] == pytest.approx(0.5)

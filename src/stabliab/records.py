@@ -41,7 +41,7 @@ RULES = {
     "mean": "Student-t interval of a mean over independent replicates (seeds, or Monte Carlo draws where "
             "the statement says so)",
     "paired": "Student-t interval of the mean paired difference (treatment minus baseline, same seed)",
-    "share": "exact Clopper–Pearson interval of a share of seeds",
+    "share": "exact Clopper–Pearson interval of a share of seeds or runs (runs pooled across configurations: descriptive)",
     "identity": "largest error over every check of a deterministic identity; no interval",
     "aggregate": "for every member: contradicted if one member is, supported if all are, untestable if all are, "
                  "inconclusive otherwise; value and interval of the least favourable member",

@@ -109,8 +109,9 @@ class MarkovSource:
         return conditional_entropy(self.stationary, self.P)
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, n_seq: int, seq_len: int, seed: int) -> np.ndarray:
-        """[n_seq, seq_len] int64 token sequences started from the stationary law.
+    def sample(self, n_seq: int, seq_len: int, seed: int, start: np.ndarray | None = None) -> np.ndarray:
+        """[n_seq, seq_len] int64 token sequences started from the stationary law (or from
+        `start`, a law [C] of the first context).
 
         The first `order` tokens are the digits of a context drawn from pi, so every
         position is distributed as under the stationary chain.
@@ -119,7 +120,7 @@ class MarkovSource:
             raise ValueError(f"seq_len must exceed the order ({self.order})")
         rng = np.random.default_rng(seed)
         V, k = self.vocab, self.order
-        c = rng.choice(self.n_contexts, size=n_seq, p=self.stationary)
+        c = rng.choice(self.n_contexts, size=n_seq, p=self.stationary if start is None else start)
         out = np.empty((n_seq, seq_len), dtype=np.int64)
         for i in range(k):  # digits of the context, oldest first
             out[:, i] = (c // V ** (k - 1 - i)) % V

@@ -75,7 +75,8 @@ def fixed_batch_evals(data: torch.Tensor, arch: str, precision: str) -> dict:
     first min(N, FIXED_BATCH) sequences (a fixed batch: no random draw, so the training trajectory is
     unchanged), and 'fixed_grad_norm', its gradient norm there (one backward on detached copies of the
     parameters, shared by both: build one pair per run)."""
-    batch, batched, done = data[:, :min(data.shape[1], FIXED_BATCH)], arch in ("gru", "lstm"), {}
+    batch, done = data[:, :min(data.shape[1], FIXED_BATCH)], {}
+    batched = train.default_batched(arch, data.shape[0], data.device)  # as train_lm trains it
 
     def at(base, params, step):
         if done.get("step") != step:  # train evaluates both at the same step, one after the other
@@ -279,10 +280,12 @@ def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_
 # ---------------------------------------------------------------------- (c) the routes of concentration
 NGRAM = 8  # [pre-registered] the n of the n-gram concentration record (a quarter of the default sequence)
 ROUTE_COLUMNS = {"mass_model": "log10 model mass on the sample", "mass_plugin": "log10 p̂_N mass on the sample",
-                 "mass_source": "log10 true mass on the sample", "ngram_gen": f"gen. {NGRAM}-grams in the sample",
-                 "ngram_src": f"fresh {NGRAM}-grams in the sample", "copies_gen": "generations that copy the sample",
-                 "copies_src": "fresh sequences that copy it", "H_gen": "generative entropy rate",
-                 "H_tf": "teacher-forced entropy (sample)", "ce_train": "training CE (sample)"}
+                 "mass_source": "log10 true mass on the sample", "subset_model": "effective share, model",
+                 "subset_source": "effective share, source", "ngram_gen": f"gen. {NGRAM}-grams in the sample",
+                 "ngram_plugin": f"p̂_N's {NGRAM}-grams in it", "ngram_src": f"fresh {NGRAM}-grams in it",
+                 "copies_gen": "generations that copy the sample", "copies_plugin": "p̂_N's that copy it",
+                 "H_gen": "generative entropy rate", "H_tf": "teacher-forced entropy (sample)",
+                 "head_gap": "training CE − teacher-forced entropy"}
 
 
 def log10_mass(logp: np.ndarray) -> float:
@@ -290,15 +293,30 @@ def log10_mass(logp: np.ndarray) -> float:
     return float(logsumexp(logp) / np.log(10))
 
 
+def effective_share(logp: np.ndarray) -> float:
+    """exp(entropy of the mass renormalised over n distinct sequences) / n, from logp [n]: 1 when the mass
+    is spread evenly over all of them, about k / n when it sits on k of them."""
+    q = np.exp(logp - logsumexp(logp))
+    return float(np.exp(measures.entropy(q)) / len(q))
+
+
+def plugin_chain(src: MarkovSource, sample: np.ndarray) -> tuple[MarkovSource, np.ndarray]:
+    """The sample's plug-in chain p̂_N: (its transition frequencies as a chain, where a context the sample
+    never continues keeps the source's row; its first-context frequencies [C])."""
+    counts = src.transition_counts(sample)
+    n = counts.sum(1, keepdims=True)
+    P = np.where(n > 0, counts / np.maximum(n, 1), src.P)
+    f = np.bincount(src.contexts_of(sample[:, :src.order + 1])[:, 0], minlength=src.n_contexts)
+    return MarkovSource(P, src.order), f / f.sum()
+
+
 def plugin_logprob(src: MarkovSource, sample: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """[n] log-probability of sequences x [n, T] under the sample's plug-in chain p̂_N: the sample's
-    first-context frequencies and its transition frequencies (-inf where x leaves the sample's support)."""
-    def first(y):  # [n] the context of each sequence's first `order` tokens
-        return src.contexts_of(y[:, :src.order + 1])[:, 0]
-    f, counts = np.bincount(first(sample), minlength=src.n_contexts), src.transition_counts(sample)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logP = np.log(counts / np.maximum(counts.sum(1, keepdims=True), 1))
-        return np.log(f / f.sum())[first(x)] + logP[src.contexts_of(x), x[:, src.order:]].sum(1)
+    """[n] log-probability of sequences x [n, T] under the sample's plug-in chain p̂_N (plugin_chain;
+    -inf where x leaves the sample's support)."""
+    chain, f = plugin_chain(src, sample)
+    with np.errstate(divide="ignore"):
+        return np.log(f[src.contexts_of(x[:, :src.order + 1])[:, 0]]) + np.log(
+            chain.P[src.contexts_of(x), x[:, src.order:]]).sum(1)
 
 
 def ngram_share(seqs: np.ndarray, sample: np.ndarray, n: int) -> float:
@@ -318,54 +336,82 @@ def routes(src: MarkovSource, samples, tok: np.ndarray, h_gen: np.ndarray, base,
            arch: str, precision: str, seeds) -> dict:
     """The routes by which a run's generative entropy can fall below H* (thm-softmax-head), per seed [S]:
     the total mass the model, the sample's plug-in chain p̂_N and the source put on the distinct training
-    sequences (log10); the share of NGRAM-grams of its generations tok [S, n, T] and of as many fresh source
-    sequences found in the sample; the share of either that copies a training sequence; the generative
-    entropy rate h_gen against the teacher-forced entropy and cross-entropy on the fixed batch of the sample
-    (positions past the source's order, as in generation_entropy)."""
+    sequences (log10), and how evenly the model and the source spread it over them (effective_share); the
+    share of NGRAM-grams found in the sample, of the model's generations tok [S, n, T], of as many sequences
+    drawn from p̂_N and from the source; the share of the generations and of p̂_N's that copy a training
+    sequence; the generative entropy rate h_gen against the teacher-forced entropy on the fixed batch of the
+    sample (both over positions past the source's order, as generation_entropy), and the head's gap, training
+    cross-entropy minus teacher-forced entropy over every position of the loss (0 at a stationary head)."""
     k, S = src.order, len(seeds)
-    ent, _, ce = members.per_position(base, params, data[:, :min(data.shape[1], FIXED_BATCH)], arch in ("gru", "lstm"),
-                                      precision)  # each [S, B, T]
+    ent, _, ce = members.per_position(base, params, data[:, :min(data.shape[1], FIXED_BATCH)],
+                                      train.default_batched(arch, S, data.device), precision)  # each [S, B, T]
     out = {c: np.empty(S) for c in ROUTE_COLUMNS}
+    n, T = tok.shape[1:]
     for s, seed in enumerate(seeds):
         x = np.unique(samples[s], axis=0)  # the distinct training sequences [N', T]
-        mod = members.member(base, params, s)
-        fresh = src.sample(tok.shape[1], tok.shape[2], seed=stream("reference", seed))
-        out["mass_model"][s] = log10_mass(mod.sequence_logprob(torch.as_tensor(x, device=data.device)).cpu().numpy())
+        lp_model = members.member(base, params, s).sequence_logprob(torch.as_tensor(x, device=data.device)).cpu().numpy()
+        lp_source = src.sequence_logprob(x)
+        chain, start = plugin_chain(src, samples[s])
+        fresh = src.sample(n, T, seed=stream("reference", seed))
+        plug = chain.sample(n, T, seed=stream("reference", seed, 1), start=start)
+        out["mass_model"][s], out["mass_source"][s] = log10_mass(lp_model), log10_mass(lp_source)
         out["mass_plugin"][s] = log10_mass(plugin_logprob(src, samples[s], x))
-        out["mass_source"][s] = log10_mass(src.sequence_logprob(x))
-        out["ngram_gen"][s], out["ngram_src"][s] = (ngram_share(y, samples[s], NGRAM) for y in (tok[s], fresh))
-        out["copies_gen"][s], out["copies_src"][s] = (copy_share(y, samples[s]) for y in (tok[s], fresh))
+        out["subset_model"][s], out["subset_source"][s] = effective_share(lp_model), effective_share(lp_source)
+        for key, y in [("ngram_gen", tok[s]), ("ngram_plugin", plug), ("ngram_src", fresh)]:
+            out[key][s] = ngram_share(y, samples[s], NGRAM)
+        out["copies_gen"][s], out["copies_plugin"][s] = copy_share(tok[s], samples[s]), copy_share(plug, samples[s])
     out["H_gen"] = np.asarray(h_gen, dtype=np.float64)
     out["H_tf"] = ent[..., k:].mean((1, 2)).double().cpu().numpy()
-    out["ce_train"] = ce[..., k:].mean((1, 2)).double().cpu().numpy()
+    out["head_gap"] = (ce.reshape(ent.shape).mean((1, 2)) - ent.mean((1, 2))).double().cpu().numpy()
     return out
 
 
 def routes_records(report, runs: dict) -> pd.DataFrame:
-    """At the smallest N, per family over the seeds at plateau: C2.route.sequences[arch] (the model's mass on
-    the training sequences above the source's, log10, paired), C2.route.ngrams[arch] (more of its generated
-    NGRAM-grams in the sample than of fresh source sequences'), C2.route.copies[arch] (more of its generations
-    copy a training sequence than fresh source sequences do): concentration on empirical modes, the abstract's
-    words; C2.route.free_running[arch] (a diagnostic: generative entropy below the teacher-forced entropy on the
+    """At the smallest N, per family over the seeds at plateau (paired by seed), and for the claims an
+    aggregate over families (what the findings count):
+      C2.route.sequences[arch]  the model's mass on the training sequences above the source's (log10): mass
+                                concentrates on the empirical modes (any maximum-likelihood fit of the sample
+                                does this; an under-trained or over-smoothed model does not);
+      C2.route.subset[arch]     its effective share of them below the source's: on a *limited subset*;
+      C2.route.ngrams[arch]     more of its generated NGRAM-grams in the sample than of fresh source sequences';
+    and diagnostics (which route): C2.route.beyond[arch] (mass above p̂_N's: memorising beyond the sample's
+    transitions, route (ii)), C2.route.copies[arch] (more generations copy a training sequence than p̂_N's
+    samples do), C2.route.free_running[arch] (generative entropy below the teacher-forced entropy on the
     sample, route (iii)). Glues the per-family means over every seed, at every N, as c2_routes_table."""
     p = report.parameters
     N0 = min(p["n_values"])
+    claims = {"sequences": [], "subset": [], "ngrams": []}
     for arch in p["archs"]:
         r = runs[arch, N0]
         ro, at = r["routes"], r["plateau"]["stationary"]
-        plateau_paired(report, f"C2.route.sequences[{arch}]", f"{arch}, N = {N0}: mass concentrates on the empirical "
-                       "modes, the training sequences: the model's total probability of them above the source's "
-                       "(log10, paired over seeds)", ro["mass_model"], ro["mass_source"], at, 0.0, ">")
-        plateau_paired(report, f"C2.route.ngrams[{arch}]", f"{arch}, N = {N0}: a larger share of its generations' "
-                       f"{NGRAM}-grams occurs in the training sample than of fresh source sequences' (paired over "
-                       "seeds)", ro["ngram_gen"], ro["ngram_src"], at, 0.0, ">")
-        plateau_paired(report, f"C2.route.copies[{arch}]", f"{arch}, N = {N0}: a larger share of its generations "
-                       "copies a training sequence whole than of fresh source sequences (paired over seeds)",
-                       ro["copies_gen"], ro["copies_src"], at, 0.0, ">")
-        report.mark(plateau_paired(
-            report, f"C2.route.free_running[{arch}]", f"{arch}, N = {N0}: route (iii), free-running generation has a "
-            "lower entropy rate than the model teacher-forced on its training sequences (nats/token, paired over "
-            "seeds)", ro["H_gen"], ro["H_tf"], at, 0.0, "<"), "diagnostic")
+        what = f"{arch}, N = {N0}:"
+        claims["sequences"].append(plateau_paired(
+            report, f"C2.route.sequences[{arch}]", f"{what} mass concentrates on the empirical modes, the training "
+            "sequences: the model's total probability of them above the source's (log10, paired over seeds)",
+            ro["mass_model"], ro["mass_source"], at, 0.0, ">"))
+        claims["subset"].append(plateau_paired(
+            report, f"C2.route.subset[{arch}]", f"{what} on a limited subset of them: the model's mass on the "
+            "training sequences spread over a smaller effective share of them than the source's (exp of the "
+            "entropy of the renormalised mass / their number, paired over seeds)", ro["subset_model"],
+            ro["subset_source"], at, 0.0, "<"))
+        claims["ngrams"].append(plateau_paired(
+            report, f"C2.route.ngrams[{arch}]", f"{what} a larger share of its generations' {NGRAM}-grams occurs in "
+            "the training sample than of fresh source sequences' (paired over seeds)", ro["ngram_gen"],
+            ro["ngram_src"], at, 0.0, ">"))
+        for id, statement, t, b, cmp in [
+                ("beyond", "route (ii), memorising beyond the sample's transitions: the model's mass on the training "
+                 "sequences above the plug-in chain p̂_N's (log10, paired over seeds)", "mass_model", "mass_plugin",
+                 ">"),
+                ("copies", "route (ii): a larger share of its generations copies a training sequence whole than of "
+                 "as many sequences drawn from p̂_N (paired over seeds)", "copies_gen", "copies_plugin", ">"),
+                ("free_running", "route (iii): free-running generation has a lower entropy rate than the model "
+                 "teacher-forced on its training sequences (nats/token, paired over seeds)", "H_gen", "H_tf", "<")]:
+            report.mark(plateau_paired(report, f"C2.route.{id}[{arch}]", f"{what} {statement}", ro[t], ro[b], at, 0.0,
+                                       cmp), "diagnostic")
+    for name, statement in [("sequences", "for every family, mass concentrates on the training sequences"),
+                            ("subset", "for every family, on a limited subset of them"),
+                            ("ngrams", f"for every family, its generations' {NGRAM}-grams come from the sample")]:
+        report.aggregate(f"C2.route.{name}", statement, claims[name])
     table = pd.DataFrame([{"family": arch, "N": N, **{v: np.mean(r["routes"][c]) for c, v in ROUTE_COLUMNS.items()}}
                           for (arch, N), r in runs.items()]).set_index(["family", "N"])
     report.glue_table("c2_routes_table", table, fmt="{:.3f}")

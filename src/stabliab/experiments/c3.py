@@ -310,15 +310,16 @@ def glue_counts(report, gate: pd.DataFrame, points: pd.DataFrame) -> None:
 PLATEAU_TOL = plateau.Tolerances()  # [pre-registered] the book's plateau test, as in C2
 
 
-def plateau_runs(runs: dict) -> pd.DataFrame:
+def plateau_runs(runs: dict, seeds: list[int]) -> pd.DataFrame:
     """One row per (corpus, family, design, seed): plateau.measure_members of its data cross-entropy on the
     fixed evaluation batch over the evaluation steps (the training windows of Shakespeare; fresh source
-    sequences on the Markov source, where it is the population loss). No held-out series is logged."""
+    sequences on the Markov source, where it is the population loss, so an over-fitting run reads as
+    rising there). No held-out series is logged."""
     parts = []
     for (c, a, d), r in runs.items():
         steps, y = series(r, "data_ce")
         m = plateau.measure_members(steps, y.T, tol=PLATEAU_TOL)
-        parts.append(m.assign(corpus=c, family=a, design=d, seed=np.arange(len(m))))
+        parts.append(m.assign(corpus=c, family=a, design=d, seed=list(seeds)))
     return pd.concat(parts, ignore_index=True).set_index([*KEYS, "seed"])
 
 
@@ -343,11 +344,11 @@ def posthoc_table(report, gates: dict) -> pd.DataFrame:
     """What the settling window (gate_settle, added after the first run) changed, per corpus: the
     combinations that pass the gate with it and without it (the whole acting window, the gate's first
     form), and the verdict of C3[corpus] either way (records.combine over the gated joint records)."""
-    cl, rows = _claims(report), []
+    cl, rows, scratch = _claims(report), [], records.Report(report.notebook, {}, report.seeds)
     for corpus in dict.fromkeys(c for c, _, _ in gates):
         keys = [k for k in gates if k[0] == corpus]
-        whole = [k for k in keys if len(gates[k]["whole"]) > 1 and records.decide(
-            "<", 0.0, *mean_interval(gates[k]["whole"], report.level)) == "supported"]
+        whole = [k for k in keys if scratch.paired(":".join(k), "", gates[k]["whole"], np.zeros_like(gates[k]["whole"]),
+                                                   0.0, "<").holds]  # the registered gate's rule, whole window
         settled = [k for k in keys if cl[f"C3.stabilises[{':'.join(k)}]"].holds]
         rows.append({"corpus": corpus, "combinations": len(keys), "gated, as registered (settling time)": len(settled),
                      "gated, whole acting window": len(whole), "C3[corpus], as registered": cl[f"C3[{corpus}]"].verdict,
