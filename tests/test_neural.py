@@ -194,3 +194,24 @@ def test_bf16_autocast_changes_the_loss_by_rounding_only_and_reports_fp32():
     assert torch.allclose(l16, l32, atol=0.02)  # bf16 has 8 bits of mantissa: ~0.4% per product
     tok, lq = members.sample_members(mods[0], params, 4, 6, seed=0, precision="bf16")
     assert lq.dtype == np.float64 and np.all(lq <= 0)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "gru", "lstm", "transformer"])
+def test_the_hand_stacked_forward_and_its_gradient_are_each_members_own(arch):
+    """stacked.forward (what train_lm trains with by default) gives member m's logits and gradients
+    as member m's module does alone, and as torch.func.vmap does."""
+    from stabliab import stacked
+    mods = [lm.build_lm(arch, V, s, d=16, hidden=24, context=3, layers=2, heads=2, max_len=20) for s in range(3)]
+    params = {k: v.requires_grad_(True) for k, v in members.stack_members(mods).items()}
+    x = members.with_bos(np.random.default_rng(0).integers(0, V, (3, 4, 13)), V)
+    own = torch.stack([mods[m](x[m, :, :-1]) for m in range(3)])
+    torch.testing.assert_close(stacked.forward(mods[0], params, x[..., :-1]), own, atol=2e-6, rtol=1e-5)
+    grads = {}
+    for b in (True, "vmap", False):
+        loss = members.lm_loss(mods[0], params, x, batched=b)
+        grads[b] = torch.autograd.grad(loss.sum(), list(params.values()))
+    for g_s, g_v, g_l in zip(grads[True], grads["vmap"], grads[False]):
+        torch.testing.assert_close(g_s, g_l, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(g_v, g_l, atol=1e-6, rtol=1e-5)
+    with pytest.raises(TypeError, match="no stacked forward"):
+        stacked.forward(torch.nn.Linear(2, 2), params, x)

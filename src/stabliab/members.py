@@ -14,6 +14,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from .device import autocast
+from . import stacked
 from .lm import cross_entropy, draw_tokens
 from .measures import generation_entropy
 from .optim import Params
@@ -137,6 +138,9 @@ def lm_logits(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: b
         with autocast(xb.device, precision):
             return functional_call(base, p, (xb,))
 
+    if batched is True and stacked.supports(base):
+        with autocast(x.device, precision):
+            return stacked.forward(base, params, x)
     if batched:
         return torch.func.vmap(one)(params, x)
     return torch.stack([one({k: v[m] for k, v in params.items()}, x[m]) for m in range(x.shape[0])])
@@ -147,8 +151,9 @@ def lm_loss(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: boo
     """[M] mean next-token cross-entropy of each member on its own batch.
 
     x: [M, B, T+1] token ids (position 0 is BOS); inputs x[..., :-1], targets x[..., 1:].
-    batched=True evaluates all members as one model with torch.func.vmap; False loops
-    over members (same numbers, the fallback where vmap is slower or unsupported).
+    batched=True evaluates all members as one model: the family's hand-stacked forward
+    (stacked.forward) where it has one, else torch.func.vmap; "vmap" forces vmap; False
+    loops over members (the same numbers up to rounding, tested).
     precision 'bf16': the model runs under bf16 autocast, the cross-entropy in fp32."""
 
     def one(p, xb):  # xb [B, T+1]
@@ -156,6 +161,11 @@ def lm_loss(base: torch.nn.Module, params: Params, x: torch.Tensor, batched: boo
             logits = functional_call(base, p, (xb[:, :-1],))  # [B, T, V]
         return cross_entropy(logits, xb[:, 1:], label_smoothing)
 
+    if batched is True and stacked.supports(base):  # the families' hand-stacked forward (stacked.py)
+        with autocast(x.device, precision):
+            logits = stacked.forward(base, params, x[..., :-1])  # [M, B, T, V]
+        ce = cross_entropy(logits, x[..., 1:], label_smoothing, reduction="none")
+        return ce.reshape(x.shape[0], -1).mean(1)
     if batched:
         return torch.func.vmap(one)(params, x)
     return torch.stack([one({k: v[m] for k, v in params.items()}, x[m]) for m in range(x.shape[0])])

@@ -138,6 +138,15 @@ def eval_schedule(steps: int, n: int) -> np.ndarray:
     return np.unique(np.concatenate([[0, steps], np.geomspace(1, max(steps, 1), n).astype(int)]))
 
 
+def default_batched(arch: str, n_members: int, device) -> bool | str:
+    """The path train_lm takes when `batched` is not given (members.lm_loss's argument): the family's
+    hand-stacked forward (True) for every family and number of members. bench/throughput.py --cpu-families
+    checks, at the book's sizes, that it is not slower than a loop over members at 2 members or more (on a
+    2-core CPU at 5 and 16 members: 1.0-2.7x faster than the loop, 0.8-1.3x vmap, timings noisy by 10-20%);
+    a single member runs about as fast either way (the loop calls the module through functional_call)."""
+    return True
+
+
 def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr: float = 3e-3,
              batch_size: int = 32, weight_decay: float = 0.0, batched: bool | None = None,
              heldout: torch.Tensor | None = None, eval_every=0, eval_fns=None,
@@ -154,8 +163,8 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     loss(params, step, batch) -> [M] and arrays(); its log lands in trajectory.feedback.
     Returns (trajectory, base module)."""
     seeds = list(seeds)
-    if batched is None:  # bench/seeds.py on a 2-core CPU, 5 seeds at the book's sizes: vmap is
-        batched = arch in ("gru", "lstm")  # 1.2-1.6x faster for the recurrent cell, not for the others
+    if batched is None:
+        batched = default_batched(arch, len(seeds), data.device)
     if data.shape[0] != len(seeds):
         raise ValueError(f"data has {data.shape[0]} members for {len(seeds)} seeds")
     mods = [build_lm(arch, vocab, s, **arch_kw).to(data.device) for s in seeds]  # initialised on the CPU
