@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-svg.js
 MATHJAX_VERSION := 3.2.2
 
-.PHONY: book test install clean smoke lab
+.PHONY: book test install clean smoke lab gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,11 @@ smoke: install
 
 test: install
 	$(VENV)/bin/python -m pytest -q
+
+# The GPU check (bench/gpu_check.py): the gpu profile's slice of the paper profile, timed, and the paper
+# profile extrapolated from it; exits 2 without a CUDA device. README, "Running on a GPU".
+gpu-check: install
+	$(PY) bench/gpu_check.py
 
 # JupyterLab in the same environment; notebooks/*.py open as notebooks (jupytext, paired
 # with notebooks/*.ipynb, which git ignores). Results of interactive runs go to results/adhoc/.

@@ -169,7 +169,9 @@ def claims_page(data: dict, names: list[str]) -> str:
            f"**Pre-registration.** Seeds from {CONFIRMATORY_SEED} on are confirmatory: the `default` and `paper` "
            f"profiles start there, and no seed at or above {CONFIRMATORY_SEED} was looked at while the designs and "
            "thresholds were chosen. The values marked `[pre-registered]` in each notebook's parameters cell "
-           "decide verdicts; the manifest stores them and the commit that last changed them, and a run that "
+           "decide verdicts, with the module constants so marked in each claim's room (`experiments/cN.py`); "
+           "the manifest stores them and the commit that last changed any file that decides a verdict (the "
+           "notebook, the profile, the claim's room, the plateau test and the verdict rules), and a run that "
            "overrides one with `-p` is *exploratory*: each of its records is marked so below and in claims.json.\n",
            "The interval of each record follows its rule:\n",
            "| rule | interval |\n|---|---|\n" + rules + "\n"]
@@ -182,7 +184,8 @@ def claims_page(data: dict, names: list[str]) -> str:
         k = counts(r["claims"])
         out.append(f"## [{name}](generated/{name}.ipynb)\n\n"
                    f"Profile {_scale(r)}, commit `{m['git_commit']}` (pre-registered values last changed in "
-                   f"`{m.get('decisive_commit', '?')}`), {m['seconds']:.0f} s on {m.get('device', '?')}; "
+                   f"`{m.get('decisive_commit', '?')}`), {m['seconds']:.0f} s on {m.get('device', '?')}"
+                   f"{_calibration(m)}; "
                    f"{k['supported']} supported, {k['inconclusive']} inconclusive, {k['contradicted']} contradicted, "
                    f"{k['untestable']} untestable of {len(r['claims'])} records.\n\n"
                    "| claim | verdict | measured, 95% interval, rule (n) | threshold |\n"
@@ -234,6 +237,14 @@ def build_html(root: Path, echo=print) -> Path:
     index = root / "_build" / "html" / "index.html"
     echo(f"book: built in {time.perf_counter() - t0:.1f} s -> {index}")
     return index
+
+
+def _calibration(manifest: dict) -> str:
+    """' (calibration: N GFLOP/s, R× the reference machine)' from a manifest, or '' (older results)."""
+    c = manifest.get("calibration") or {}
+    if "matmul_gflops" not in c:
+        return ""
+    return f" (calibration {c['matmul_gflops']:.0f} GFLOP/s, {c['speed_vs_reference']:.2f}× the reference machine)"
 
 
 def build_book(root: Path, profile: str = "default", force: bool = False, echo=print,

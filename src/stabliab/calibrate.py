@@ -22,7 +22,9 @@ import os
 import statistics
 import time
 
-REFERENCE_GFLOPS = 142.0  # the reference machine's matmul rate (2-core AMD EPYC, AVX2; median of runs)
+# the reference machine's matmul rate: the 2-core AMD EPYC (AVX2, no AVX-512) on which issue 19 measured the default
+# book at commit e21ed58 (fp32 1024 x 1024, 2 threads, median 142 GFLOP/s, range 117-149)
+REFERENCE_GFLOPS = 142.0
 N = 1024
 
 

@@ -36,8 +36,9 @@ import yaml
 from . import io
 from .device import resolve
 
-PROFILES = ("smoke", "default", "paper")
-PROFILE_KEYS = ("cell_timeout", "notebooks")
+PROFILES = ("smoke", "default", "paper", "gpu")
+PROFILE_KEYS = ("cell_timeout", "requires", "notebooks")
+REQUIRES = ("cuda",)  # what a profile may require of the machine
 _NAME = re.compile(r"^[A-Za-z0-9][\w-]*$")
 
 
@@ -286,6 +287,9 @@ def _read_profile(root: Path, profile: str) -> tuple[dict, dict, str]:
     t = data.get("cell_timeout")
     if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t <= 0):
         fail(("cell_timeout",), f"cell_timeout: got {t!r}; allowed: a positive integer (seconds per cell)")
+    r = data.get("requires")
+    if r is not None and r not in REQUIRES:
+        fail(("requires",), f"requires: got {r!r}; allowed: {', '.join(REQUIRES)}")
     nbs = data.get("notebooks") or {}
     if not isinstance(nbs, dict):
         fail(("notebooks",), f"notebooks: got {nbs!r:.60}; allowed: a mapping notebook -> parameters")
@@ -303,7 +307,17 @@ def load_profile(root: Path, profile: str) -> dict:
     """{"cell_timeout": seconds or None, "notebooks": {name: {parameter: value}}}, validated (_read_profile)."""
     data = _read_profile(root, profile)[0]
     data.setdefault("cell_timeout", None)
+    data.setdefault("requires", None)
     return data
+
+
+def require_device(root: Path, profile: str) -> None:
+    """ParameterError (exit 2) when the profile requires a CUDA device and this machine has none,
+    naming what it has; imports torch only for such a profile."""
+    if load_profile(root, profile)["requires"] == "cuda":
+        from .device import available
+        if "cuda" not in available():
+            raise ParameterError(f"profile {profile!r} requires a CUDA device; this machine has: {available()}")
 
 
 def resolve_parameters(root: Path, name: str, profile: str, overrides: dict | None = None) -> dict:

@@ -42,7 +42,7 @@ from filelock import FileLock, Timeout
 
 from . import io
 from .device import describe, resolve
-from .params import load_profile, notebook_path, resolve_parameters
+from .params import load_profile, notebook_path, require_device, resolve_parameters
 
 # the kernel's own log (its warning about TCP transport, its complaints when a run is
 # interrupted) is not the notebook's output; errors in cells reach papermill as messages
@@ -130,11 +130,22 @@ def _git_commit(root: Path) -> str:
         return "unknown"
 
 
+DECISIVE_SOURCES = ["src/stabliab/plateau.py", "src/stabliab/records.py", "src/stabliab/stats.py"]  # rules, tests
+
+
+def decisive_files(root: Path, name: str, profile: str) -> list[str]:
+    """The files that hold what decides a notebook's records: the notebook (its parameters cell), the
+    profile, its claim's room (src/stabliab/experiments/cN*.py, where module constants marked
+    [pre-registered] live) and DECISIVE_SOURCES (the plateau test, the verdict rules, the intervals)."""
+    room = sorted(p.relative_to(root).as_posix() for p in (Path(root) / "src" / "stabliab" / "experiments").glob(
+        f"c{int(name[:2])}*.py")) if name[:2].isdigit() else []
+    return [f"notebooks/{name}.py", f"profiles/{profile}.yaml", *room, *DECISIVE_SOURCES]
+
+
 def _decisive_commit(root: Path, name: str, profile: str) -> str:
-    """The last commit that changed the notebook (whose parameters cell holds the
-    pre-registered values) or the profile that sets them; "unknown" outside git, and
-    "uncommitted" when either file differs from that commit."""
-    files = [f"notebooks/{name}.py", f"profiles/{profile}.yaml"]
+    """The last commit that changed any of decisive_files; "unknown" outside git, and "uncommitted"
+    when one of them differs from that commit."""
+    files = decisive_files(root, name, profile)
     try:
         out = subprocess.run(["git", "log", "-1", "--format=%h", "--", *files], cwd=root, capture_output=True,
                              text=True, timeout=10).stdout.strip()
@@ -303,6 +314,7 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
     watchdog), so the last good results stay untouched."""
     root = Path(root).resolve()
     params = resolve_parameters(root, name, profile, overrides)  # raises before any work
+    require_device(root, profile)
     timeout = cell_timeout or load_profile(root, profile)["cell_timeout"]
     key = cache_key(root, name, params)
     res_path, nb_path = results_path(root, profile, name), executed_path(root, profile, name)

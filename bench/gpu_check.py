@@ -1,0 +1,102 @@
+"""The GPU check: a slice of the paper profile, timed, and the whole paper profile extrapolated.
+
+    .venv/bin/python bench/gpu_check.py            # or: make gpu-check
+    .venv/bin/python bench/gpu_check.py --dry-run  # the arithmetic only, from the profiles (any machine)
+
+Runs every notebook of the `gpu` profile (paper sizes, a few seeds and configurations; it refuses
+to start without a CUDA device, exit 2), then bench/throughput.py at paper sizes (tokens/s and
+achieved TFLOP/s), and prints per notebook: the slice's seconds, its work (training steps times
+seeds times configurations, from the resolved parameters: WORK), the paper profile's work, and
+the extrapolated paper seconds = slice seconds x paper work / slice work, with seeds free (a
+stacked model of 20 seeds costing what one of 2 does: low) and with time linear in seeds (high).
+The extrapolation assumes the time per unit of work is the slice's: it ignores each notebook's fixed start-up
+(imports, data, a few seconds, which makes the estimate high) and the mix of families where the
+slice trains fewer of them than the paper profile. Writes results/gpu/check.json.
+Target (DESIGN.md): the whole check within 5 minutes on one H200, the paper profile within 60.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stabliab import params, runner
+from stabliab.book import toc_notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+N_STABILISERS = 5  # notebook 04's reference configuration and its four stabilisers (experiments.c4)
+
+
+def WORK(name: str, p: dict) -> tuple[float, int]:
+    """(training steps x configurations, seeds) of notebook `name` at resolved parameters p; the seeds of a
+    configuration train at once, as one stacked model."""
+    if name.startswith("01"):
+        w = p["steps"] * (len(p["lr_fractions"]) + 1) + p["std_steps"] * (len(p["adamw_lrs"]) + len(p["sgd_lrs"])) \
+            * len(p["batch_sizes"])
+    elif name.startswith("02"):
+        w = len(p["archs"]) * (len(p["n_values"]) * p["steps"] + p["mode_steps"]) + p["mechanism_steps"]
+    elif name.startswith("03"):
+        w = len(p["corpora"]) * len(p["archs"]) * (len(p["designs"]) + 1) * p["steps"]
+    elif name.startswith("04"):
+        w = (p["n_configs"] + N_STABILISERS) * p["steps"]
+    else:
+        raise ValueError(f"no work formula for {name}")
+    return float(w), int(p["n_seeds"])
+
+
+def extrapolate(seconds: dict[str, float]) -> list[dict]:
+    """One row per notebook: slice seconds, slice and paper work (steps x configurations, seeds), and the
+    extrapolated paper seconds two ways: seeds free (stacked seeds cost nothing more: a lower estimate) and
+    seeds linear (each seed costs its share: an upper estimate)."""
+    rows = []
+    for name in toc_notebooks(ROOT):
+        (wg, sg), (wp, sp) = (WORK(name, params.resolve_parameters(ROOT, name, prof)) for prof in ("gpu", "paper"))
+        sec = seconds.get(name, float("nan"))
+        rows.append({"notebook": name, "slice_s": sec, "slice_work": wg, "slice_seeds": sg, "paper_work": wp,
+                     "paper_seeds": sp, "paper_s_low": sec * wp / wg, "paper_s_high": sec * wp * sp / (wg * sg)})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dry-run", action="store_true", help="print the work arithmetic without running anything")
+    a = ap.parse_args()
+    seconds, throughput = {}, ""
+    if not a.dry_run:
+        params.require_device(ROOT, "gpu")  # exit 2 below, naming what this machine has
+        t0 = time.perf_counter()
+        for name in toc_notebooks(ROOT):
+            r = runner.run_notebook(ROOT, name, "gpu", force=True)
+            seconds[name] = r.seconds
+            print(f"{name}: {r.seconds:.1f} s", flush=True)
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--size", "paper", "--steps", "5"],
+                             capture_output=True, text=True)
+        throughput = out.stdout + out.stderr
+        print(throughput, flush=True)
+        print(f"the check took {time.perf_counter() - t0:.0f} s")
+    rows = extrapolate(seconds)
+    print(f"{'notebook':30s} {'slice s':>8s} {'slice work':>16s} {'paper work':>16s} {'paper s, low':>13s} "
+          f"{'high':>9s}")
+    for r in rows:
+        print(f"{r['notebook']:30s} {r['slice_s']:8.1f} {r['slice_work']:9.3g} x{r['slice_seeds']:<3d}   "
+              f"{r['paper_work']:9.3g} x{r['paper_seeds']:<3d}   {r['paper_s_low']:13.0f} {r['paper_s_high']:9.0f}")
+    low, high = (sum(r[k] for r in rows) / 60 for k in ("paper_s_low", "paper_s_high"))
+    print(f"paper profile, extrapolated: {low:.1f} to {high:.1f} min (slice seconds x paper work / slice work, "
+          "summed; low: seeds stacked for free, high: time linear in seeds)")
+    if not a.dry_run:
+        out = ROOT / "results" / "gpu" / "check.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"rows": rows, "paper_minutes_low": low, "paper_minutes_high": high, "throughput": throughput},
+                                  indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except params.ParameterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
