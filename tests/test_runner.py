@@ -241,11 +241,12 @@ def test_smoke_notebook_03_produces_the_c3_records_and_is_repeatable(repo):
     assert second["claims"] == first["claims"] and second["metrics"] == first["metrics"]
 
 
-@pytest.mark.parametrize("name", ["01_forward_kl_stationarity", "02_entropy_shrinkage", "03_cross_seed_repetition",
-                                  "04_stability_vs_expressivity"])
+@pytest.mark.parametrize("name", ["03_cross_seed_repetition", "04_stability_vs_expressivity"])
 def test_explicit_cpu_device_gives_the_numbers_of_auto_here(repo, name):
-    """-p device cpu runs every notebook on the CPU and names it in the manifest; on a machine
-    without CUDA, auto resolves to the CPU, so the records are those of the default run."""
+    """-p device cpu runs a notebook on the CPU and names it in the manifest; on a machine without CUDA,
+    auto resolves to the CPU, so the records are those of the default run. The two notebooks whose device
+    also travels through the sweep engine's task context (01 and 02 take it through the same setup(device)
+    and were dropped here for time: two smoke runs each, about 3 minutes of the suite)."""
     r = cli(repo, "run", name, "--profile", "smoke", "-p", "device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(runner.results_path(repo, "smoke", name).read_text())
