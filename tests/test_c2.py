@@ -332,14 +332,15 @@ def test_sequence_probabilities_of_the_source_and_of_the_plugin_chain_sum_to_one
     allx = np.array(list(product(range(src.vocab), repeat=3)))  # every sequence of 3 tokens
     assert np.exp(src.sequence_logprob(allx)).sum() == pytest.approx(1.0, abs=1e-12)
     sample = src.sample(40, 3, seed=1)
-    lp = c2.plugin_logprob(src, sample, allx)
+    chain, start = c2.plugin_chain(src, sample)
+    lp = chain.sequence_logprob(allx, start)
     assert np.exp(lp).sum() == pytest.approx(1.0, abs=1e-12)
-    assert np.isfinite(c2.plugin_logprob(src, sample, sample)).all()  # the sample is in its own support
+    assert np.isfinite(chain.sequence_logprob(sample, start)).all()  # the sample is in its own support
     # a sequence with a transition the sample never had has probability 0 under p̂_N
     unseen = allx[~np.isfinite(lp)]
-    assert len(unseen) and np.isneginf(c2.plugin_logprob(src, sample, unseen)).all()
+    assert len(unseen) and np.isneginf(chain.sequence_logprob(unseen, start)).all()
     # the plug-in chain is the maximum-likelihood chain: it gives its sample at least the source's likelihood
-    assert c2.plugin_logprob(src, sample, sample).sum() >= src.sequence_logprob(sample).sum()
+    assert chain.sequence_logprob(sample, start).sum() >= src.sequence_logprob(sample).sum()
 
 
 def test_ngram_and_copy_shares():
@@ -389,5 +390,5 @@ def test_effective_share_and_the_plugin_chain():
     draws = chain.sample(200, 10, seed=5, start=start)
     # p̂_N takes only the sample's transitions (but where a context the sample never continues keeps the source's row)
     assert c2.ngram_share(draws, sample, 2) >= 0.9
-    lp = c2.plugin_logprob(src, sample, draws)
+    lp = chain.sequence_logprob(draws, start)
     assert np.isfinite(lp).mean() >= 0.9 and np.all(lp <= 0)

@@ -152,16 +152,18 @@ class MarkovSource:
         np.add.at(counts, (c, x), 1.0)
         return counts
 
-    def sequence_logprob(self, seqs: np.ndarray) -> np.ndarray:
-        """[n] exact log-probability (nats) of each stationary sequence in seqs [n, T]: the log of
-        pi at its first `order` tokens plus the log transition probabilities (-inf if impossible)."""
+    def sequence_logprob(self, seqs: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+        """[n] exact log-probability (nats) of each sequence in seqs [n, T], started as `sample` starts
+        them: the log of pi (or of `start`, a law [C] of the first context) at its first `order` tokens
+        plus the log transition probabilities (-inf if impossible)."""
         seqs = np.asarray(seqs)
         k, V = self.order, self.vocab
         first = np.zeros(len(seqs), dtype=np.int64)
         for i in range(k):
             first = first * V + seqs[:, i]
         with np.errstate(divide="ignore"):
-            return np.log(self.stationary[first]) + np.log(self.P[self.contexts_of(seqs), seqs[:, k:]]).sum(1)
+            law = self.stationary if start is None else np.asarray(start)
+            return np.log(law[first]) + np.log(self.P[self.contexts_of(seqs), seqs[:, k:]]).sum(1)
 
     def sequence_entropy(self, length: int) -> float:
         """Exact entropy (nats) of a stationary sequence of `length` tokens:

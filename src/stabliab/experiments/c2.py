@@ -310,15 +310,6 @@ def plugin_chain(src: MarkovSource, sample: np.ndarray) -> tuple[MarkovSource, n
     return MarkovSource(P, src.order), f / f.sum()
 
 
-def plugin_logprob(src: MarkovSource, sample: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """[n] log-probability of sequences x [n, T] under the sample's plug-in chain p̂_N (plugin_chain;
-    -inf where x leaves the sample's support)."""
-    chain, f = plugin_chain(src, sample)
-    with np.errstate(divide="ignore"):
-        return np.log(f[src.contexts_of(x[:, :src.order + 1])[:, 0]]) + np.log(
-            chain.P[src.contexts_of(x), x[:, src.order:]]).sum(1)
-
-
 def ngram_share(seqs: np.ndarray, sample: np.ndarray, n: int) -> float:
     """Share of the n-grams of seqs [m, T] (with repetition) that occur somewhere in sample [N, T]."""
     seen = {g for row in sample for g in measures.ngrams(row, n)}
@@ -355,7 +346,7 @@ def routes(src: MarkovSource, samples, tok: np.ndarray, h_gen: np.ndarray, base,
         fresh = src.sample(n, T, seed=stream("reference", seed))
         plug = chain.sample(n, T, seed=stream("reference", seed, 1), start=start)
         out["mass_model"][s], out["mass_source"][s] = log10_mass(lp_model), log10_mass(lp_source)
-        out["mass_plugin"][s] = log10_mass(plugin_logprob(src, samples[s], x))
+        out["mass_plugin"][s] = log10_mass(chain.sequence_logprob(x, start))
         out["subset_model"][s], out["subset_source"][s] = effective_share(lp_model), effective_share(lp_source)
         for key, y in [("ngram_gen", tok[s]), ("ngram_plugin", plug), ("ngram_src", fresh)]:
             out[key][s] = ngram_share(y, samples[s], NGRAM)
