@@ -11,73 +11,103 @@
 # ---
 
 # %% [markdown]
-# # C4 · Stability is not expressivity
+# # C4 · Stability is not expressivity, at matched training progress
 #
-# **Claim C4 (in this book's words).** Across a sweep of training settings,
-# measures of optimisation stability do not predict generative quality
-# (entropy gap, diversity, coverage): stability alone is an insufficient
-# indicator of how well a model reproduces its source.
+# **Claim C4 (the abstract's words).** "Optimization stability and generative
+# expressivity are not inherently aligned, and stability alone is an insufficient
+# indicator of generative quality." The book tests two readings, each
+# pre-registered: **(a) insufficiency** (one-sided): measures of optimisation
+# stability do not predict *better* generative quality; **(b) liability**
+# (signed): more stable training ends with *less* entropy than the source. And a
+# third question: does stability say anything about quality that the held-out
+# loss does not?
 #
-# **The experiment.** A Markov source of order 2 whose every transition is
-# possible (so the reverse KL is finite), with exact stationary law and entropy
-# rate $H^*$. An MLP whose window is the source's order is trained by AdamW on
-# $N$ sequences, all seeds of a configuration at once; a space-filling design
-# varies the learning rate (log scale, up to where training becomes erratic),
-# batch size, weight decay, label smoothing, gradient clipping, a moving average
-# of the weights, warm-up and schedule, and the training-set size. Quality is
-# read off the model's full conditional table, exactly.
+# **The experiment.** Two Markov sources of order 2 with exact stationary law and
+# entropy rate $H^*$: a *dense* one (every transition possible) and a *sparse* one
+# (most transitions impossible, so a small sample leaves many possible ones unseen
+# and empirical modes matter). An MLP whose window is the source's order is trained
+# by AdamW on $N$ sequences, all seeds of a configuration at once; a space-filling
+# design varies the learning rate (log scale, from under-training to divergence),
+# batch size, weight decay, label smoothing, gradient clipping, a moving average of
+# the weights, warm-up and the training-set size. Quality is read off the model's
+# full conditional table, exactly.
 
 # %% [markdown]
-# **Fixed before the run.** The *instability index* of a seed is the mean of
-# four standardised logarithms: the detrended standard deviation of the loss on
-# a fixed evaluation batch over the last {glue:text}`c4_tail:.0%` of training,
-# the mean gradient norm there, the sharpness $\eta\,\lambda_{\max}$ (power
-# iteration on Hessian-vector products of the fixed-batch loss) and the relative
-# parameter drift $\lVert\theta_T-\theta_{T-\Delta}\rVert/\lVert\theta_T\rVert$
-# over that window; a configuration adds the seed-to-seed disagreement (mean
-# pairwise Jensen–Shannon divergence of the seeds' predictive laws, weighted by
-# the stationary law). The standardisation uses the design's own mean and spread.
-# The *stability index* is its negative.
+# **Matched training progress.** Every seed trains until its loss on a fixed batch
+# of fresh source sequences stops falling: from {glue:text}`c4_min_steps` steps on,
+# the book's plateau rule (`stabliab.plateau`, as in notebooks 02 and 03) is asked at
+# every evaluation, and a seed whose state is no longer *descending* (at plateau, or
+# oscillating in place) is done; at most {glue:text}`c4_max_steps` steps. A
+# configuration is *used* when every seed finished and none *diverged* (a non-finite
+# loss, or a fixed-batch loss over the last window above $\log V$, the uniform
+# prediction's); diverged and unfinished configurations are counted, never dropped
+# silently. So a stable configuration cannot stand in for an under-trained one.
+#
+# **Fixed before the run.** The *instability index* of a seed is the mean of five
+# standardised logarithms: the detrended standard deviation of the fixed-batch loss
+# over the last {glue:text}`c4_tail:.0%` of its run, the mean gradient norm there,
+# the sharpness $\eta\,\lambda_{\max}$ (power iteration on Hessian-vector products),
+# the relative parameter drift over that window, and the configuration's seed
+# disagreement (mean pairwise Jensen–Shannon divergence of the seeds' predictive
+# laws: one number per configuration). The *stability index* is its negative.
+# Quality, oriented so that higher is better: the forward KL rate (negated), the
+# coverage of true transitions, distinct-4 of generations, and calibration
+# $-|\text{over-confidence}|$, where over-confidence is held-out cross-entropy minus
+# teacher-forced entropy ($> 0$: surer than the loss warrants). The signed endpoint
+# of (b) is $\log H_\text{model}/H^*$ ($< 0$: less entropy than the source).
 
 # %% [markdown]
-# **What a verdict means.** `C4.rank[Q]` is Spearman's $\rho$ between the
-# stability index and quality measure $Q$ over configurations, with a bootstrap
-# interval over configurations, then seeds. It holds (✓) when the whole interval
-# lies inside $\pm$ {glue:text}`c4_rank_bound`: stability then accounts for at
-# most a small part of the ordering of quality. It fails (✗) when the interval
-# reaches beyond the bound: either stability does predict quality (the interval
-# lies outside), or the sweep cannot tell. `C4.partial[Q]` is the same given the
-# held-out cross-entropy: does stability say anything that the loss does not?
-# `C4.stabilisers[NAME]` asks whether each single stabiliser, added to a
-# reference configuration with the same seeds, makes training more stable.
+# **Chosen on development seeds (0–4), before the confirmatory run, and named
+# here:** the learning-rate range ends at 3 (a pilot up to 30 showed divergence,
+# a loss above $\log V$, from about 1 on: the range reaches it without spending
+# the budget there); `min_steps`, the number of configurations and seeds were
+# sized for the budget; and `C4.beyond` regresses on ranks (of the loss, and of the
+# index alone) because with raw values and all five measures a held-out
+# configuration at the edge of the range gave cross-validated gains of −24 to +3.
+#
+# **What a verdict means.** `C4.insufficient[Q]`: Spearman's $\rho$ between the
+# stability index and $Q$ over configurations (bootstrap over configurations, then
+# seeds), supported when the whole interval lies below
+# {glue:text}`c4_rank_bound`, contradicted when it lies at or above it (stability
+# does predict better quality). `C4.liability`: supported when the interval of
+# $\rho(\text{stability}, \log H_\text{model}/H^*)$ lies below 0, contradicted
+# when above. Each also *given* the log learning rate and *given* the held-out loss
+# (partial $\rho$), each per source and aggregated over sources (every source must
+# agree). `C4.beyond[Q]`: the gain in cross-validated $R^2$ from adding the stability
+# measures to the held-out loss (scikit-learn folds by configuration), supported
+# when its interval lies below {glue:text}`c4_r2_floor`.
 
 # %% tags=["parameters"]
 seed = 1000  # in [0, 1000000]: first seed; seeds are seed, seed+1, ... (from 1000 on: confirmatory)
-n_seeds = 5  # in [2, 256]: seeds per configuration
-n_configs = 32  # in [4, 100000]: configurations of the space-filling design
+n_seeds = 4  # in [2, 256]: seeds per configuration
+n_configs = 14  # in [5, 100000]: configurations of the space-filling design, per source
 design = "sobol"  # one of {sobol, lhs}: the space-filling design
 design_seed = 0  # in [0, 1000000]: seed of the design
-executor = "local"  # one of {local, processes, ray}: where the configurations run
+executor = "processes"  # one of {local, processes, ray}: where the configurations run
 workers = 0  # in [0, 4096]: processes or Ray CPUs (0: one per core)
-vocab = 8  # in [3, 64]: tokens of the Markov source
-order = 2  # in [1, 3]: its order (and the MLP's window)
-alpha = 0.3  # in (0, 100]: Dirichlet concentration of its rows (no zero transitions)
+sources = ["dense", "sparse"]  # one of {dense, sparse}: the Markov sources
+vocab = 8  # in [3, 64]: tokens of the Markov sources
+order = 2  # in [1, 3]: their order (and the MLP's window)
+alpha = 0.3  # in (0, 100]: Dirichlet concentration of their rows
 seq_len = 32  # in [4, 4096]: tokens per sequence
-steps = 300  # in [10, 10000000]: AdamW steps
+min_steps = 320  # in [16, 10000000]: AdamW steps before the stopping rule is asked [pre-registered]
+max_steps = 3000  # in [16, 10000000]: AdamW steps at most [pre-registered]
 d_model = 16  # in [2, 4096]: embedding width
 hidden = 32  # in [2, 16384]: hidden units
-lr_range = [0.001, 1.0]  # in (0, 10]: learning rates, log scale
+lr_range = [0.001, 3.0]  # in (0, 100]: learning rates, log scale
 batch_range = [8, 128]  # in [1, 65536]: batch sizes, log scale
 n_train_range = [16, 1024]  # in [1, 10000000]: training sequences, log scale
 weight_decay_max = 0.1  # in [0, 10]: weight decay in [0, this]
 label_smoothing_max = 0.2  # in [0, 0.9]: label smoothing in [0, this]
 clip_choices = [0.0, 0.1, 1.0]  # in [0, 1000]: gradient-norm clipping (0: none)
 ema_choices = [0.0, 0.9, 0.99]  # in [0, 0.9999]: weight moving average (0: none)
-warmup_max = 0.3  # in [0, 1]: warm-up share of the steps in [0, this]
+warmup_max = 0.5  # in [0, 1]: warm-up over a share of min_steps in [0, this]
 tail = 0.25  # in (0, 1): share of the last steps over which stability is measured [pre-registered]
 tau = 0.01  # in (0, 1): a true transition is covered when the model gives it at least this mass [pre-registered]
-rank_bound = 0.5  # in (0, 1): C4.rank holds when the interval of rho lies within +-this [pre-registered]
+rank_bound = 0.5  # in (0, 1): C4.insufficient holds when the interval of rho lies below this [pre-registered]
+r2_floor = 0.05  # in (0, 1): C4.beyond holds when the interval of the R^2 gain lies below this [pre-registered]
 n_boot = 2000  # in [100, 1000000]: bootstrap resamples of the rank correlations
+n_boot_cv = 200  # in [20, 1000000]: bootstrap resamples of the R^2 gains
 reference_lr = 0.03  # in (0, 10]: the reference configuration of the stabiliser study
 device = "auto"  # device: auto (the first CUDA device if there is one), cpu, cuda or cuda:N
 
@@ -98,75 +128,96 @@ c4.record_parameters(report)
 # %% [markdown]
 # ## The sweep
 #
-# {glue:text}`c4_n_configs` configurations × {glue:text}`c4_n_seeds` seeds, run by
-# the package's sweep engine (`stabliab.sweep`) with the `executor` parameter:
-# in this process, in a process pool, or on Ray (`-p executor ray`; a cluster
-# through `RAY_ADDRESS`). Each finished configuration is cached under
-# `results/PROFILE/sweeps/` seed by seed, so a rerun with more configurations
-# or more seeds computes only the new ones.
+# {glue:text}`c4_n_configs` configurations per source × {glue:text}`c4_n_seeds`
+# seeds, run by the package's sweep engine (`stabliab.sweep`) with the `executor`
+# parameter: in this process, in a process pool, or on Ray (`-p executor ray`; a
+# cluster through `RAY_ADDRESS`). Each finished configuration is cached under
+# `results/PROFILE/sweeps/` seed by seed (a seed's stop depends on its own losses
+# only, so it trains the same alone or with others).
 
 # %%
 runs = c4.run_c4(report.parameters, seeds, device=str(dev))
-table = c4.c4_table(runs["design"], c4.STABILITY, c4.QUALITY)
-inst = c4.instability(table["measures"], table)  # [C, S] per-seed instability index
-c4.record_design(report, table, runs["design"])
-records.style(c4.config_table(table, inst).head(8), "{:.4g}")
+tables = {s: c4.c4_table(runs["design"][s]) for s in sources}
+c4.record_design(report, tables)
+records.style(c4.config_table(tables[sources[0]], c4.instability(tables[sources[0]])).head(8), "{:.4g}")
 
 # %% [markdown]
-# {glue:text}`c4_n_used` configurations enter the analysis;
-# {glue:text}`c4_n_diverged` produced a non-finite loss and are left out. The
-# table shows the most stable ones; below, each quality measure against the
-# stability index, one point per configuration (the bar is the spread of the
-# quality measure over its seeds).
-#
-# **Stationarity.** Every run's loss on the fixed batch, tested by the book's
-# plateau rule (`stabliab.plateau`, as in notebook 02): `C4.plateau`, the share
-# of runs at plateau, is **{glue:text}`c4_plateau_verdict`**
-# ({glue:text}`c4_plateau_value:.0%`; median slope over the last window
-# {glue:text}`c4_plateau_median_slope:+.3f` nats per 1000 steps). The records
-# below do not yet count only runs at plateau, and a cosine schedule flattens
-# the loss by stopping the steps, not by reaching a stationary point: C4 at
-# matched training progress is the C4 issue's.
+# The most stable configurations of the first source, above. Dense source:
+# {glue:text}`c4_dense_n_used` configurations used,
+# {glue:text}`c4_dense_n_diverged` diverged (the smallest such learning rate:
+# {glue:text}`c4_dense_min_diverged_lr:.3g`; the largest used:
+# {glue:text}`c4_dense_max_used_lr:.3g`), {glue:text}`c4_dense_n_unfinished`
+# unfinished; median steps {glue:text}`c4_dense_median_steps:.0f`. Sparse source:
+# {glue:text}`c4_sparse_n_used` used, {glue:text}`c4_sparse_n_diverged` diverged
+# (from {glue:text}`c4_sparse_min_diverged_lr:.3g`),
+# {glue:text}`c4_sparse_n_unfinished` unfinished; median steps
+# {glue:text}`c4_sparse_median_steps:.0f`. `C4.finished[dense]` (the share of
+# non-diverged runs that stopped before the cap) is
+# **{glue:text}`c4_finished_dense_verdict`**, `C4.finished[sparse]`
+# **{glue:text}`c4_finished_sparse_verdict`**. Of the used runs, those at plateau
+# by the book's rule (the rest oscillate in place, the stationary state of
+# minibatch noise at a large learning rate): `C4.plateau[dense]`
+# {glue:text}`c4_plateau_dense_value:.0%`, `C4.plateau[sparse]`
+# {glue:text}`c4_plateau_sparse_value:.0%` (diagnostics). The rule reads point
+# estimates of the slope: a noisy run can be called finished while it still falls
+# slowly, which is why the steps are shown.
+
+# %% [markdown]
+# **Is stability measured, or is it the learning rate?** Spearman's $\rho$ of each
+# component of the index, and of the index, with each log-scale factor of the
+# design (used configurations). The index of the dense source
+# {glue:text}`c4_dense_mostly_lr` mostly the learning rate ($\rho$ =
+# {glue:text}`c4_dense_rho_index_lr:.2f`; "mostly" means $|\rho| \ge$
+# {glue:text}`c4_mostly`, fixed in advance), that of the sparse source
+# {glue:text}`c4_sparse_mostly_lr` ($\rho$ = {glue:text}`c4_sparse_rho_index_lr:.2f`).
+# The sharpness $\eta\lambda_{\max}$ carries the learning rate by construction;
+# hence the records given the learning rate.
+
+# %%
+records.style(c4.summary(report, tables), "{:.2f}")
 
 # %% tags=["hide-input"]
-plots.c4.quality_against_stability(table, inst, c4.QUALITY_LABELS)
+plots.c4.quality_against_stability(c4.figure_data(tables))
 plt.show()
 
 # %% [markdown]
 # ## The records
 #
-# For each quality measure, Spearman's $\rho$ with the stability index and the
-# partial $\rho$ given the held-out cross-entropy (the forward KL rate is the
-# held-out cross-entropy minus a constant, so it has no partial record).
+# Every rank record, per source and aggregated over sources ("all": the least
+# favourable source's interval):
 
 # %%
-rank_table, partial_table = c4.rank_records(report, table, inst)
+rank_table = c4.rank_records(report, tables)
 report.glue_table("c4_rank_table", rank_table, fmt="{:.3f}")
-report.glue_table("c4_partial_table", partial_table, fmt="{:.3f}")
 records.style(rank_table, "{:.3f}")
 
 # %% [markdown]
-# {glue:text}`c4_rank_holds` of {glue:text}`c4_rank_count` `C4.rank` records and {glue:text}`c4_partial_holds` of {glue:text}`c4_partial_count`
-# `C4.partial` records hold. The sign of $\rho$ says in which direction stability
-# goes with a quality measure where it does predict it: for the entropy gap and
-# the KL rates a positive $\rho$ means that *more stable* training ends *further*
-# from the source. For comparison, $\rho$ between the stability index and the
-# held-out cross-entropy itself is {glue:text}`c4_rho_ce:.2f` (no interval; the
-# forward-KL row above is its record).
-#
-# ## Single stabilisers
-#
-# The reference configuration (learning rate {glue:text}`c4_reference_lr`,
-# batch {glue:text}`c4_reference_batch`, {glue:text}`c4_reference_n_train` sequences, nothing else) against the same configuration with one
-# stabiliser added, the same seeds: the paired change of each seed's
-# instability index (negative: more stable), and what it does to quality.
-# Stability is measured on the optimisation trajectory and quality on the model
-# that training delivers: the moving average changes only the delivered model,
-# so its effect on the index comes through the seeds' disagreement alone, the
-# same for every seed (an interval of zero width).
+# **Prediction beyond the loss.** For each quality measure (the forward KL is the
+# loss minus a constant, so it has none), the cross-validated $R^2$ of a ridge
+# regression of each seed's quality on the held-out cross-entropy and its square,
+# with and without the instability index (folds hold out whole configurations;
+# bootstrap over configurations). With tens of configurations the interval is wide:
+# the paper profile has {glue:text}`c4_n_configs` × 8 of them.
 
 # %%
-stabiliser_table, deltas = c4.stabiliser_records(report, runs, table)
+beyond_table = c4.beyond_records(report, tables)
+records.style(beyond_table, "{:.3f}")
+
+# %% [markdown]
+# ## Single stabilisers
+#
+# The reference configuration (learning rate {glue:text}`c4_reference_lr`, batch
+# {glue:text}`c4_reference_batch`, {glue:text}`c4_reference_n_train` sequences of
+# the first source, nothing else) against the same configuration with one
+# stabiliser added, the same seeds, each trained to its own stop: the paired change
+# of each seed's instability index from its four per-seed measures (negative: more
+# stable), and of every quality measure. The seed disagreement is one number per
+# configuration: its change has no interval. The moving average changes only the
+# delivered model, not the trajectory the index measures: its trajectory is the
+# reference's, so its change of the index is exactly 0 for every seed.
+
+# %%
+stabiliser_table, deltas = c4.stabiliser_records(report, runs, tables[sources[0]])
 report.glue_table("c4_stabiliser_table", stabiliser_table, bold=c4.STABILISER_BOLD)
 
 # %% tags=["hide-input"]
@@ -178,14 +229,6 @@ plt.show()
 # Student-t interval over seeds; in bold where the interval excludes 0):
 #
 # ```{glue:} c4_stabiliser_table
-# ```
-#
-# And the rank records, then the partial ones:
-#
-# ```{glue:} c4_rank_table
-# ```
-#
-# ```{glue:} c4_partial_table
 # ```
 #
 # ## Claim records

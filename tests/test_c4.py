@@ -1,13 +1,16 @@
-"""Claim C4's room (experiments/c4.py): the task's measures, the design, the index, and the
-tables and records the notebook glues. Values come from the smoke profile of notebook 04."""
+"""Claim C4's room (experiments/c4.py, c4_task.py): training to matched progress, the task's
+exact measures, the design, the index, and the one-sided, directional and R²-gain records the
+notebook glues. Values come from the smoke profile of notebook 04."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats as sps
+from sklearn.linear_model import Ridge
 
 from conftest import smoke_context, smoke_parameters
-from stabliab import lm, records, stats, sweep
-from stabliab.experiments import c4
+from stabliab import lm, records, stats, sweep, train
+from stabliab.experiments import c4, c4_task
 
 P = smoke_parameters(c4.NOTEBOOK)
 CONTEXT = smoke_context(c4.NOTEBOOK, c4.c4_task, device="cpu")
@@ -15,17 +18,19 @@ CONFIGS = c4.design_configs(**sweep.task_context(c4.design_configs, P))
 
 
 def test_the_task_takes_the_notebook_parameters_by_name():
-    assert set(CONTEXT) == {"vocab", "order", "alpha", "seq_len", "steps", "d_model", "hidden", "tail", "tau",
-                            "device"}
+    assert set(CONTEXT) == {"vocab", "order", "alpha", "seq_len", "min_steps", "max_steps", "d_model", "hidden",
+                            "tail", "tau", "device"}
     assert all(CONTEXT[k] == P[k] for k in CONTEXT if k != "device")
 
 
-def test_the_design_stays_in_its_ranges_and_each_stabiliser_changes_one_setting():
-    assert len(CONFIGS) == P["n_configs"] and CONFIGS == c4.design_configs(**sweep.task_context(c4.design_configs, P))
+def test_the_design_is_the_same_on_every_source_and_each_stabiliser_changes_one_setting():
+    assert len(CONFIGS) == P["n_configs"] * len(P["sources"])
+    by = {s: [{k: v for k, v in c.items() if k != "source"} for c in CONFIGS if c["source"] == s] for s in P["sources"]}
+    assert by["dense"] == by["sparse"]
     for c in CONFIGS:
         assert P["lr_range"][0] <= c["lr"] <= P["lr_range"][1] and P["batch_range"][0] <= c["batch"] <= P["batch_range"][1]
         assert c["clip"] in P["clip_choices"] and c["ema"] in P["ema_choices"] and 0 <= c["warmup"] <= P["warmup_max"]
-    reference, stabilisers = c4.stabiliser_configs(reference_lr=P["reference_lr"])
+    reference, stabilisers = c4.stabiliser_configs(reference_lr=P["reference_lr"], sources=P["sources"])
     assert set(reference) == set(CONFIGS[0]) and reference["lr"] == P["reference_lr"]
     for name, cfg in stabilisers.items():
         changed = [k for k in cfg if cfg[k] != reference[k]]
@@ -33,81 +38,200 @@ def test_the_design_stays_in_its_ranges_and_each_stabiliser_changes_one_setting(
     assert stabilisers["smaller lr"]["lr"] < reference["lr"]
 
 
+def test_the_sources_are_dense_and_sparse_and_an_unknown_one_is_an_error():
+    kw = dict(vocab=P["vocab"], order=P["order"], alpha=P["alpha"])
+    dense, sparse = c4_task.source("dense", **kw), c4_task.source("sparse", **kw)
+    assert (dense.P > 0).all() and 0.5 < (sparse.P == 0).mean() < 0.8 and sparse.is_ergodic()
+    with pytest.raises(ValueError, match="unknown C4 source"):
+        c4_task.source("zipf", **kw)
+
+
+# ---------------------------------------------------------------- training to matched progress
+def _quadratic(M=3):
+    """Members minimising (w - 1)^2 at per-member learning rates: a member done early must keep its w."""
+    return {"w": torch.zeros(M, 1)}, (lambda p, t: ((p["w"] - 1) ** 2).sum(1))
+
+
+def test_a_member_that_is_done_keeps_its_parameters_and_the_run_ends_when_all_are():
+    params, loss = _quadratic()
+    done_at = {0: 10, 1: 20}  # member 2 never stops
+
+    def stop(steps, ev):
+        return np.array([steps[-1] >= done_at.get(m, 10 ** 9) for m in range(3)])
+    traj = train.train(loss, params, steps=40, lr=0.05, eval_every=5, eval_fns={"w": lambda p, t: p["w"][:, 0]},
+                       stop=stop, ema=0.9)
+    assert traj.stopped.tolist() == [10, 20, 40] and traj.eval_step[-1] == 40
+    w = traj["w"]  # [E, M]
+    for m, t in done_at.items():
+        after = traj.eval_step >= t
+        assert np.all(w[after, m] == w[after, m][0])  # frozen from its stop on
+    assert np.all(np.diff(w[:, 2]) > 0)  # the other one kept learning
+    alone = train.train(loss, {"w": torch.zeros(1, 1)}, steps=40, lr=0.05, eval_every=5,
+                        eval_fns={"w": lambda p, t: p["w"][:, 0]}, stop=lambda s, e: np.array([s[-1] >= 10]), ema=0.9)
+    assert alone.stopped.tolist() == [10] and alone.step[-1] == 10  # all done: the run ends there
+    assert torch.equal(alone.params["w"][0], traj.params["w"][0]) and torch.equal(alone.ema_params["w"][0],
+                                                                                  traj.ema_params["w"][0])
+
+
+def test_the_stopping_rule_waits_for_min_steps_then_stops_a_flat_loss_not_a_falling_one():
+    stop = c4_task.finished_rule(min_steps=32)
+    steps = np.arange(0, 65, 4)
+    flat = np.full(len(steps), 1.0) + 1e-4 * np.sin(steps)
+    falling = 2.0 - steps / 100.0
+    ev = {"fixed": np.stack([flat, falling, np.where(steps > 20, np.nan, 1.0)], 1)}
+    assert stop(steps, ev).tolist() == [True, False, True]
+    assert stop(steps[:6], {"fixed": ev["fixed"][:6]}).tolist() == [False, False, False]  # before min_steps
+    assert stop(steps[:7], {"fixed": ev["fixed"][:7]}).tolist() == [False, False, True]  # a non-finite loss: at once
+    with pytest.raises(ValueError, match="min_steps"):
+        c4_task.eval_every(8)
+
+
 def test_a_seed_gives_the_same_numbers_alone_or_with_others():
-    """What makes per-seed caching exact: member m of a seeds-at-once run depends only on its seed."""
+    """What makes per-seed caching exact: member m of a seeds-at-once run depends only on its seed,
+    its stop included."""
     both = c4.c4_task(CONFIGS[0], [0, 1], **CONTEXT)
     alone = c4.c4_task(CONFIGS[0], [1], **CONTEXT)
-    for name in c4.STABILITY + c4.QUALITY + ["table"]:
+    for name in c4.STABILITY + c4.QUALITY + ["table", "steps", "finished", "diverged"]:
         assert both[name][1] == alone[name][0], name
     assert both["forward_kl"][0] != both["forward_kl"][1]  # the seeds differ
 
 
-def test_c4_task_reports_exact_quality_for_a_perfect_model(monkeypatch):
-    """With the model's table replaced by the source's own conditionals, every quality
-    measure takes its ideal value: the measures are exact, not estimates."""
-    src = c4.source(vocab=P["vocab"], order=P["order"], alpha=P["alpha"])
+def test_c4_task_reports_exact_quality_for_a_perfect_model_and_keeps_the_source(monkeypatch):
+    """With the model's table replaced by the source's own conditionals, every quality measure
+    takes its ideal value: the measures are exact, not estimates."""
+    src = c4_task.source("dense", vocab=P["vocab"], order=P["order"], alpha=P["alpha"])
     monkeypatch.setattr(lm, "ngram_table", lambda model, ctx: torch.tensor(src.P))
-    reference, _ = c4.stabiliser_configs(reference_lr=P["reference_lr"])
+    reference, _ = c4.stabiliser_configs(reference_lr=P["reference_lr"], sources=["dense"])
     r = c4.c4_task(reference, [0, 1], **CONTEXT)
     assert r["forward_kl"] == pytest.approx([0, 0], abs=1e-12) and r["reverse_kl"] == pytest.approx([0, 0], abs=1e-12)
     assert r["entropy_ratio"] == pytest.approx([1, 1], abs=1e-12) and r["overconfidence"] == pytest.approx([0, 0], abs=1e-12)
+    assert r["tf_entropy"] == pytest.approx([src.entropy_rate] * 2, rel=1e-12)  # H(P | pi) is the entropy rate
     covered = sum(src.stationary[c] * p for c, row in enumerate(src.P) for p in row if p >= P["tau"])
     assert r["coverage"] == pytest.approx([covered, covered], abs=1e-12) and covered <= 1.0
     assert c4.disagreement(r) == pytest.approx(0.0, abs=1e-15)
+    assert np.array_equal(np.array(r["source"][0]), src.P) and np.allclose(r["weights"][0], src.stationary)
 
 
-def test_the_instability_index_is_the_mean_of_standardised_logarithms():
-    idx = c4.instability_index(np.array([[1.0, 10.0], [10.0, 100.0], [100.0, 1000.0]]))
-    assert idx == pytest.approx([-1.0, 0.0, 1.0])
+def test_a_learning_rate_past_divergence_is_reported_as_diverged_not_dropped():
+    bad = dict(CONFIGS[0], lr=30.0, clip=0.0, ema=0.0, warmup=0.0)
+    rec = [{"config": c, "result": c4.c4_task(c, [0, 1], **CONTEXT)} for c in [dict(CONFIGS[0], lr=0.05), bad]]
+    assert all(rec[1]["result"]["diverged"]) and not any(rec[0]["result"]["diverged"])
+    table = c4.c4_table(rec)
+    assert table["diverged"].tolist() == [False, True] and len(table["configs"]) == 2
+    report = _report()
+    c4.record_design(report, {"dense": table})
+    assert report.metrics["c4_dense_n_diverged"] == 1 and report.metrics["c4_dense_min_diverged_lr"] == 30.0
+    df = c4.config_table(table, c4.instability(table)) if table["used"].any() else None
+    assert df is not None and len(df) == 2 and df["diverged"].tolist().count(True) == 1  # shown, flagged
+
+
+# ---------------------------------------------------------------- statistics behind the records
+def test_partial_spearman_agrees_with_the_partial_correlation_formula_on_ranks():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=200)
+    x, y = z + rng.normal(size=200), z + 0.5 * rng.normal(size=200)
+    r = lambda a, b: np.corrcoef(sps.rankdata(a), sps.rankdata(b))[0, 1]  # noqa: E731
+    want = (r(x, y) - r(x, z) * r(y, z)) / np.sqrt((1 - r(x, z) ** 2) * (1 - r(y, z) ** 2))
+    assert stats.partial_spearman(x, y, z) == pytest.approx(want, abs=1e-12)
+
+
+def test_ridge_in_closed_form_is_sklearns_ridge():
+    rng = np.random.default_rng(1)
+    X, y, Xn = rng.normal(size=(40, 3)), rng.normal(size=40), rng.normal(size=(7, 3))
+    want = Ridge(alpha=stats.RIDGE_ALPHA).fit(X, y).predict(Xn)
+    assert stats.ridge_predict(X, y, Xn) == pytest.approx(want, abs=1e-10)
+
+
+def _loss_world(rng, C=30, S=4, extra=0.0):
+    """Per-seed rows: a loss, a stability measure correlated with it, and a quality that is a
+    nonlinear function of the loss plus `extra` times the stability measure's own part."""
+    groups = np.repeat(np.arange(C), S)
+    loss = np.repeat(rng.uniform(1, 2, C), S) + rng.normal(0, 0.02, C * S)
+    own = np.repeat(rng.normal(size=C), S)  # what stability knows that the loss does not
+    stab = 2 * loss + own
+    y = np.exp(3 * (loss - 2)) + extra * own + rng.normal(0, 0.05, C * S)  # curved in the loss
+    return loss, stab, y, groups
+
+
+def test_the_r2_gain_is_about_zero_when_quality_depends_only_on_the_loss_and_positive_when_not():
+    rng = np.random.default_rng(2)
+    loss, stab, y, g = _loss_world(rng)
+    v, (lo, hi) = stats.r2_gain_bootstrap(loss, stab, y, g, n_boot=100)
+    assert abs(v) < 0.03 and lo < 0.03 and hi < 0.05  # a curved dependence on the loss is not credited to stability
+    loss, stab, y, g = _loss_world(rng, extra=0.5)
+    v, (lo, hi) = stats.r2_gain_bootstrap(loss, stab, y, g, n_boot=100)
+    assert v > 0.2 and lo > 0.1
+    with pytest.raises(ValueError, match="groups"):
+        stats.r2_gain_bootstrap(loss[:8], stab[:8], y[:8], g[:8])
 
 
 # ---------------------------------------------------------------- tables and records
-def _table(rng, C=12, S=3, predictive=True):
-    """A synthetic c4_table: instability inst [C, S]; every quality either a monotone
-    function of stability (predictive) or independent noise; one diverged configuration."""
-    inst = rng.normal(size=(C, S)) + np.linspace(-2, 2, C)[:, None]
-    t = {"configs": [{"lr": float(i)} for i in range(C)], "diverged": np.zeros(C, bool)}
-    t["diverged"][3] = True
-    for q in c4.QUALITY_LABELS.values():
-        t[q] = np.exp(-inst.mean(1, keepdims=True)).repeat(S, 1) if predictive else rng.exponential(size=(C, S))
-    t["heldout_ce"] = rng.exponential(size=(C, S))
-    return t, inst
+def _synthetic(rng, C=12, S=3, sign=1.0):
+    """A synthetic c4_table: every quality and log H/H* a monotone function of the stability
+    index times `sign`; configuration 3 diverged, 5 unfinished."""
+    meas = np.exp(rng.normal(size=(C, S, 4)) * 0.1 + np.linspace(-2, 2, C)[:, None, None])
+    t = {"configs": [{"lr": float(np.exp(-i)), "n_train": 16 * (i + 1), "batch": 8} for i in range(C)],
+         "measures": meas, "disagreement": np.exp(np.linspace(-2, 2, C)), "steps": np.full((C, S), 100.0)}
+    t["used"] = np.ones(C, bool)
+    t["used"][[3, 5]] = False
+    t["diverged"], t["unfinished"] = np.zeros(C, bool), np.zeros(C, bool)
+    t["diverged"][3], t["unfinished"][5] = True, True
+    stab = -c4.instability(t)  # [C, S]
+    for name in ["forward_kl", "coverage", "distinct4"]:
+        t[name] = sign * stab * (-1 if name == "forward_kl" else 1)
+    t["overconfidence"] = np.exp(-sign * stab)  # calibration -|.| rises with sign * stability
+    t["log_entropy_ratio"] = -sign * stab
+    t["heldout_ce"] = rng.uniform(1, 2, (C, S))
+    t["at_plateau"] = np.ones((C, S), bool)
+    return t
 
 
 def _report():
     return records.Report(c4.NOTEBOOK, P, list(range(P["n_seeds"])))
 
 
-def _numeric(df):
-    """Numbers and booleans, and verdicts (one of records.VERDICTS), nothing formatted."""
-    return all(pd.api.types.is_float_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
-               or (c == "verdict" and df[c].isin(records.VERDICTS).all()) for c in df.columns)
-
-
-@pytest.mark.parametrize("predictive", [True, False])
-def test_rank_records_are_numeric_tables_that_match_the_claims(predictive):
-    table, inst = _table(np.random.default_rng(0), predictive=predictive)
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_one_sided_and_directional_records_at_their_edges(sign):
+    """Quality rising with stability (sign +1): rho = +1, so C4.insufficient is contradicted and,
+    entropy falling with stability, C4.liability supported; sign -1: the reverse, and
+    C4.insufficient supported (stability predicts worse quality: insufficient, not two-sided)."""
+    t = _synthetic(np.random.default_rng(3), sign=sign)
     report = _report()
-    rank, partial = c4.rank_records(report, table, inst)
-    assert list(rank.index) == list(c4.QUALITY_LABELS) and "forward KL rate" not in partial.index
-    assert _numeric(rank) and _numeric(partial) and len(partial) == len(rank) - 1
+    df = c4.rank_records(report, {"dense": t, "sparse": t})
     claims = {c.id: c for c in report.claims}
-    for lab, q in c4.QUALITY_LABELS.items():
-        c = claims[f"C4.rank[{q}]"]
-        assert (rank.loc[lab, "ρ"], rank.loc[lab, "lo"], rank.loc[lab, "hi"]) == (c.value, *c.interval)
-        assert rank.loc[lab, "verdict"] == c.verdict and c.n == 11  # the diverged configuration is left out
-    if predictive:  # quality a monotone function of the stability index: rho = 1, wholly outside the bound
-        assert (rank["ρ"] == 1.0).all() and (rank["verdict"] == "contradicted").all()
-    assert report.metrics["c4_rank_holds"] == int((rank["verdict"] == "supported").sum())
-    assert report.metrics["c4_rank_contradicted"] == int((rank["verdict"] == "contradicted").sum())
-    assert report.metrics["c4_rank_count"] == 6
+    assert (df["verdict"].isin(records.VERDICTS)).all()
+    for lab in c4.ORIENTED:
+        c = claims[f"C4.insufficient[{lab}, dense]"]
+        assert c.value == pytest.approx(sign) and c.n == 10  # used configurations only
+        assert c.verdict == ("contradicted" if sign > 0 else "supported")
+        assert claims[f"C4.insufficient[{lab}]"].members == [f"C4.insufficient[{lab}, dense]",
+                                                            f"C4.insufficient[{lab}, sparse]"]
+    assert claims["C4.liability[dense]"].value == pytest.approx(-sign)
+    assert claims["C4.liability"].verdict == ("supported" if sign > 0 else "contradicted")
+    assert "C4.insufficient[forward KL (negated), dense, given loss]" not in claims
+    assert {"C4.liability[given lr]", "C4.liability[given loss]"} <= set(claims)
+    row = df.loc[("C4.liability", "dense")]
+    c = claims["C4.liability[dense]"]
+    assert (row["ρ"], row["lo"], row["hi"], row["verdict"]) == (c.value, *c.interval, c.verdict)
 
 
-def test_config_table_leaves_out_diverged_configurations_and_sorts_by_instability():
-    table, inst = _table(np.random.default_rng(1))
-    df = c4.config_table(table, inst)
-    assert len(df) == 11 and 3 not in df.index and df["instability"].is_monotonic_increasing
-    assert df.loc[0, "coverage"] == pytest.approx(table["coverage"][0].mean())
+def test_beyond_records_are_per_source_and_aggregated():
+    t = _synthetic(np.random.default_rng(4), C=14)
+    report = _report()
+    df = c4.beyond_records(report, {"dense": t})
+    ids = {c.id for c in report.claims}
+    assert {"C4.beyond[coverage, dense]", "C4.beyond[coverage]", f"C4.beyond[{c4.ENTROPY}]"} <= ids
+    assert not any("forward KL" in i for i in ids)
+    assert df["R² gain"].notna().all() and (df["verdict"].isin(records.VERDICTS)).all()
+
+
+def test_component_table_and_summary_say_whether_the_index_is_the_learning_rate():
+    t = _synthetic(np.random.default_rng(5))
+    report = _report()
+    df = c4.summary(report, {"dense": t})
+    assert list(df.index.get_level_values(0)) == [*c4.STABILITY, "disagreement", "instability index"]
+    rho = report.metrics["c4_dense_rho_index_lr"]  # lr falls as the index rises in _synthetic
+    assert rho == pytest.approx(-1.0) and report.metrics["c4_dense_mostly_lr"] == "is"
 
 
 def test_paired_columns_give_the_student_t_interval_and_whether_it_excludes_zero():
@@ -121,8 +245,8 @@ def _result(rng, scale, S):
     """One configuration's task result: stability measures times `scale`, quality draws."""
     r = {n: list(scale * rng.uniform(1, 2, S)) for n in c4.STABILITY}
     Q = rng.dirichlet(np.ones(4), size=(S, 3))  # [S, C, V]
-    r.update(table=Q.tolist(), weights=[[1 / 3] * 3] * S)
-    r.update({q: list(rng.uniform(0, 1, S)) for q in c4.DELTAS.values()})
+    r.update(table=Q.tolist(), weights=[[1 / 3] * 3] * S, entropy_ratio=list(rng.uniform(0.5, 1.5, S)))
+    r.update({q: list(rng.uniform(0, 1, S)) for q in c4.DELTAS.values() if q != "log_entropy_ratio"})
     return {"result": r}
 
 
@@ -130,31 +254,17 @@ def test_a_stabiliser_that_lowers_every_measure_holds_and_one_that_raises_them_d
     rng = np.random.default_rng(2)
     S = 4
     design = [_result(rng, s, S) for s in np.exp(rng.normal(size=10))]
-    table = {"measures": np.stack([c4.stability_measures(r["result"], c4.STABILITY) for r in design]),
-             "diverged": np.zeros(10, bool)}
+    table = {"measures": np.stack([c4.seed_measures(r["result"]) for r in design]), "used": np.ones(10, bool)}
     ref = _result(rng, 1.0, S)
     calmer = {**ref["result"], **{n: [v / 100 for v in ref["result"][n]] for n in c4.STABILITY}}
     wilder = {**ref["result"], **{n: [v * 100 for v in ref["result"][n]] for n in c4.STABILITY}}
     runs = {"reference": ref, "stabilisers": {"calmer": {"result": calmer}, "wilder": {"result": wilder}}}
     report = _report()
     df, deltas = c4.stabiliser_records(report, runs, table)
-    assert _numeric(df) and list(df.index) == ["calmer", "wilder"]
+    assert list(df.index) == ["calmer", "wilder"] and df["Δ disagreement"].tolist() == [0.0, 0.0]
     assert df.loc["calmer", "verdict"] == "supported" and df.loc["wilder", "verdict"] == "contradicted"
     assert [c.holds for c in report.claims] == [True, False]
     assert (deltas["calmer"]["instability"] < 0).all() and (deltas["calmer"]["forward_kl"] == 0).all()
     assert set(c4.STABILISER_BOLD.values()) <= set(df.columns)
     html = records.style(df, bold=c4.STABILISER_BOLD).to_html()
     assert "✓" in html and "font-weight: bold" in html and "≠ 0" not in html  # flags only set the bold
-
-
-def test_every_run_carries_its_plateau_measurement_and_the_share_is_a_diagnostic():
-    r = c4.c4_task(CONFIGS[0], [0, 1], **CONTEXT)
-    assert len(r["at_plateau"]) == len(r["plateau_slope"]) == 2 and all(isinstance(a, bool) for a in r["at_plateau"])
-    assert all(np.isfinite(r["plateau_slope"]))
-    at = [[True, False], [True, True], [False, False], [True, True]]  # four configurations, two seeds; the last diverged
-    design = [{"result": {"at_plateau": a, "plateau_slope": [0.0, 1.0], "diverged": [False, False]}} for a in at]
-    report = _report()
-    c4.record_design(report, {"diverged": np.array([False, False, False, True])}, design)
-    c = report.claims[-1]  # the diverged configuration is left out, as the C4 records leave it out
-    assert c.id == "C4.plateau" and c.kind == "diagnostic" and c.n == 6 and c.value == pytest.approx(3 / 6)
-    assert report.metrics["c4_plateau_median_slope"] == pytest.approx(0.5)

@@ -22,7 +22,7 @@ CONTEXT = smoke_context("04_stability_vs_expressivity", c4.c4_task, device="cpu"
 CONFIGS = sweep.space_filling({"lr": ("log", 0.001, 0.3), "batch": ("int-log", 4, 16), "n_train": ("int-log", 8, 32),
                                "weight_decay": ("lin", 0.0, 0.1), "label_smoothing": ("lin", 0.0, 0.2),
                                "clip": ("choice", [0.0, 1.0]), "ema": ("choice", [0.0, 0.9]),
-                               "warmup": ("lin", 0.0, 0.3), "schedule": ("choice", ["constant", "cosine"])}, 4, seed=1)
+                               "warmup": ("lin", 0.0, 0.3), "source": ("choice", ["dense", "sparse"])}, 4, seed=1)
 
 
 def test_designs_cover_their_space_and_are_seeded():

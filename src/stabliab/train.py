@@ -35,6 +35,7 @@ class Trajectory:
     evals: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [E, M] (expensive, every eval_every)
     feedback: dict[str, np.ndarray] = field(default_factory=dict)  # the feedback design's log: step [K], [K, M]
     ema_params: Params | None = None  # exponential moving average of the parameters (train(ema=...))
+    stopped: np.ndarray | None = None  # [M] each member's last step (train(stop=...))
 
     def __getitem__(self, name: str) -> np.ndarray:
         for d in (self.extra, self.evals):
@@ -47,7 +48,7 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
           log_every: int = 1, log_fns: dict[str, Callable[[Params], torch.Tensor]] | None = None,
           eval_every=0, eval_fns: dict[str, Callable[[Params, int], torch.Tensor]] | None = None,
           desc: str | None = None, schedule: Callable[[int], float] | None = None, clip: float | None = None,
-          ema: float = 0.0, **opt_kw) -> Trajectory:
+          ema: float = 0.0, stop: Callable[[np.ndarray, dict], np.ndarray] | None = None, **opt_kw) -> Trajectory:
     """Minimise loss_fn by `optimizer`; log loss, gradient norm, step size and
     every log_fns[name](params) -> Tensor[M] at steps 0, log_every, ..., steps;
     every eval_fns[name](params, step) -> Tensor[M] at steps 0, eval_every, ..., steps,
@@ -55,7 +56,14 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
     held-out loss). schedule(t) multiplies the learning rate at step t (warm-up, decay);
     clip rescales each member's gradient to norm <= clip (the logged gradient norm is
     the one before clipping); ema > 0 keeps a moving average of the parameters,
-    returned as ema_params."""
+    returned as ema_params.
+
+    stop(eval_steps, evals) -> bool [M], asked after every evaluation (eval_steps [E] so far,
+    evals: name -> [E, M] so far): a member for which it returns True is done from that step
+    on (its parameters and moving average no longer change; training to a plateau), and the run
+    ends once every member is; trajectory.stopped [M] is each member's last step (steps for a
+    member never stopped). A member's stop depends on its own evaluations only when `stop`
+    reads only its column, so a seed trains the same alone or with others."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
@@ -67,6 +75,8 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
     ev: dict[str, list] = {k: [] for k in ["step", *eval_fns]}
     at = set(int(x) for x in eval_every) if np.ndim(eval_every) else None
     avg = {k: v.detach().clone() for k, v in params.items()} if ema > 0 else None
+    done = np.zeros(M, dtype=bool)
+    stopped = np.full(M, steps, dtype=int)
     for t in progress(range(steps + 1), desc=desc or "train", total=steps + 1):
         due = (t in at) if at is not None else (t % max(int(eval_every), 1) == 0)
         if eval_fns and (due or t == steps):
@@ -74,6 +84,11 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
             for name, fn in eval_fns.items():
                 with torch.no_grad():
                     ev[name].append(np.asarray(torch.as_tensor(fn(params, t)).detach().cpu(), dtype=np.float64))
+            if stop is not None and t < steps:
+                new = np.asarray(stop(np.asarray(ev["step"]), {k: np.asarray(ev[k]) for k in eval_fns}), bool) & ~done
+                stopped[new], done = t, done | new
+                if done.all():
+                    steps = t  # the last step: logged, not taken
         loss = loss_fn(params, t)  # [M]
         grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
         logging = t % log_every == 0 or t == steps
@@ -88,22 +103,29 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
             rows["step_size"].append(torch.zeros_like(rows["grad_norm"][-1]))
             break
         with torch.no_grad():
-            before = {k: p.clone() for k, p in params.items()} if logging else None
+            before = {k: p.clone() for k, p in params.items()} if logging or done.any() else None
             if clip is not None:
                 f = (clip / member_norm(grads.values(), M).clamp_min(1e-30)).clamp(max=1.0)  # [M]
                 grads = {k: g * per_member(f, M, g) for k, g in grads.items()}
             opt.scale = 1.0 if schedule is None else float(schedule(t))
             opt.step(params, grads, M)
+            if done.any():  # members that are done keep their parameters
+                frozen = torch.as_tensor(done, device=next(iter(params.values())).device)
+                for k, p in params.items():
+                    p[frozen] = before[k][frozen]
             if avg is not None:
                 for k, p in params.items():
+                    keep = avg[k][frozen].clone() if done.any() else None
                     avg[k].mul_(ema).add_(p, alpha=1 - ema)
+                    if keep is not None:
+                        avg[k][frozen] = keep
             if logging:
                 rows["step_size"].append(member_norm([params[k] - before[k] for k in params], M))
     arr = {k: (np.asarray(v) if k == "step" else torch.stack(v).cpu().numpy()) for k, v in rows.items()}
     return Trajectory(step=arr["step"], loss=arr["loss"], grad_norm=arr["grad_norm"],
                       step_size=arr["step_size"], extra={k: arr[k] for k in log_fns},
                       params={k: v.detach() for k, v in params.items()}, ema_params=avg,
-                      eval_step=np.asarray(ev["step"], dtype=int),
+                      eval_step=np.asarray(ev["step"], dtype=int), stopped=stopped,
                       evals={k: np.asarray(ev[k]) for k in eval_fns})
 
 
@@ -151,7 +173,8 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
              batch_size: int = 32, weight_decay: float = 0.0, batched: bool | None = None,
              heldout: torch.Tensor | None = None, eval_every=0, eval_fns=None,
              feedback=None, desc=None, precision: str = "fp32", label_smoothing: float = 0.0,
-             schedule=None, clip: float | None = None, ema: float = 0.0, optimizer: str = "adamw", **arch_kw):
+             schedule=None, clip: float | None = None, ema: float = 0.0, optimizer: str = "adamw", stop=None,
+             **arch_kw):
     """Maximum-likelihood training (AdamW, or `optimizer` "sgd") of one architecture for
     several seeds at once; batch_size 0 trains on the whole sample at every step.
 
@@ -161,6 +184,7 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     feedback: a feedback design (feedback.make(...); None or 'off': plain maximum likelihood),
     used through bind(base, M, vocab, batched, precision, seeds, label_smoothing),
     loss(params, step, batch) -> [M] and arrays(); its log lands in trajectory.feedback.
+    stop: as in train (its evals carry the names of eval_fns, and 'heldout').
     Returns (trajectory, base module)."""
     seeds = list(seeds)
     if batched is None:
@@ -188,7 +212,7 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     opt_kw = {"weight_decay": weight_decay} if optimizer == "adamw" else {}
     traj = train(loss_fn, params, steps=steps, lr=lr, optimizer=optimizer, **opt_kw,
                  log_every=1, eval_every=eval_every, eval_fns=evals, desc=desc or f"train {arch}",
-                 schedule=schedule, clip=clip, ema=ema)
+                 schedule=schedule, clip=clip, ema=ema, stop=stop)
     if fb is not None:
         traj.feedback = fb.arrays()
     return traj, base

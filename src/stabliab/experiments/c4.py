@@ -1,153 +1,73 @@
-"""Claim C4's room: stability against expressivity. c4_task trains an order-matched MLP
-n-gram model on a Markov source with exact ground truth and measures, per seed, how
-stable the optimisation was and how good the generative model is (exactly, from the
-model's full conditional table); the functions below run the design, turn the sweep's
-results into numeric tables and write the claim's records into the notebook's Report."""
-from __future__ import annotations
+"""Claim C4's room: stability against expressivity at matched training progress. The task
+(c4_task.py) trains every seed of a configuration until its loss stops falling and
+measures stability and exact quality; the functions below run the design on each source,
+turn the sweep's results into numeric tables and write the claim's records into the
+notebook's Report:
 
-import math
+- C4.insufficient[Q] (one-sided): stability does not predict better quality Q (oriented so
+  that higher is better): the upper end of the interval of Spearman's rho lies below the
+  pre-registered bound; also given the learning rate and given the held-out loss;
+- C4.liability (directional): more stable training ends with less entropy than the source,
+  rho(stability, log H_model / H*) < 0; also given the learning rate and the loss;
+- C4.beyond[Q]: what the stability measures add to the held-out loss in cross-validated
+  prediction of Q (R^2 gain, scikit-learn folds by configuration) stays below a floor;
+- C4.stabilisers[NAME]: one stabiliser added to a reference configuration, paired by seed.
+Each record is made per source and aggregated over the sources (every source must agree)."""
+from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
-from .. import lm, measures, members, optim, plateau, stats, sweep, train
-from ..seeds import stream, streams
-from ..sources import MarkovSource
+from .. import measures, plateau, stats, sweep
+from .c4_task import QUALITY, STABILITY, c4_task
 
 NOTEBOOK = "04_stability_vs_expressivity"
-STABILITY = ["loss_std", "grad_norm", "sharpness", "drift"]  # per seed; plus "disagreement" per configuration
-QUALITY = ["entropy_ratio", "forward_kl", "reverse_kl", "coverage", "distinct4", "overconfidence", "heldout_ce"]
-# the quality measures of the records: label -> name in c4_table
-QUALITY_LABELS = {"entropy gap |log H_model/H*|": "entropy_gap", "forward KL rate": "forward_kl",
-                  "reverse KL rate": "reverse_kl", "coverage": "coverage", "distinct-4": "distinct4",
-                  "over-confidence": "overconfidence"}
-# fixed parts of the measurement protocol (the same in every profile)
-SOURCE_SEED = 0  # the Markov source
-N_FIXED = 64  # sequences of the fixed evaluation batch (loss noise, sharpness)
-N_GEN = 64  # sequences generated per seed (distinct-4)
-N_EVALS = 40  # evaluations of the fixed-batch loss over training
-SHARP_ITERS = 20  # power iterations for the top Hessian eigenvalue
-PLATEAU_TOL = plateau.Tolerances()  # [pre-registered] the book's plateau test, as in C2
+SOURCES = ("dense", "sparse")
+# the quality measures of C4.insufficient and C4.beyond, each oriented so that higher is better:
+# label -> (name in the table, sign); "calibration" is -|overconfidence| (0 = calibrated)
+ORIENTED = {"forward KL (negated)": ("forward_kl", -1), "coverage": ("coverage", 1), "distinct-4": ("distinct4", 1),
+            "calibration": ("overconfidence", 0)}
+ENTROPY = "log H_model/H*"  # C4.liability's signed endpoint: < 0 = less entropy than the source
+COMPONENTS = [*STABILITY, "disagreement"]  # the index's components (the last one per configuration)
+FACTORS = {"learning rate": "lr", "training sequences": "n_train", "batch size": "batch"}  # the design's log-scale axes
+MOSTLY = 0.7  # [pre-registered] an index with |rho| >= this against the learning rate is "mostly the learning rate"
 # the stabiliser study: a reference configuration (lr = the reference_lr parameter) and one stabiliser each
-REFERENCE = dict(batch=32, n_train=256, weight_decay=0.0, label_smoothing=0.0, clip=0.0, ema=0.0, warmup=0.0,
-                 schedule="constant")
-STABILISERS = {"clipping": dict(clip=0.1), "moving average": dict(ema=0.99), "warm-up": dict(warmup=0.2)}
-DELTAS = {"Δ forward KL": "forward_kl", "Δ coverage": "coverage", "Δ H_model/H*": "entropy_ratio"}
+REFERENCE = dict(batch=32, n_train=256, weight_decay=0.0, label_smoothing=0.0, clip=0.0, ema=0.0, warmup=0.0)
+STABILISERS = {"clipping": dict(clip=0.1), "moving average": dict(ema=0.99), "warm-up": dict(warmup=0.5),
+               "weight decay": dict(weight_decay=0.1)}
+DELTAS = {"Δ forward KL": "forward_kl", "Δ coverage": "coverage", "Δ distinct-4": "distinct4",
+          "Δ over-confidence": "overconfidence", f"Δ {ENTROPY}": "log_entropy_ratio", "Δ steps": "steps"}
 # bold a paired mean where its interval excludes 0 (records.style)
 STABILISER_BOLD = {lab: f"{lab} ≠ 0" for lab in ["Δ instability", *DELTAS]}
 
 
-def schedule_fn(steps: int, warmup: float, shape: str):
-    """Learning-rate factor at step t: linear warm-up over a share of the steps, then
-    constant or cosine decay to 0."""
-    w = int(warmup * steps)
-
-    def f(t):
-        if t < w:
-            return (t + 1) / w
-        if shape == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * (t - w) / max(1, steps - w)))
-        return 1.0
-    return f
-
-
-def design_configs(*, n_configs: int, design: str, design_seed: int, lr_range: list, batch_range: list,
-                   n_train_range: list, weight_decay_max: float, label_smoothing_max: float, clip_choices: list,
-                   ema_choices: list, warmup_max: float) -> list[dict]:
-    """The sweep's configurations: a seeded space-filling design (sweep.space_filling) over
+def design_configs(*, n_configs: int, design: str, design_seed: int, sources: list, lr_range: list,
+                   batch_range: list, n_train_range: list, weight_decay_max: float, label_smoothing_max: float,
+                   clip_choices: list, ema_choices: list, warmup_max: float) -> list[dict]:
+    """The sweep's configurations: one seeded space-filling design (sweep.space_filling) over
     the learning rate, batch size and training-set size (log scales), weight decay, label
-    smoothing, clipping, moving average, warm-up and schedule."""
+    smoothing, clipping, moving average and warm-up, the same points for every source."""
     space = {"lr": ("log", *lr_range), "batch": ("int-log", *batch_range), "n_train": ("int-log", *n_train_range),
              "weight_decay": ("lin", 0.0, weight_decay_max), "label_smoothing": ("lin", 0.0, label_smoothing_max),
-             "clip": ("choice", clip_choices), "ema": ("choice", ema_choices), "warmup": ("lin", 0.0, warmup_max),
-             "schedule": ("choice", ["constant", "cosine"])}
-    return sweep.space_filling(space, n_configs, seed=design_seed, method=design)
+             "clip": ("choice", clip_choices), "ema": ("choice", ema_choices), "warmup": ("lin", 0.0, warmup_max)}
+    points = sweep.space_filling(space, n_configs, seed=design_seed, method=design)
+    return [dict(p, source=s) for s in sources for p in points]
 
 
-def stabiliser_configs(*, reference_lr: float) -> tuple[dict, dict[str, dict]]:
-    """The reference configuration and, by name, the same with one stabiliser added
-    (clipping, a moving average, warm-up, a learning rate ten times smaller)."""
-    reference = dict(lr=reference_lr, **REFERENCE)
+def stabiliser_configs(*, reference_lr: float, sources: list) -> tuple[dict, dict[str, dict]]:
+    """The reference configuration (on the first source) and, by name, the same with one
+    stabiliser added (clipping, a moving average, warm-up, weight decay, a learning rate ten
+    times smaller)."""
+    reference = dict(lr=reference_lr, **REFERENCE, source=sources[0])
     with_one = {name: dict(reference, **change) for name, change in STABILISERS.items()}
     return reference, {**with_one, "smaller lr": dict(reference, lr=reference_lr / 10)}
 
 
-def source(*, vocab: int, order: int, alpha: float) -> MarkovSource:
-    """The one Markov source every C4 run learns (dense Dirichlet(alpha) rows)."""
-    return MarkovSource.random(vocab, sparsity=0.0, alpha=alpha, order=order, seed=stream("source", SOURCE_SEED))
-
-
-def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: float, seq_len: int, steps: int,
-            d_model: int, hidden: int, tail: float, tau: float, device: str) -> dict:
-    """config: lr, batch, weight_decay, label_smoothing, clip (0 = none), ema (0 = none),
-    warmup (share of steps), schedule (constant | cosine), n_train (sequences). The keywords
-    are the notebook's parameters of the same names (sweep.task_context)."""
-    dev = torch.device(device)
-    src = source(vocab=vocab, order=order, alpha=alpha)
-    pi, H = src.stationary, src.entropy_rate
-    data = torch.stack([members.with_bos(src.sample(int(config["n_train"]), seq_len, seed=stream("data", s)), vocab, dev)
-                        for s in seeds])
-    fixed = members.with_bos(src.sample(N_FIXED, seq_len, seed=stream("fixed", 0)), vocab, dev)[None].expand(len(seeds), -1, -1)
-    every = max(1, steps // N_EVALS)
-    t_snap = steps - int(tail * steps)
-    snap = {}
-
-    def fixed_loss(base, p, t):
-        if t == t_snap:
-            snap.update({k: v.detach().clone() for k, v in p.items()})
-        return members.lm_loss(base, p, fixed)
-    evals = sorted(set(range(0, steps + 1, every)) | {t_snap})
-    traj, base = train.train_lm(
-        "mlp", data, vocab=vocab, seeds=seeds, steps=steps, lr=float(config["lr"]), batch_size=int(config["batch"]),
-        weight_decay=float(config["weight_decay"]), label_smoothing=float(config["label_smoothing"]),
-        clip=float(config["clip"]) or None, ema=float(config["ema"]),
-        schedule=schedule_fn(steps, float(config["warmup"]), config["schedule"]),
-        eval_every=evals, eval_fns={"fixed": fixed_loss}, context=order, d=d_model, hidden=hidden, desc="c4")
-    final = traj.ema_params if traj.ema_params is not None else traj.params
-    M = len(seeds)
-    # ---- stability, per seed
-    fl = traj["fixed"]  # [E, M] loss on the fixed batch
-    last = traj.eval_step >= t_snap
-    out = {"diverged": [bool(not np.isfinite(fl[-1, m])) for m in range(M)]}
-    pl = plateau.measure_members(traj.eval_step, fl, tol=PLATEAU_TOL)  # the fixed batch: fresh source sequences
-    out["at_plateau"], out["plateau_slope"] = pl["at_plateau"].tolist(), pl["slope"].tolist()  # (a population loss)
-    # one seed at a time: a least-squares fit over several columns rounds differently (per-seed caching)
-    out["loss_std"] = [float(measures.detrended_std(fl[last, m])) for m in range(M)]
-    out["grad_norm"] = traj.grad_norm[-max(1, int(tail * steps)):].mean(0).tolist()
-    lam = optim.top_hessian_eigenvalue(lambda p: members.lm_loss(base, p, fixed), traj.params, iters=SHARP_ITERS,
-                                       member_seeds=streams("power", seeds))
-    out["sharpness"] = (float(config["lr"]) * lam.abs().cpu().numpy()).tolist()
-    num = optim.member_norm([traj.params[k] - snap[k] for k in snap], M)
-    out["drift"] = (num / optim.member_norm(traj.params.values(), M)).cpu().numpy().tolist()
-    # ---- quality, per seed, exact from the model's conditional table
-    Q = np.stack([lm.ngram_table(members.member(base, final, m), src.context_tokens()).cpu().numpy()
-                  for m in range(M)])  # [M, C, V]
-    for name in QUALITY:
-        out[name] = []
-    tok, _ = members.sample_members(base, final, N_GEN, seq_len, seed=0, member_seeds=streams("sample", seeds))
-    for m in range(M):
-        chain = MarkovSource(Q[m] / Q[m].sum(1, keepdims=True), order)
-        Hm = chain.entropy_rate
-        fkl = measures.conditional_kl(pi, src.P, Q[m])
-        out["entropy_ratio"].append(Hm / H)
-        out["forward_kl"].append(fkl)
-        out["reverse_kl"].append(measures.conditional_kl(chain.stationary, Q[m], src.P))
-        out["coverage"].append(float(np.dot(pi, (src.P * (Q[m] >= tau)).sum(1))))
-        out["distinct4"].append(measures.distinct_n(tok[m], 4))
-        out["heldout_ce"].append(H + fkl)
-        out["overconfidence"].append(Hm - (H + fkl))
-    # ---- for the seed-to-seed disagreement, computed across seeds afterwards (disagreement)
-    out["table"] = Q.tolist()
-    out["weights"] = [pi.tolist()] * M
-    return out
-
-
 def run_c4(parameters: dict, seeds: list[int], device: str) -> dict:
-    """Every configuration of the notebook (the design, the reference, each stabiliser) for
-    every seed, through the sweep engine with the notebook's executor, cached under
-    results/PROFILE/sweeps/. -> {"design": [sweep record per configuration], "reference":
-    record, "stabilisers": {name: record}}."""
+    """Every configuration of the notebook (the design on each source, the reference, each
+    stabiliser) for every seed, through the sweep engine with the notebook's executor, cached
+    under results/PROFILE/sweeps/. -> {"design": {source: [sweep record per configuration]},
+    "reference": record, "stabilisers": {name: record}}."""
     configs = design_configs(**sweep.task_context(design_configs, parameters))
     reference, stabilisers = stabiliser_configs(**sweep.task_context(stabiliser_configs, parameters))
     out = sweep.run_sweep(c4_task, configs + [reference, *stabilisers.values()], seeds, sweep.results_dir(NOTEBOOK),
@@ -155,15 +75,11 @@ def run_c4(parameters: dict, seeds: list[int], device: str) -> dict:
                           context=sweep.task_context(c4_task, parameters, device=device), device=device,
                           desc="C4 configurations")
     n = len(configs)
-    return {"design": out[:n], "reference": out[n], "stabilisers": dict(zip(stabilisers, out[n + 1:]))}
+    design = {s: [r for r in out[:n] if r["config"]["source"] == s] for s in parameters["sources"]}
+    return {"design": design, "reference": out[n], "stabilisers": dict(zip(stabilisers, out[n + 1:]))}
 
 
-def instability_index(values: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
-    """The pre-registered index: the mean over stability measures (columns; each larger
-    when less stable, all positive) of their standardised logarithms. Larger = less stable."""
-    return stats.standardise(values, ref).mean(-1)
-
-
+# ---------------------------------------------------------------------- tables
 def disagreement(result: dict) -> float:
     """Seed-to-seed disagreement of one configuration: the mean over pairs of seeds of
     the Jensen-Shannon divergence between their conditional tables, weighted by the
@@ -174,108 +90,249 @@ def disagreement(result: dict) -> float:
     return float(np.mean(js)) if js else float("nan")
 
 
-def stability_measures(result: dict, stability: list[str]) -> np.ndarray:
-    """[S, K] one configuration's stability measures per seed: the per-seed ones, then
-    the configuration's seed disagreement (the same for every seed)."""
-    per_seed = np.stack([np.asarray(result[n], dtype=np.float64) for n in stability], -1)  # [S, K-1]
-    return np.concatenate([per_seed, np.full((len(per_seed), 1), disagreement(result))], -1)
+def seed_measures(result: dict) -> np.ndarray:
+    """[S, 4] one configuration's per-seed stability measures (STABILITY)."""
+    return np.stack([np.asarray(result[n], dtype=np.float64) for n in STABILITY], -1)
 
 
-def c4_table(records: list[dict], stability: list[str], quality: list[str]) -> dict:
-    """Sweep records -> {"configs": [...], name: [C, S] per-seed values,
-    "entropy_gap": |log H_model / H*| [C, S], "measures": [C, S, K] stability measures,
-    "diverged": [C] (a non-finite loss or measure in any seed)}."""
+def c4_table(records: list[dict]) -> dict:
+    """One source's sweep records -> {"configs": [...], name: [C, S] per-seed values of QUALITY,
+    "steps", "log_entropy_ratio"; "measures": [C, S, 4] per-seed stability measures,
+    "disagreement": [C] (one per configuration); "diverged", "unfinished", "used": [C]}. A
+    configuration is used when none of its seeds diverged (a non-finite loss or measure, or a
+    loss above the uniform prediction's) and all finished (their loss no longer falls)."""
     res = [r["result"] for r in records]
     t = {"configs": [r["config"] for r in records]}
-    for name in quality:
+    for name in [*QUALITY, "steps"]:
         t[name] = np.array([r[name] for r in res], dtype=np.float64)
-    t["entropy_gap"] = np.abs(np.log(t["entropy_ratio"]))
-    t["measures"] = np.stack([stability_measures(r, stability) for r in res])
+    t["log_entropy_ratio"] = np.log(t["entropy_ratio"])
+    t["at_plateau"] = np.array([r["at_plateau"] for r in res], dtype=bool)  # [C, S]
+    t["measures"] = np.stack([seed_measures(r) for r in res])
+    t["disagreement"] = np.array([disagreement(r) for r in res])
     bad = np.array([any(r["diverged"]) for r in res]) | ~np.isfinite(t["measures"]).all((1, 2))
-    for name in quality:
-        bad |= ~np.isfinite(t[name]).all(1)
+    for name in ORIENTED.values():
+        bad |= ~np.isfinite(t[name[0]]).all(1)
     t["diverged"] = bad
+    t["unfinished"] = ~bad & ~np.array([all(r["finished"]) for r in res])
+    t["used"] = ~bad & ~t["unfinished"]
     return t
 
 
-def instability(values: np.ndarray, table: dict) -> np.ndarray:
-    """Per-seed instability index of measures [..., K], standardised by the usable
-    configurations of the design in `table`."""
-    ref = table["measures"][~table["diverged"]].reshape(-1, table["measures"].shape[-1])
-    return instability_index(np.maximum(values, 1e-300), np.maximum(ref, 1e-300))
+def oriented(table: dict, label: str) -> np.ndarray:
+    """[C, S] quality measure `label` of ORIENTED, higher = better."""
+    name, sign = ORIENTED[label]
+    v = table[name]
+    return -np.abs(v) if sign == 0 else sign * v
 
 
-# ---------------------------------------------------------------------- tables and records
-def record_parameters(report) -> None:
-    """The design's sizes and the values fixed before the run, as glued metrics."""
-    p = report.parameters
-    report.metric("c4_tail", p["tail"])
-    report.metric("c4_rank_bound", p["rank_bound"])
-    report.metric("c4_n_configs", p["n_configs"])
-    report.metric("c4_n_seeds", p["n_seeds"])
-    report.metric("c4_reference_lr", p["reference_lr"])
-    report.metric("c4_reference_batch", REFERENCE["batch"])
-    report.metric("c4_reference_n_train", REFERENCE["n_train"])
+def instability(table: dict, per_seed: np.ndarray | None = None, disagree: np.ndarray | None = None) -> np.ndarray:
+    """The pre-registered instability index: the mean over components of their standardised
+    logarithms (stats.standardise, with the mean and sd of the used configurations of `table`);
+    larger = less stable. Default: the design's own index [C, S], the four per-seed measures and
+    the configuration's disagreement (the same for its seeds). per_seed [..., 4] (and no
+    disagree): the per-seed index of other runs, from the four per-seed measures only."""
+    ok = table["used"]
+    ref = np.maximum(table["measures"][ok].reshape(-1, len(STABILITY)), 1e-300)
+    if per_seed is not None:
+        return stats.standardise(np.maximum(per_seed, 1e-300), ref).mean(-1)
+    z = stats.standardise(np.maximum(table["measures"], 1e-300), ref)  # [C, S, 4]
+    d = stats.standardise(np.maximum(table["disagreement"], 1e-300), np.maximum(table["disagreement"][ok], 1e-300))
+    return np.concatenate([z, np.broadcast_to(d[:, None, None], z.shape[:2] + (1,))], -1).mean(-1)
 
 
 def config_table(table: dict, inst: np.ndarray) -> pd.DataFrame:
-    """One row per usable configuration, most stable first: its settings, the mean over
-    seeds of its instability index (inst [C, S]) and of each quality measure."""
-    means = {lab: table[q].mean(1) for lab, q in QUALITY_LABELS.items()}  # [C] each
-    df = pd.DataFrame(table["configs"]).assign(instability=inst.mean(1), **means)
-    return df[~table["diverged"]].sort_values("instability")
+    """One row per configuration of one source, most stable first: its settings, the steps it
+    trained, whether it is used (or diverged, or unfinished), the mean over seeds of its
+    instability index (inst [C, S]) and of each quality measure."""
+    means = {lab: oriented(table, lab).mean(1) for lab in ORIENTED}
+    df = pd.DataFrame(table["configs"]).drop(columns="source").assign(
+        steps=table["steps"].mean(1), used=table["used"], diverged=table["diverged"], instability=inst.mean(1),
+        **{ENTROPY: table["log_entropy_ratio"].mean(1)}, **means)
+    return df.sort_values("instability")
 
 
-def record_design(report, table: dict, design: list[dict]) -> None:
-    """How many configurations enter the analysis and how many diverged; C4.plateau (a diagnostic): the
-    share of the design's runs (configuration × seed; sweep records) whose fixed-batch loss reached its
-    plateau, against plateau.SHARE. The C4 records do not yet count only runs at plateau (the C4 issue
-    trains every configuration to its plateau)."""
-    report.metric("c4_n_diverged", int(table["diverged"].sum()))
-    report.metric("c4_n_used", int((~table["diverged"]).sum()))
-    used = ~table["diverged"]  # the configurations the C4 records use
-    at = np.array([r["result"]["at_plateau"] for r in design], dtype=bool)[used]  # [C', S]
-    report.mark(report.share("C4.plateau", "the C4 design's runs (every usable configuration and seed, pooled) "
-                             "reached their plateau: loss on the fixed batch flat over the last window "
-                             "(plateau.measure, tolerances fixed in advance); share of runs", at, plateau.SHARE),
-                "diagnostic")
-    slope = np.array([r["result"]["plateau_slope"] for r in design], dtype=np.float64)[used]
-    report.metric("c4_plateau_median_slope", float(np.nanmedian(slope)))
+def component_table(table: dict) -> pd.DataFrame:
+    """Spearman's rho (over used configurations, means over seeds) of each stability component
+    and of the index with each log-scale factor of the design: is stability measured, or is it
+    the learning rate relabelled?"""
+    ok = table["used"]
+    comps = {n: table["measures"][ok][..., i].mean(1) for i, n in enumerate(STABILITY)}
+    comps["disagreement"] = table["disagreement"][ok]
+    comps["instability index"] = instability(table)[ok].mean(1)
+    cfg = pd.DataFrame(table["configs"])[ok]
+    rows = {n: {f"ρ vs {lab}": stats.spearman(v, cfg[f].to_numpy()) for lab, f in FACTORS.items()}
+            for n, v in comps.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("component")
 
 
-def _rank_record(report, id: str, statement: str, stab, Y, Z=None) -> dict:
-    """One bootstrap rank-correlation record within +-rank_bound; its table row."""
+def figure_data(tables: dict) -> dict:
+    """For plots.c4.quality_against_stability: per source, the used configurations' stability
+    index (mean over seeds) and, per quality label (ORIENTED, then ENTROPY), the [C', S] values."""
+    out = {}
+    for s, t in tables.items():
+        ok = t["used"]
+        out[s] = {"stability": -instability(t)[ok].mean(1),
+                  **{lab: oriented(t, lab)[ok] for lab in ORIENTED}, ENTROPY: t["log_entropy_ratio"][ok]}
+    return out
+
+
+def factor(table: dict, name: str) -> np.ndarray:
+    """[C, S] the log of a configuration setting, the same for its seeds."""
+    v = np.log(np.array([c[name] for c in table["configs"]], dtype=np.float64))
+    return np.broadcast_to(v[:, None], table["steps"].shape)
+
+
+# ---------------------------------------------------------------------- records
+def record_parameters(report) -> None:
+    """The design's sizes and the values fixed before the run, as glued metrics."""
     p = report.parameters
-    bound = p["rank_bound"]
+    for name in ["tail", "rank_bound", "r2_floor", "n_configs", "n_seeds", "reference_lr", "min_steps", "max_steps"]:
+        report.metric(f"c4_{name}", p[name])
+    report.metric("c4_reference_batch", REFERENCE["batch"])
+    report.metric("c4_reference_n_train", REFERENCE["n_train"])
+    report.metric("c4_mostly", MOSTLY)
+
+
+def record_design(report, tables: dict) -> None:
+    """Per source: how many configurations are used, diverged (the learning rates where that
+    begins) and unfinished; the steps they needed; C4.finished[SOURCE] (diagnostic: the share of
+    the design's runs whose loss stopped falling before max_steps, against plateau.SHARE) and
+    C4.plateau[SOURCE] (diagnostic: the share of the used runs at plateau by the book's rule,
+    the rest oscillating in place)."""
+    for s, t in tables.items():
+        key = f"c4_{s}"
+        report.metric(f"{key}_n_used", int(t["used"].sum()))
+        report.metric(f"{key}_n_diverged", int(t["diverged"].sum()))
+        report.metric(f"{key}_n_unfinished", int(t["unfinished"].sum()))
+        lr = np.array([c["lr"] for c in t["configs"]])
+        report.metric(f"{key}_min_diverged_lr", float(lr[t["diverged"]].min()) if t["diverged"].any() else float("nan"))
+        report.metric(f"{key}_max_used_lr", float(lr[t["used"]].max()) if t["used"].any() else float("nan"))
+        report.metric(f"{key}_median_steps", float(np.median(t["steps"][t["used"]])) if t["used"].any() else float("nan"))
+        fin = t["steps"] < report.parameters["max_steps"]
+        report.mark(report.share(f"C4.finished[{s}]", f"the {s} source's design runs (every configuration and seed, "
+                                 "pooled) stopped falling before max_steps (matched training progress); share of runs",
+                                 fin[~t["diverged"]], plateau.SHARE), "diagnostic")
+        report.mark(report.share(f"C4.plateau[{s}]", f"the {s} source's used runs are at plateau by the book's rule "
+                                 "(plateau.measure; the rest oscillate in place); share of runs",
+                                 t["at_plateau"][t["used"]], plateau.SHARE), "diagnostic")
+
+
+def _rank(report, id: str, statement: str, stab, Y, Z, threshold: float) -> dict:
+    """One bootstrap rank-correlation record, supported when the whole interval lies below
+    `threshold`; its table row."""
+    p = report.parameters
     v, ci = stats.rank_bootstrap(stab, Y, Z, n_boot=p["n_boot"], seed=p["seed"])
-    c = report.claim(id, f"{statement} within ±{bound:g}", v, ci, (-bound, bound), "within", rule="bootstrap",
-                     n=len(stab))
-    return {"ρ": v, "lo": ci[0], "hi": ci[1], "verdict": c.verdict}
+    c = report.claim(id, statement, v, ci, threshold, "<", rule="bootstrap", n=len(stab))
+    return {"ρ": v, "lo": ci[0], "hi": ci[1], "verdict": c.verdict, "claim": c}
 
 
-def rank_records(report, table: dict, inst: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """C4.rank[Q] (Spearman's rho between the stability index and quality Q over usable
-    configurations) and C4.partial[Q] (the same given the held-out cross-entropy; none
-    for the forward KL rate, which is that cross-entropy minus a constant). Returns the
-    two tables (index: quality; rho, lo, hi, verdict) and glues how many are supported and
-    how many contradicted."""
-    ok = ~table["diverged"]
-    stab, ce = -inst[ok], table["heldout_ce"][ok]  # [C', S]
-    rank, partial = {}, {}
-    for lab, q in QUALITY_LABELS.items():
-        Y = table[q][ok]
-        rank[lab] = _rank_record(report, f"C4.rank[{q}]", f"stability index vs {lab}: Spearman ρ over "
-                                 "configurations", stab, Y)
-        if q != "forward_kl":
-            partial[lab] = _rank_record(report, f"C4.partial[{q}]", f"stability index vs {lab} given held-out "
-                                        "cross-entropy: partial Spearman ρ", stab, Y, ce)
-    report.metric("c4_rho_ce", stats.spearman(stab.mean(1), ce.mean(1)))
-    rank, partial = (pd.DataFrame.from_dict(t, orient="index").rename_axis("quality") for t in (rank, partial))
-    for name, t in [("rank", rank), ("partial", partial)]:
-        report.metric(f"c4_{name}_holds", int((t["verdict"] == "supported").sum()))
-        report.metric(f"c4_{name}_contradicted", int((t["verdict"] == "contradicted").sum()))
-        report.metric(f"c4_{name}_count", len(t))
-    return rank, partial
+GIVEN = {"": "", "given lr": " (partial, given the log learning rate)",
+         "given loss": " (partial, given the held-out cross-entropy)"}  # the conditions of the rank records
+
+
+def record_id(name: str, *parts: str) -> str:
+    """"C4.liability" + ("dense", "given lr") -> "C4.liability[dense, given lr]"; a name that has
+    brackets already takes the parts inside them: "C4.insufficient[coverage]" + ("dense",) ->
+    "C4.insufficient[coverage, dense]"."""
+    parts = [x for x in parts if x]
+    if not parts:
+        return name
+    if name.endswith("]"):
+        return f"{name[:-1]}, {', '.join(parts)}]"
+    return f"{name}[{', '.join(parts)}]"
+
+
+def rank_records(report, tables: dict) -> pd.DataFrame:
+    """C4.insufficient[Q, SOURCE] and C4.liability[SOURCE], each plain, given the learning rate
+    and given the held-out cross-entropy (none for the forward KL given the loss: it is that loss
+    minus a constant), over the used configurations; then their aggregates over the sources
+    (C4.insufficient[Q], C4.insufficient[Q, given lr], ..., C4.liability, ...). Returns one
+    table: index (record, source); rho, lo, hi, verdict."""
+    p = report.parameters
+    rows, members = {}, {}
+    for s, t in tables.items():
+        ok = t["used"]
+        stab = -instability(t)[ok]  # [C', S] stability index: higher = more stable
+        Z = {"": None, "given lr": factor(t, "lr")[ok], "given loss": t["heldout_ce"][ok]}
+        targets = {f"C4.insufficient[{lab}]": (oriented(t, lab)[ok], p["rank_bound"],
+                                               f"stability does not predict better {lab}: Spearman ρ(stability "
+                                               f"index, {lab}){{}} over configurations < {p['rank_bound']:g}")
+                   for lab in ORIENTED}
+        targets["C4.liability"] = (t["log_entropy_ratio"][ok], 0.0, "more stable training ends with less entropy "
+                                   f"than the source: Spearman ρ(stability index, {ENTROPY}){{}} < 0")
+        for name, (Y, bound, statement) in targets.items():
+            for g, z in Z.items():
+                if g == "given loss" and "forward KL" in name:
+                    continue
+                agg = record_id(name, g)
+                row = _rank(report, record_id(name, s, g), f"{s} source: {statement.format(GIVEN[g])}",
+                            stab, Y, z, bound)
+                members.setdefault(agg, (statement.format(GIVEN[g]), []))[1].append(row.pop("claim"))
+                rows[(agg, s)] = row
+    for agg, (statement, claims) in members.items():
+        c = report.aggregate(agg, f"for every source: {statement}", claims)
+        rows[(agg, "all")] = _row(c, "ρ")
+    return _indexed(rows)
+
+
+def _row(c, name: str) -> dict:
+    """The table row of an aggregate record."""
+    lo, hi = c.interval if c.interval is not None else (np.nan, np.nan)
+    return {name: c.value, "lo": lo, "hi": hi, "verdict": c.verdict}
+
+
+def _indexed(rows: dict) -> pd.DataFrame:
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index = pd.MultiIndex.from_tuples(df.index, names=["record", "source"])
+    return df
+
+
+def beyond_records(report, tables: dict) -> pd.DataFrame:
+    """C4.beyond[Q, SOURCE]: the gain in cross-validated R^2 (stats.r2_gain_bootstrap: ridge on the
+    held-out cross-entropy and its square, with and without the instability index;
+    folds and bootstrap by configuration) in predicting each seed's quality Q, supported when
+    its interval lies below r2_floor ("stability adds nothing beyond the loss"); aggregated
+    over sources as C4.beyond[Q]. Q: every oriented measure but the forward KL (the loss minus
+    a constant) and the signed entropy. Returns (record, source) -> gain, lo, hi, verdict."""
+    p = report.parameters
+    rows, members = {}, {}
+    labels = [lab for lab in ORIENTED if ORIENTED[lab][0] != "forward_kl"] + [ENTROPY]
+    for s, t in tables.items():
+        ok = t["used"]
+        C, S = int(ok.sum()), t["steps"].shape[1]
+        X = instability(t)[ok].reshape(C * S, 1)  # the pre-registered index: one column (tens of configurations)
+        groups = np.repeat(np.arange(C), S)
+        for lab in labels:
+            y = (t["log_entropy_ratio"] if lab == ENTROPY else oriented(t, lab))[ok].ravel()
+            folds = min(stats.CV_FOLDS, C // 2)  # fewer folds only where there are few configurations
+            if folds >= 2:
+                v, ci = stats.r2_gain_bootstrap(t["heldout_ce"][ok].ravel(), X, y, groups,
+                                                n_boot=p["n_boot_cv"], seed=p["seed"], folds=folds)
+            else:
+                v, ci = float("nan"), (float("nan"), float("nan"))
+            c = report.claim(record_id(f"C4.beyond[{lab}]", s), f"{s} source: the instability index adds less than "
+                             f"{p['r2_floor']:g} to the held-out loss's cross-validated R² for {lab}", v, ci,
+                             p["r2_floor"], "<", rule="cv-bootstrap", n=C)
+            members.setdefault(lab, []).append(c)
+            rows[(f"C4.beyond[{lab}]", s)] = {"R² gain": v, "lo": ci[0], "hi": ci[1], "verdict": c.verdict}
+    for lab, claims in members.items():
+        c = report.aggregate(f"C4.beyond[{lab}]", f"for every source: the instability index adds less than "
+                             f"{p['r2_floor']:g} to the held-out loss's cross-validated R² for {lab}", claims)
+        rows[(f"C4.beyond[{lab}]", "all")] = _row(c, "R² gain")
+    return _indexed(rows)
+
+
+def summary(report, tables: dict) -> pd.DataFrame:
+    """Per source: rho of the index with the learning rate (and whether that makes it "mostly the
+    learning rate", |rho| >= MOSTLY), glued; the component table of each source, stacked."""
+    out = []
+    for s, t in tables.items():
+        ct = component_table(t)
+        rho = float(ct.loc["instability index", "ρ vs learning rate"])
+        report.metric(f"c4_{s}_rho_index_lr", rho)
+        report.metric(f"c4_{s}_mostly_lr", "is" if abs(rho) >= MOSTLY else "is not")
+        out.append(ct.assign(source=s).set_index("source", append=True))
+    return pd.concat(out)
 
 
 def paired_columns(name: str, treated, baseline) -> dict:
@@ -287,20 +344,27 @@ def paired_columns(name: str, treated, baseline) -> dict:
 
 
 def stabiliser_records(report, runs: dict, table: dict) -> tuple[pd.DataFrame, dict]:
-    """C4.stabilisers[NAME]: adding one stabiliser to the reference configuration lowers
-    each seed's instability index (paired over seeds; standardised by the design in
-    `table`). Returns the table (index: stabiliser; paired change of the index and of each
-    quality in DELTAS, with a verdict column) and, per stabiliser, the per-seed changes
-    {"instability", "forward_kl"} for the figure."""
+    """C4.stabilisers[NAME]: adding one stabiliser to the reference configuration lowers each
+    seed's instability index, from the four per-seed measures only (paired over seeds;
+    standardised by the used design configurations of the reference's source in `table`); the
+    configuration's seed disagreement is one number per run, so its change (Δ disagreement) has
+    no interval. Returns the table (index: stabiliser; paired change of the index and of every
+    quality in DELTAS, verdict) and, per stabiliser, the per-seed changes {"instability",
+    "forward_kl"} for the figure."""
     ref = runs["reference"]["result"]
-    a = instability(stability_measures(ref, STABILITY), table)  # [S]
+    a = instability(table, seed_measures(ref))  # [S]
     rows, deltas = {}, {}
+
+    def value(res, q):
+        return np.log(res["entropy_ratio"]) if q == "log_entropy_ratio" else np.asarray(res[q], dtype=np.float64)
     for name, rec in runs["stabilisers"].items():
         res = rec["result"]
-        b = instability(stability_measures(res, STABILITY), table)
+        b = instability(table, seed_measures(res))
         c = report.paired(f"C4.stabilisers[{name}]", f"adding {name} to the reference configuration lowers each "
-                          "seed's instability index (paired difference)", b, a, 0.0, "<")
+                          "seed's instability index (per-seed measures; paired difference)", b, a, 0.0, "<")
         rows[name] = {**paired_columns("Δ instability", b, a), "verdict": c.verdict,
-                      **{k: v for lab, q in DELTAS.items() for k, v in paired_columns(lab, res[q], ref[q]).items()}}
+                      "Δ disagreement": disagreement(res) - disagreement(ref),
+                      **{k: v for lab, q in DELTAS.items() for k, v in paired_columns(lab, value(res, q),
+                                                                                   value(ref, q)).items()}}
         deltas[name] = {"instability": b - a, "forward_kl": np.subtract(res["forward_kl"], ref["forward_kl"])}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("stabiliser"), deltas

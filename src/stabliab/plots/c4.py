@@ -7,22 +7,24 @@ import numpy as np
 from ..stats import mean_interval, spearman
 
 
-def quality_against_stability(table: dict, inst: np.ndarray, labels: dict):
-    """One panel per quality measure (labels: label -> name in table): each usable
-    configuration's mean over seeds against its stability index (-inst [C, S], mean over
-    seeds); the bar spans the quality measure's seeds (min to max); the title is rho."""
-    ok = ~table["diverged"]
-    stab = -inst[ok].mean(1)  # [C']
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
-    for ax, (lab, q) in zip(axes.ravel(), labels.items()):
-        Y = table[q][ok]  # [C', S]
-        m = Y.mean(1)
-        ax.errorbar(stab, m, yerr=[m - Y.min(1), Y.max(1) - m], fmt="o", ms=4, alpha=0.7, capsize=2)
+def quality_against_stability(data: dict):
+    """One panel per quality measure (data: source -> {"stability": [C], label: [C, S]}, from
+    experiments.c4.figure_data): each used configuration's mean over seeds against its
+    stability index, one colour per source; the bar spans the seeds (min to max); the legend
+    gives rho per source."""
+    labels = [k for k in next(iter(data.values())) if k != "stability"]
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.3 * len(labels), 3.6))
+    for ax, lab in zip(np.atleast_1d(axes), labels):
+        for i, (s, d) in enumerate(data.items()):
+            Y, x = d[lab], d["stability"]
+            m = Y.mean(1)
+            ax.errorbar(x, m, yerr=[m - Y.min(1), Y.max(1) - m], fmt="o", ms=3.5, alpha=0.7, capsize=2, color=f"C{i}",
+                        label=f"{s}: ρ = {spearman(x, m):.2f}" if len(x) > 2 else s)
         ax.set_xlabel("stability index (higher = more stable)")
-        ax.set_ylabel(lab + (" [nats/token]" if "KL" in lab or "confidence" in lab else ""))
-        if "KL" in lab:
-            ax.set_yscale("log")
-        ax.set_title(f"ρ = {spearman(stab, m):.2f}")
+        ax.set_ylabel(lab + (" [nats/token]" if "KL" in lab or "calibration" in lab else ""))
+        if "H_model" in lab:
+            ax.axhline(0, color="k", lw=0.8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
