@@ -21,11 +21,14 @@ import hashlib
 import io
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it: no request leaves the machine
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# transformers imports tqdm.auto, which warns on stderr in a kernel without ipywidgets (a book-build warning)
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -167,6 +170,7 @@ def load(name: str, device: torch.device, precision: str = "fp32") -> Pretrained
     if name not in MODELS:
         raise ValueError(f"model: got {name!r}; allowed: {', '.join(MODELS)}")
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # an executed notebook keeps no stderr (the book build treats it as a warning)
     if name == "tiny":
         tok = CharTokenizer()
         torch.manual_seed(stream("init", 0))
