@@ -134,7 +134,7 @@ def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: fl
         fkl = measures.conditional_kl(pi, src.P, Q[m])
         out["entropy_ratio"].append(chain.entropy_rate / H)  # free-running entropy rate against the source's
         out["forward_kl"].append(fkl)
-        out["reverse_kl"].append(measures.conditional_kl(chain.stationary, Q[m], src.P) if dense else float("nan"))
+        out["reverse_kl"].append(measures.conditional_kl(chain.stationary, Q[m], src.P) if dense else None)  # inf: none
         out["coverage"].append(float(np.dot(pi, (src.P * (Q[m] >= tau)).sum(1))))
         out["distinct4"].append(measures.distinct_n(tok[m], 4))
         tf = measures.conditional_entropy(pi, Q[m])  # teacher-forced entropy on the source's contexts
