@@ -73,15 +73,16 @@ def test_a_member_that_is_done_keeps_its_parameters_and_the_run_ends_when_all_ar
                                                                                   traj.ema_params["w"][0])
 
 
-def test_the_stopping_rule_waits_for_min_steps_then_stops_a_flat_loss_not_a_falling_one():
+def test_the_stopping_rule_waits_for_min_steps_then_stops_a_flat_or_oscillating_loss_not_a_falling_one():
     stop = c4_task.finished_rule(min_steps=32)
     steps = np.arange(0, 65, 4)
     flat = np.full(len(steps), 1.0) + 1e-4 * np.sin(steps)
     falling = 2.0 - steps / 100.0
-    ev = {"fixed": np.stack([flat, falling, np.where(steps > 20, np.nan, 1.0)], 1)}
-    assert stop(steps, ev).tolist() == [True, False, True]
-    assert stop(steps[:6], {"fixed": ev["fixed"][:6]}).tolist() == [False, False, False]  # before min_steps
-    assert stop(steps[:7], {"fixed": ev["fixed"][:7]}).tolist() == [False, False, True]  # a non-finite loss: at once
+    wild = 1.0 + 0.5 * (-1.0) ** (steps // 4)  # a period-two oscillation: it will not settle
+    ev = {"fixed": np.stack([flat, falling, np.where(steps > 20, np.nan, 1.0), wild], 1)}
+    assert stop(steps, ev).tolist() == [True, False, True, True]
+    assert stop(steps[:6], {"fixed": ev["fixed"][:6]}).tolist() == [False] * 4  # before min_steps
+    assert stop(steps[:7], {"fixed": ev["fixed"][:7]}).tolist() == [False, False, True, False]  # non-finite: at once
     with pytest.raises(ValueError, match="min_steps"):
         c4_task.eval_every(8)
 
@@ -91,7 +92,7 @@ def test_a_seed_gives_the_same_numbers_alone_or_with_others():
     its stop included."""
     both = c4.c4_task(CONFIGS[0], [0, 1], **CONTEXT)
     alone = c4.c4_task(CONFIGS[0], [1], **CONTEXT)
-    for name in c4.STABILITY + c4.QUALITY + ["table", "steps", "finished", "diverged"]:
+    for name in c4.STABILITY + c4.QUALITY + ["table", "steps", "state"]:
         assert both[name][1] == alone[name][0], name
     assert both["forward_kl"][0] != both["forward_kl"][1]  # the seeds differ
 
@@ -113,16 +114,23 @@ def test_c4_task_reports_exact_quality_for_a_perfect_model_and_keeps_the_source(
 
 
 def test_a_learning_rate_past_divergence_is_reported_as_diverged_not_dropped():
-    bad = dict(CONFIGS[0], lr=30.0, clip=0.0, ema=0.0, warmup=0.0)
-    rec = [{"config": c, "result": c4.c4_task(c, [0, 1], **CONTEXT)} for c in [dict(CONFIGS[0], lr=0.05), bad]]
-    assert all(rec[1]["result"]["diverged"]) and not any(rec[0]["result"]["diverged"])
+    """lr 30: a loss above the uniform prediction's; lr 1e19: the parameters overflow (not finite):
+    both are diverged, kept in the table with None (NaN) quality, never a crash."""
+    base = dict(CONFIGS[0], clip=0.0, ema=0.0, warmup=0.0)
+    cfgs = [dict(base, lr=0.05), dict(base, lr=30.0), dict(base, lr=1e19)]
+    rec = [{"config": c, "result": c4.c4_task(c, [0, 1], **CONTEXT)} for c in cfgs]
+    assert "diverged" not in rec[0]["result"]["state"]
+    assert rec[1]["result"]["state"] == ["diverged"] * 2 and rec[2]["result"]["state"] == ["diverged"] * 2
+    assert rec[2]["result"]["forward_kl"] == [None, None] and rec[2]["result"]["table"] == [None, None]
     table = c4.c4_table(rec)
-    assert table["diverged"].tolist() == [False, True] and len(table["configs"]) == 2
+    assert table["diverged"].tolist() == [False, True, True] and len(table["configs"]) == 3
     report = _report()
     c4.record_design(report, {"dense": table})
-    assert report.metrics["c4_dense_n_diverged"] == 1 and report.metrics["c4_dense_min_diverged_lr"] == 30.0
-    df = c4.config_table(table, c4.instability(table)) if table["used"].any() else None
-    assert df is not None and len(df) == 2 and df["diverged"].tolist().count(True) == 1  # shown, flagged
+    assert report.metrics["c4_dense_n_diverged"] == 2 and report.metrics["c4_dense_min_diverged_lr"] == 30.0
+    df = c4.config_table(table, c4.instability(table) if table["used"].any() else np.zeros(table["steps"].shape))
+    assert len(df) == 3 and df["diverged"].sum() == 2  # shown, flagged
+    st = c4.state_table({"dense": table})
+    assert st.loc[("dense", "diverged"), "runs"] == 4 and st["runs"].sum() == 6
 
 
 # ---------------------------------------------------------------- statistics behind the records
@@ -174,8 +182,8 @@ def _synthetic(rng, C=12, S=3, sign=1.0):
          "measures": meas, "disagreement": np.exp(np.linspace(-2, 2, C)), "steps": np.full((C, S), 100.0)}
     t["used"] = np.ones(C, bool)
     t["used"][[3, 5]] = False
-    t["diverged"], t["unfinished"] = np.zeros(C, bool), np.zeros(C, bool)
-    t["diverged"][3], t["unfinished"][5] = True, True
+    t["diverged"], t["oscillating"], t["unfinished"] = np.zeros(C, bool), np.zeros(C, bool), np.zeros(C, bool)
+    t["diverged"][3], t["oscillating"][5] = True, True
     stab = -c4.instability(t)  # [C, S]
     for name in ["forward_kl", "coverage", "distinct4"]:
         t[name] = sign * stab * (-1 if name == "forward_kl" else 1)
@@ -245,7 +253,8 @@ def _result(rng, scale, S):
     """One configuration's task result: stability measures times `scale`, quality draws."""
     r = {n: list(scale * rng.uniform(1, 2, S)) for n in c4.STABILITY}
     Q = rng.dirichlet(np.ones(4), size=(S, 3))  # [S, C, V]
-    r.update(table=Q.tolist(), weights=[[1 / 3] * 3] * S, entropy_ratio=list(rng.uniform(0.5, 1.5, S)))
+    r.update(table=Q.tolist(), weights=[[1 / 3] * 3] * S, entropy_ratio=list(rng.uniform(0.5, 1.5, S)),
+             at_plateau=[True] * S)
     r.update({q: list(rng.uniform(0, 1, S)) for q in c4.DELTAS.values() if q != "log_entropy_ratio"})
     return {"result": r}
 
@@ -262,9 +271,27 @@ def test_a_stabiliser_that_lowers_every_measure_holds_and_one_that_raises_them_d
     report = _report()
     df, deltas = c4.stabiliser_records(report, runs, table)
     assert list(df.index) == ["calmer", "wilder"] and df["Δ disagreement"].tolist() == [0.0, 0.0]
+    assert df["n"].tolist() == [S, S]
     assert df.loc["calmer", "verdict"] == "supported" and df.loc["wilder", "verdict"] == "contradicted"
     assert [c.holds for c in report.claims] == [True, False]
     assert (deltas["calmer"]["instability"] < 0).all() and (deltas["calmer"]["forward_kl"] == 0).all()
     assert set(c4.STABILISER_BOLD.values()) <= set(df.columns)
     html = records.style(df, bold=c4.STABILISER_BOLD).to_html()
     assert "✓" in html and "font-weight: bold" in html and "≠ 0" not in html  # flags only set the bold
+
+
+def test_stabilisers_pair_only_seeds_at_plateau_in_both_runs_and_the_moving_average_is_not_applicable():
+    rng = np.random.default_rng(6)
+    S = 5
+    design = [_result(rng, s, S) for s in np.exp(rng.normal(size=10))]
+    table = {"measures": np.stack([c4.seed_measures(r["result"]) for r in design]), "used": np.ones(10, bool)}
+    ref = _result(rng, 1.0, S)
+    ref["result"]["at_plateau"] = [True, True, False, True, True]
+    calmer = {**ref["result"], **{n: [v / 100 for v in ref["result"][n]] for n in c4.STABILITY},
+              "at_plateau": [True, False, True, True, True]}
+    runs = {"reference": ref, "stabilisers": {"calmer": {"result": calmer},
+                                              "moving average": {"result": dict(ref["result"])}}}
+    report = _report()
+    df, _ = c4.stabiliser_records(report, runs, table)
+    assert df.loc["calmer", "n"] == 3 and report.claims[0].n == 3  # seeds 0, 3, 4
+    assert df.loc["moving average", "verdict"] == "untestable" and "not applicable" in report.claims[1].statement

@@ -192,6 +192,9 @@ def test_one_replicate_has_no_interval_and_all_equal_replicates_are_decided_as_a
     assert r.paired("eq2", "s", [0.7] * 6, [0.6] * 6, 0.0, "<").verdict == "contradicted"
     few = r.paired("eq3", "s", [0.5] * 5, [0.6] * 5, 0.0, "<")  # five of one sign: sign-test p = 1/16, not enough
     assert few.rule == "equal" and few.verdict == "inconclusive"
+    zero = r.paired("eq4", "s", [0.3] * 10, [0.3] * 10, 0.0, "<=")  # every difference 0: at the threshold, no sign
+    assert zero.rule == "equal" and zero.verdict == "inconclusive"
+    assert r.paired("eq5", "s", [0.3] * 10, [0.3] * 10, 0.0, ">").verdict == "inconclusive"
     assert r.identity("none", "s", [], 1e-9).verdict == "untestable" and records.combine([]) == "untestable"
     assert r.identity("id", "s", [1.0, 2e-10], 1e-10).verdict == "contradicted"  # an identity has no middle
 

@@ -122,6 +122,19 @@ def test_spearman_and_partial_spearman_against_scipy_and_the_formula():
     assert abs(stats.partial_spearman(x, y, z)) < 0.5 * abs(rxy)  # z explains most of it
 
 
+def test_the_vectorised_rank_correlations_are_spearman_and_partial_spearman_row_by_row():
+    rng = np.random.default_rng(7)
+    X, Y, Z = rng.normal(size=(3, 50, 9))
+    Y = Y + X  # correlated rows
+    X[0, :3] = X[0, 3]  # ties
+    rows = stats._rank_corr_rows(X, Y)
+    part = stats._rank_corr_rows(X, Y, Z)
+    for b in range(len(X)):
+        assert rows[b] == pytest.approx(stats.spearman(X[b], Y[b]), abs=1e-12)
+        assert part[b] == pytest.approx(stats.partial_spearman(X[b], Y[b], Z[b]), abs=1e-12)
+    assert np.isnan(stats._rank_corr_rows(np.ones((1, 5)), Y[:1, :5]))[0]  # a constant row: undefined
+
+
 def test_rank_bootstrap_covers_and_shrinks():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(40, 5))

@@ -53,7 +53,8 @@ RULES = {
                     "configuration; stats.r2_gain_bootstrap)",
     "equal": "every replicate gave the same value (a zero-width interval): reported as 'all seeds equal'; with at "
              "least 6 replicates (a sign test's 2^-5 < 0.05) decided by the common value, as an identity, with fewer "
-             "inconclusive",
+             "inconclusive; a common value exactly at the threshold (e.g. every paired difference 0) has no sign and is "
+             "inconclusive whatever the number",
     "single": "one replicate (n = 1): no interval; never supported or contradicted, only inconclusive",
 }
 
@@ -321,6 +322,8 @@ class Report:
             verdict = decide(comparator, threshold, lo, hi)
             if verdict != "untestable" and (rule == "single" or (rule == "equal" and (n or 0) < EQUAL_MIN)):
                 verdict = "inconclusive"
+            if rule == "equal" and comparator != "within" and float(value) == threshold:
+                verdict = "inconclusive"  # every replicate exactly at the threshold: no sign, nothing decided
         c = Claim(id, statement, float(value), iv, threshold, comparator, verdict, unit, rule, n,
                   exploratory=self.exploratory, **extra)
         self.claims.append(c)

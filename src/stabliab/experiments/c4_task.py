@@ -20,7 +20,7 @@ QUALITY = ["entropy_ratio", "forward_kl", "reverse_kl", "coverage", "distinct4",
 # fixed parts of the measurement protocol (the same in every profile)
 SOURCE_SEED = 0  # the Markov sources
 SPARSITY = 0.7  # share of impossible transitions of the "sparse" source (many unseen transitions)
-N_FIXED = 64  # sequences of the fixed evaluation batch (loss noise, sharpness, the stopping rule)
+N_FIXED = 64  # training sequences of the fixed evaluation batch (the stopping rule, loss noise, sharpness)
 N_GEN = 64  # sequences generated per seed (distinct-4)
 EVALS_PER_MIN = 16  # evaluations of the fixed-batch loss per min_steps steps (the stopping rule reads them)
 SHARP_ITERS = 20  # power iterations for the top Hessian eigenvalue
@@ -54,16 +54,22 @@ def eval_every(min_steps: int) -> int:
 def finished_rule(min_steps: int):
     """The pre-registered stopping rule, asked at every evaluation, seed by seed (each seed's
     own losses only: a seed trains the same alone or with others): a seed is done once
-    min_steps are done and its fixed-batch loss no longer falls (plateau.measure's state over
-    the last PLATEAU_TOL.window of its run so far is not "descending": at plateau, oscillating
-    in place, or rising), or as soon as its loss is not finite. -> stop(steps, evals) -> [M]."""
+    min_steps are done and the plateau test (plateau.measure, the book's rule, as in notebook
+    02) on its training-sample fixed batch, over the last PLATEAU_TOL.window of its run so far,
+    says "plateau" (a stationary point) or "oscillating" (it will not settle: a region of the
+    design, reported, not used); or as soon as its loss is not finite. A seed still descending
+    or rising goes on, to max_steps at most. -> stop(steps, evals) -> [M]."""
     def stop(steps, evals):
         fl = evals["fixed"]  # [E, M]
         bad = ~np.isfinite(fl).all(0)
         if steps[-1] < min_steps:
             return bad
-        return bad | ~plateau.measure_members(steps, fl, tol=PLATEAU_TOL)["descending"].to_numpy()
+        df = plateau.measure_members(steps, fl, tol=PLATEAU_TOL)
+        return bad | (df["at_plateau"] | df["oscillating"]).to_numpy()
     return stop
+
+
+STATES = ("plateau", "oscillating", "descending", "rising", "diverged")  # a seed's state where its run ended
 
 
 def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: float, seq_len: int,
@@ -72,18 +78,19 @@ def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: fl
     """config: source (dense | sparse), lr, batch, weight_decay, label_smoothing, clip (0 =
     none), ema (0 = none), warmup (share of min_steps), n_train (sequences). Trains by AdamW
     until finished_rule stops it or max_steps. The keywords are the notebook's parameters of
-    the same names (sweep.task_context). Per seed: steps run, finished (the loss no longer
-    falls), diverged (a non-finite loss, or a fixed-batch loss over the last window above log V,
-    worse than the uniform prediction), the plateau state, the stability measures (STABILITY,
-    over the last `tail` of the run) and the exact quality measures (QUALITY); the model's
-    conditional table, the source's stationary law and transition table (for the
+    the same names (sweep.task_context). Per seed: steps run; its state (STATES: the plateau
+    test's state where the run ended, or "diverged": a non-finite loss, or a training loss over
+    the last window above log V, worse than the uniform prediction); the stability measures
+    (STABILITY, over the last `tail` of the run, on the training-sample fixed batch) and the
+    exact quality measures (QUALITY; None for a seed whose parameters are not finite); the
+    model's conditional table, the source's stationary law and transition table (for the
     configuration's seed disagreement and independent recomputation)."""
     dev = torch.device(device)
     src = source(config["source"], vocab=vocab, order=order, alpha=alpha)
     pi, H = src.stationary, src.entropy_rate
     data = torch.stack([members.with_bos(src.sample(int(config["n_train"]), seq_len, seed=stream("data", s)), vocab, dev)
                         for s in seeds])
-    fixed = members.with_bos(src.sample(N_FIXED, seq_len, seed=stream("fixed", 0)), vocab, dev)[None].expand(len(seeds), -1, -1)
+    fixed = data[:, :min(int(config["n_train"]), N_FIXED)]  # each seed's first training sequences: no random draw
     snaps = {}
 
     def fixed_loss(base, p, t):
@@ -97,31 +104,41 @@ def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: fl
         schedule=warmup_fn(int(round(float(config["warmup"]) * min_steps))), eval_every=eval_every(min_steps),
         eval_fns={"fixed": fixed_loss}, stop=finished_rule(min_steps), context=order, d=d_model,
         hidden=hidden, desc="c4")
-    final = traj.ema_params if traj.ema_params is not None else traj.params
     M = len(seeds)
-    out = {name: [] for name in ["steps", "finished", "at_plateau", "plateau_slope", "diverged", *STABILITY[:2],
-                                 "drift"]}
+    ok = [all(bool(torch.isfinite(v[m]).all()) for v in traj.params.values()) for m in range(M)]
+    zero = lambda P: {k: torch.where(torch.tensor(ok, device=dev).reshape((M,) + (1,) * (v.ndim - 1)), v,  # noqa: E731
+                                     torch.zeros_like(v)) for k, v in P.items()}  # non-finite members: zeros
+    params = zero(traj.params)
+    final = zero(traj.ema_params) if traj.ema_params is not None else params
+    out = {name: [] for name in ["steps", "state", "at_plateau", "plateau_slope", *STABILITY[:2], "drift"]}
     for m in range(M):  # each seed over its own run: steps 0..T_m (it was frozen after T_m)
         T = int(traj.stopped[m])
         e = traj.eval_step <= T
-        st, fl = traj.eval_step[e], traj["fixed"][e, m]  # [E_m] loss on the fixed batch (fresh source sequences)
+        st, fl = traj.eval_step[e], traj["fixed"][e, m]  # [E_m] loss on the training-sample fixed batch
         last = st >= T - tail * T
-        pl = plateau.measure(st, fl, tol=PLATEAU_TOL)
+        if not ok[m] or not np.all(np.isfinite(fl)):  # stopped at its first non-finite loss (maybe before min_steps)
+            ok[m] = False
+            pl, diverged = {"state": "diverged", "at_plateau": False, "slope": np.nan}, True
+        else:
+            pl = plateau.measure(st, fl, tol=PLATEAU_TOL)
+            diverged = fl[last].mean() > math.log(vocab)
         out["steps"].append(T)
-        out["finished"].append(pl["state"] != "descending")
-        out["at_plateau"].append(bool(pl["at_plateau"]))
-        out["plateau_slope"].append(float(pl["slope"]))
-        out["diverged"].append(bool(not np.all(np.isfinite(fl)) or fl[last].mean() > math.log(vocab)))
+        out["state"].append("diverged" if diverged else pl["state"])
+        out["at_plateau"].append(bool(pl["at_plateau"]) and not diverged)
+        out["plateau_slope"].append(float(pl["slope"]) if np.isfinite(pl["slope"]) else None)
         # ---- stability over the last `tail` of the run
-        out["loss_std"].append(float(measures.detrended_std(fl[last])))
+        out["loss_std"].append(float(measures.detrended_std(fl[last])) if ok[m] else None)
         g = (traj.step > T - max(1, int(tail * T))) & (traj.step <= T)
-        out["grad_norm"].append(float(traj.grad_norm[g, m].mean()))
-        snap = snaps[int(st[last][0])]  # the parameters where the window starts
-        num = optim.member_norm([traj.params[k][m:m + 1] - snap[k][m:m + 1] for k in snap], 1)
-        out["drift"].append(float(num[0] / optim.member_norm([v[m:m + 1] for v in traj.params.values()], 1)[0]))
-    lam = optim.top_hessian_eigenvalue(lambda p: members.lm_loss(base, p, fixed), traj.params, iters=SHARP_ITERS,
+        out["grad_norm"].append(float(traj.grad_norm[g, m].mean()) if ok[m] else None)
+        if ok[m]:
+            snap = snaps[int(st[last][0])]  # the parameters where the window starts
+            num = optim.member_norm([params[k][m:m + 1] - snap[k][m:m + 1] for k in snap], 1)
+            out["drift"].append(float(num[0] / optim.member_norm([v[m:m + 1] for v in params.values()], 1)[0]))
+        else:
+            out["drift"].append(None)
+    lam = optim.top_hessian_eigenvalue(lambda p: members.lm_loss(base, p, fixed), params, iters=SHARP_ITERS,
                                        member_seeds=streams("power", seeds))
-    out["sharpness"] = (lr * lam.abs().cpu().numpy()).tolist()  # at each seed's last step
+    out["sharpness"] = [float(lr * abs(x)) if ok[m] else None for m, x in enumerate(lam.cpu().numpy())]
     # ---- quality, per seed, exact from the model's conditional table
     Q = np.stack([lm.ngram_table(members.member(base, final, m), src.context_tokens()).cpu().numpy()
                   for m in range(M)])  # [M, C, V]
@@ -130,6 +147,10 @@ def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: fl
     tok, _ = members.sample_members(base, final, N_GEN, seq_len, seed=0, member_seeds=streams("sample", seeds))
     dense = bool((src.P > 0).all())
     for m in range(M):
+        if not ok[m]:
+            for name in QUALITY:
+                out[name].append(None)
+            continue
         chain = MarkovSource(Q[m] / Q[m].sum(1, keepdims=True), order)
         fkl = measures.conditional_kl(pi, src.P, Q[m])
         out["entropy_ratio"].append(chain.entropy_rate / H)  # free-running entropy rate against the source's
@@ -141,7 +162,7 @@ def c4_task(config: dict, seeds: list[int], *, vocab: int, order: int, alpha: fl
         out["tf_entropy"].append(tf)
         out["heldout_ce"].append(H + fkl)
         out["overconfidence"].append(H + fkl - tf)  # > 0: the model is surer than its loss warrants
-    out["table"] = Q.tolist()
+    out["table"] = [Q[m].tolist() if ok[m] else None for m in range(M)]
     out["weights"] = [pi.tolist()] * M
     out["source"] = [src.P.tolist()] * M  # the source's transition table (the same for every seed)
     return out

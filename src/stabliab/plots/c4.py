@@ -38,8 +38,9 @@ def stabiliser_effects(deltas: dict):
                          (axes[1], "forward_kl", "Δ forward KL [nats/token]")]:
         for i, d in enumerate(deltas.values()):
             v = np.asarray(d[key])
-            lo, hi = mean_interval(v)
-            ax.errorbar([v.mean()], [i], xerr=[[v.mean() - lo], [hi - v.mean()]], fmt="D", capsize=4, color="C0")
+            if v.size >= 2 and np.ptp(v) > 0:  # an interval needs two seeds that differ
+                lo, hi = mean_interval(v)
+                ax.errorbar([v.mean()], [i], xerr=[[v.mean() - lo], [hi - v.mean()]], fmt="D", capsize=4, color="C0")
             ax.scatter(v, np.full(len(v), i) + 0.15, s=10, color="C0", alpha=0.5)
         ax.axvline(0, color="k", lw=1)
         ax.set_yticks(range(len(deltas)), list(deltas))
