@@ -288,10 +288,10 @@ def plateau_runs(runs: dict, seeds: list[int]) -> pd.DataFrame:
 
 
 def plateau_records(report, table: pd.DataFrame) -> pd.DataFrame:
-    """C3.plateau (a diagnostic): the share of runs at plateau against plateau.SHARE; glues the per
+    """C3x.plateau (a diagnostic): the share of the exploratory runs at plateau against plateau.SHARE; glues the per
     (corpus, family) summary as c3_plateau_table (share at plateau, median slope, states) and returns it.
     The C3 records do not yet count only runs at plateau (the C3 issue resizes the grid)."""
-    report.mark(report.share("C3.plateau", "the C3 runs (every corpus, family, design and seed) reached their plateau: "
+    report.mark(report.share("C3x.plateau", "the exploratory C3 runs (every corpus, family, design and seed) reached their plateau: "
                              "data cross-entropy on the fixed evaluation batch flat over the last window "
                              "(plateau.measure, tolerances fixed in advance); share of runs", table["at_plateau"],
                              plateau.SHARE), "diagnostic")
