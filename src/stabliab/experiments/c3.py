@@ -65,8 +65,8 @@ def design_table(specs: dict[str, dict]) -> pd.DataFrame:
     return df[[c for c in df.columns if c != "prediction"] + ["prediction"]].set_index("label")
 
 
-GLUED = ("markov_vocab", "seq_len", "steps", "n_gen", "prompt_len", "gen_len", "eval_every", "n_eval",
-         "n_stat_samples", "gate_settle", "smooth_factor", "d_model")  # parameters the prose cites
+GLUED = ("markov_vocab", "seq_len", "steps", "n_gen", "prompt_len", "gen_len", "eval_every", "n_stat_samples",
+         "d_model", "switch_on", "window", "gate_max", "floor_max", "n_seeds")  # parameters the prose cites
 
 
 def glue_parameters(report) -> None:
