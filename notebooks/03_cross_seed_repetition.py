@@ -125,9 +125,12 @@ c3.glue_parameters(report)
 # +0.000), so `n_control` = 32. `kp`, `ki`, `kappa_max` and the dose gains were set with the design, not from pilots
 # (κ sat at a bound in ≤ 5 % of measurements in P2). On those development seeds the design was **not** steadier than
 # the sham (log10 ratio −0.60…+0.55, mean ≈ 0) and both were 12–170× as variable as maximum likelihood: the
-# controller's own actuation, not a disturbance it corrects, sets the fluctuation at plateau. The gate's −0.3 (2×), the
+# controller's own actuation, not a disturbance it corrects, sets the fluctuation at plateau. **P4**, this notebook at
+# these values on development seeds 0–5 (`-p seed 0 -p workers 1`: one process, one thread, 6 min 49 s on a shared 2-core machine): 17 of 18 prefixes at plateau (one GRU
+# seed not), floors −1.36, −1.44, −1.37 (upper ends below −1: the gate can be read), gates +0.00 (MLP), −0.02 (GRU),
+# −0.03 (Transformer), none near −0.3. The gate's −0.3 (2×), the
 # floor's −1 and the share's 0.5 come from the C3 issue; the settling share (a quarter) was fixed with the design.
-# **What the default cannot show:** Shakespeare (not at plateau within the budget; `paper` profile), and with 6 seeds
+# **What the default cannot show:** Shakespeare (not piloted to a plateau here; an earlier 400-step GRU pilot took over 7 minutes; `paper` profile), and with 6 seeds
 # the share record is supported only when every seed hits (Clopper–Pearson lower end of 6/6: 0.54).
 
 # %%
