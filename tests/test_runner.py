@@ -221,19 +221,25 @@ def test_smoke_notebook_03_produces_the_c3_records_and_is_repeatable(repo):
     first = json.loads(runner.results_path(repo, "smoke", name).read_text())
     ids = {c["id"]: c for c in first["claims"]}
     p = first["parameters"]
-    corpus = p["corpora"][0]
-    assert len(p["designs"]) >= 4
-    for a in p["archs"]:
-        for d in p["designs"]:
-            for kind in ["C3.stabilises", "C3", "C3.greedy", "C3.smooth"]:
-                assert f"{kind}[{corpus}:{a}:{d}]" in ids
-            j = ids[f"C3[{corpus}:{a}:{d}]"]
-            assert j["rule"] == "joint" and j["holds"] == all(q["holds"] for q in j["parts"])
-    gated = [ids[f"C3[{corpus}:{a}:{d}]"] for a in p["archs"] for d in p["designs"]
-             if ids[f"C3.stabilises[{corpus}:{a}:{d}]"]["holds"]]
-    agg = ids[f"C3[{corpus}]"]
-    assert agg["holds"] == (bool(gated) and all(c["holds"] for c in gated))
-    assert ids[f"C3.cause[{corpus}]"]["rule"] == "bootstrap"
+    for c in p["corpora"]:
+        for a in p["archs"]:  # the decisive design: floor and gate (diagnostics), then share, dose, smoothness
+            floor, gate = ids[f"C3.floor[{c}:{a}]"], ids[f"C3.gate[{c}:{a}]"]
+            assert floor["kind"] == gate["kind"] == "diagnostic" and gate["threshold"] == p["gate_max"]
+            share = ids[f"C3[{c}:{a}]"]
+            assert share["rule"] == "share" and share["threshold"] == 0.5
+            if not (floor["holds"] and gate["holds"]):  # a failed precondition or gate: untestable, never contradicted
+                assert all(ids[f"{k}[{c}:{a}]"]["verdict"] == "untestable" for k in ["C3", "C3.dose", "C3.smooth"])
+        agg = ids[f"C3[{c}]"]
+        assert agg["rule"] == "aggregate" and agg["members"] == [f"C3[{c}:{a}]" for a in p["archs"]]
+        assert agg["verdict"] == records.combine(ids[m]["verdict"] for m in agg["members"])
+        for a in p["archs"]:
+            for d in p["designs"]:
+                assert ids[f"C3x[{p['corpora'][0]}:{a}:{d}]"]["exploratory"]
+    assert ids["C3.plateau"]["kind"] == "diagnostic" and "C3.cause[markov]" not in ids
+    table = {(r["corpus"], r["family"]): r for r in first["metrics"]["c3_decisive_table"]}
+    assert set(table) == {(c, a) for c in p["corpora"] for a in p["archs"]}
+    assert all(0 <= t["saturated"] <= 1 for t in table.values())
+    assert {r["gain"] for r in first["metrics"]["c3_dose_table"]} == {p["gain"], *p["dose_gains"]}
     shutil.rmtree(repo / "results" / "smoke" / "sweeps" / name)  # recompute, not read back from the sweep cache
     r = cli(repo, "run", name, "--profile", "smoke", "--force")  # same parameters, same numbers
     assert r.returncode == 0, r.stderr[-3000:]

@@ -12,6 +12,12 @@ check whether it really stabilises it (the gate of notebook 03). The losses, wit
 CE the data cross-entropy of the training batch:
 
     off             CE                                   (maximum likelihood, bit for bit)
+    pi_entropy      CE + kappa_t H_theta(own contexts)   THE decisive design of C3: H_theta the exact
+                    predictive entropy along the model's own sampled contexts (differentiable given
+                    the contexts), kappa_t in [-kappa_max, kappa_max] set by a signed PI controller
+                    from s_t - s_0 (s_t: that entropy, s_0: its value at switch-on); per member a
+                    gain (0: no feedback, maximum likelihood plus a zero term) or a replayed kappa
+                    trajectory (the sham: the same actuator, no feedback)
     pi_own_samples  CE + beta_t CE(own samples)          beta_t from a PI controller on the
                     error |s_t - s_bar| - z se_t (or signed: s_t - s_bar - z se_t), s_t the
                     own-sample entropy, se_t its measured standard error (the noise floor)
@@ -19,8 +25,9 @@ CE the data cross-entropy of the training batch:
     hold_spread     CE + lam Var_contexts H_theta(. | context)
     self_consume    (1 - lam) CE + lam CE(own samples at temperature tau, refreshed every k steps)
     score_hold      CE + lam mean_i (R_i - b_i) log p_theta(x_i) / L,  R_i = (s(x_i) - s_bar)^2,
-                    x_i fresh own samples, s(x) the sequence's mean surprisal (a reward: no
-                    gradient through it), b_i the leave-one-out mean of R (baseline)
+                    x_i fresh own samples, s(x) the sequence's mean surprisal, s_bar its moving
+                    average *before* this draw, b_i the leave-one-out mean of R (baseline); plus
+                    the pathwise term (R's own dependence on theta): an unbiased gradient of E R
     logit_hold      CE + lam mean log^2 Z_theta(context)       (z-loss, PaLM's stabiliser)
 
 At temperature 1 the expected gradient of CE(own samples) is zero
@@ -46,7 +53,7 @@ from .seeds import streams
 
 DESIGNS = Registry("feedback design")
 register = DESIGNS.register
-STATISTICS = ("gen_entropy", "tf_entropy", "entropy_spread", "log_z", "data_ce")
+STATISTICS = ("gen_entropy", "own_entropy", "tf_entropy", "entropy_spread", "log_z", "data_ce")
 
 
 def load_plugins(modules) -> None:
@@ -204,6 +211,105 @@ class PIOwnSamples(Design):
         own = lm_loss(self.base, params, self.buffer, self.batched, self.precision)
         return ce + torch.as_tensor(self.beta, dtype=ce.dtype, device=ce.device) * own
 
+@register("pi_entropy")
+class PIEntropy(Design):
+    """The decisive closed loop of C3: a signed actuator on the generation entropy.
+
+    Every `every` steps each member samples n_samples own contexts (its own streams, no
+    gradient) and measures s_t, the exact predictive entropy along them (mean over
+    positions and contexts: Rao-Blackwellised, far less noisy than mean -log q). Its
+    first measurement, at switch-on, is the setpoint s_0. A signed PI controller sets
+    kappa_t = clip(g (kp e + ki I), -kappa_max, kappa_max), e = s_t - s_0, and until the
+    next measurement the loss is CE + kappa_t H_theta(contexts), H_theta the same exact
+    entropy as a differentiable function of the parameters at fixed contexts: kappa > 0
+    lowers the entropy, kappa < 0 raises it (tests/test_feedback.py). Per member:
+    gains[m] (0: no feedback, kappa = 0: maximum likelihood plus a zero term), or
+    replay[m], a kappa trajectory (one value per measurement) applied as given, without
+    feedback: the sham."""
+    statistic = "own_entropy"
+    prediction = ("Holds the generation entropy at its value at switch-on: steadier than the sham, whose "
+                  "replayed kappa pushes it about; C3 predicts lower entropy and more repetition than the "
+                  "sham all the same.")
+
+    @dataclass
+    class Params:
+        start: int = 0
+        every: int = 5  # steps between measurements (and refreshes of the contexts)
+        n_samples: int = 32  # own contexts per member per measurement
+        length: int = 32
+        kp: float = 10.0  # kappa per nat of error
+        ki: float = 2.0  # kappa per nat of error and measurement
+        kappa_max: float = 1.0
+        gain: float = 1.0  # multiplies kp and ki (the dose)
+        gains: tuple = ()  # per member, overrides gain (0: no feedback)
+        replay: tuple = ()  # per member: None, or the kappa of each measurement (the sham)
+
+    def bind(self, *a, **kw):
+        super().bind(*a, **kw)
+        p = self.p
+        g = np.asarray(p.gains if len(p.gains) else [p.gain] * self.M, dtype=np.float64)
+        rep = list(p.replay) if len(p.replay) else [None] * self.M
+        if g.shape != (self.M,) or len(rep) != self.M:
+            raise ValueError(f"pi_entropy: gains and replay need one entry per member ({self.M})")
+        if p.kappa_max <= 0 or p.every < 1 or p.n_samples < 2:
+            raise ValueError("pi_entropy needs kappa_max > 0, every >= 1 and n_samples >= 2")
+        self.replayed = np.array([r is not None for r in rep])
+        self.replay = [np.asarray(r, dtype=np.float64) if r is not None else None for r in rep]
+        self.ctrl = SignedPI(p.kp * g, p.ki * g, p.kappa_max)
+        self.kappa = np.zeros(self.M)
+        self.setpoint, self.ctx, self.k = None, None, 0
+        return self
+
+    @torch.no_grad()
+    def _control(self, params, step):
+        p = self.p
+        tok, _, ent = sample_members(self.base, params, p.n_samples, p.length, seed=0, precision=self.precision,
+                                     member_seeds=_seeds(self.member_seeds, self.k, 41), batched=True, entropy=True)
+        s = ent.reshape(self.M, -1).mean(1)
+        if self.setpoint is None:
+            self.setpoint = s.copy()
+        kappa, sat = self.ctrl.update(s - self.setpoint)
+        for m in np.flatnonzero(self.replayed):
+            if self.k >= len(self.replay[m]):
+                raise ValueError(f"pi_entropy: member {m}'s replayed trajectory has {len(self.replay[m])} values, "
+                                 f"measurement {self.k} needs one more")
+            kappa[m], sat[m] = self.replay[m][self.k], abs(self.replay[m][self.k]) >= p.kappa_max
+        self.kappa = kappa
+        self.ctx = with_bos(tok, self.vocab, next(iter(params.values())).device)
+        for name, v in [("step", step), ("stat", s), ("setpoint", self.setpoint.copy()), ("kappa", kappa.copy()),
+                        ("saturated", sat.astype(np.float64))]:
+            self._log(name, v)
+        self.k += 1
+
+    def loss(self, params, step, batch):
+        ce = super().loss(params, step, batch)
+        if not self.active(step):
+            return ce
+        if (step - self.p.start) % self.p.every == 0:
+            self._control(params, step)
+        H = entropies(self.logits(params, self.ctx[..., :-1])).reshape(self.M, -1).mean(1)
+        return ce + torch.as_tensor(self.kappa, dtype=ce.dtype, device=ce.device) * H
+
+
+class SignedPI:
+    """Proportional-integral control of M independent plants with a signed output:
+    u_t = clip(kp e_t + ki I_t, -limit, limit), I_t = I_{t-1} + e_t except while the output
+    is saturated in the direction of e_t (conditional integration: no wind-up); kp, ki
+    per member (0: no control). update returns (u [M], saturated [M])."""
+
+    def __init__(self, kp, ki, limit: float):
+        self.kp, self.ki, self.limit = np.asarray(kp, dtype=np.float64), np.asarray(ki, dtype=np.float64), float(limit)
+        self.integral = np.zeros_like(self.kp)
+
+    def update(self, error) -> tuple[np.ndarray, np.ndarray]:
+        e = np.asarray(error, dtype=np.float64)
+        trial = self.integral + e
+        u = self.kp * e + self.ki * trial
+        windup = (np.abs(u) > self.limit) & (np.sign(u) == np.sign(e))
+        self.integral = np.where(windup, self.integral, trial)
+        u = self.kp * e + self.ki * self.integral
+        return np.clip(u, -self.limit, self.limit), np.abs(u) >= self.limit
+
 
 class PIController:
     """Proportional-integral control of M independent plants; the gain is never negative:
@@ -235,7 +341,9 @@ class _EMA:
 @register("hold_entropy")
 class HoldEntropy(Design):
     """A differentiable hold of the teacher-forced predictive entropy of the training
-    batch at its own moving average."""
+    batch at its own moving average. Defect (stated, not fixed: it is exploratory): the
+    entropy is that of each fresh minibatch, so the penalty mostly punishes the
+    minibatch-to-minibatch variation of the data, not a change of the model."""
     statistic = "tf_entropy"
     prediction = ("Resists every change of the predictive entropy: where maximum likelihood still lowers "
                   "entropy, the held model lags behind, so entropy ends higher, not lower.")
@@ -320,8 +428,10 @@ class SelfConsume(Design):
 @register("score_hold")
 class ScoreHold(Design):
     """A score-function (REINFORCE) penalty on the squared deviation of a sampled
-    statistic, the mean surprisal of each fresh own sample, from its moving average,
-    with a leave-one-out baseline."""
+    statistic, the mean surprisal of each fresh own sample, from its moving average over
+    earlier draws, with a leave-one-out baseline and the pathwise term, so that the
+    surrogate's gradient is unbiased for grad E R (the first edition updated the average
+    with the current draw before forming R, and dropped the pathwise term: biased)."""
     statistic = "gen_entropy"
     prediction = ("Penalises samples whose surprisal is far from the usual, in both directions: "
                   "narrows the spread of sampled surprisal; the mean entropy can move either way.")
@@ -348,15 +458,20 @@ class ScoreHold(Design):
         with torch.no_grad():
             _, x, lq = self.own_samples(params, self.p.n_samples, self.p.length, self.k, 31)
         self.k += 1
-        s = torch.as_tensor(-lq.mean(-1), dtype=torch.float32, device=ce.device)  # [M, n] mean surprisal
-        s_bar = self.avg.update(s.mean(1))  # [M]
-        R = (s - s_bar[:, None]) ** 2
-        n = R.shape[1]
-        b = (R.sum(1, keepdim=True) - R) / (n - 1)  # leave-one-out baseline
+        n = x.shape[1]
         logits = self.logits(params, x[..., :-1])
-        logp = -cross_entropy(logits, x[..., 1:], reduction="none")
-        logp = logp.reshape(self.M, n, -1).mean(-1)  # [M, n] per-token log p of each sample
-        return ce + self.p.lam * ((R - b) * logp).mean(1)
+        logp_tok = -cross_entropy(logits, x[..., 1:], reduction="none").reshape(self.M, n, -1).float()
+        s_theta = -logp_tok.mean(-1)  # [M, n] mean surprisal, a function of theta (the pathwise part)
+        s = s_theta.detach()
+        # the reference: the moving average of earlier draws (the leave-one-out mean of this draw's
+        # surprisals at the first one), so that no sample's reward contains itself
+        ref = self.avg.value[:, None] if self.avg.value is not None else (s.sum(1, keepdim=True) - s) / (n - 1)
+        R = (s - ref) ** 2
+        b = (R.sum(1, keepdim=True) - R) / (n - 1)  # leave-one-out baseline: independent of sample i
+        self.avg.update(s.mean(1))  # only now: the next draw's reference
+        score = ((R - b) * logp_tok.sum(-1)).mean(1)  # E (R - b) grad log p(x): the whole sequence's score
+        pathwise = ((s_theta - ref) ** 2).mean(1)  # E grad R(x; theta) at fixed x
+        return ce + self.p.lam * (score + pathwise) / x[..., 1:].shape[-1]
 
 
 @register("logit_hold")

@@ -48,9 +48,10 @@ class _Decoder(torch.nn.Module):
 
 
 def _sample_batched(base, params: Params, n: int, length: int, seeds, temperature: float = 1.0,
-                    greedy: bool = False, prompt=None, precision: str = "fp32"):
+                    greedy: bool = False, prompt=None, precision: str = "fp32", entropy: bool = False):
     """Every member samples n sequences in one vmapped computation: the same uniforms
-    (member m's from its own seed) and the same algorithm as LM.sample."""
+    (member m's from its own seed) and the same algorithm as LM.sample. entropy: also
+    the exact entropy of each step's sampling distribution softmax(logits / T) [M, n, L]."""
     dec = _Decoder(base).eval()
     dev = next(iter(params.values())).device
     p = {f"lm.{k}": v for k, v in params.items()}
@@ -69,14 +70,17 @@ def _sample_batched(base, params: Params, n: int, length: int, seeds, temperatur
         pr = torch.as_tensor(prompt, dtype=torch.long).to(dev)
         for t in range(pr.shape[1]):
             logits, state = run(pr[None, :, t].expand(M, -1).contiguous(), state)
-    toks, logq = [], []
+    toks, logq, ent = [], [], []
     for t in range(length):
         x, lq = draw_tokens(logits, u[:, :, t], temperature=temperature, greedy=greedy)  # [M, n]
         toks.append(x)
         logq.append(lq)
+        if entropy:
+            ent.append(entropies(logits.float() / temperature))
         if t + 1 < length:
             logits, state = run(x, state)
-    return torch.stack(toks, -1), torch.stack(logq, -1).double()  # [M, n, L]
+    out = torch.stack(toks, -1), torch.stack(logq, -1).double()  # [M, n, L]
+    return (*out, torch.stack(ent, -1).double()) if entropy else out
 
 
 @torch.no_grad()
@@ -90,9 +94,18 @@ def sample_members(base: torch.nn.Module, params: Params, n: int, length: int, s
     token instead of M: what a GPU needs); False loops over members (the reference;
     both give the same tokens, tested). The default batches two or more members
     (bench/throughput.py: slower for one member, faster from four on a 2-core CPU).
-    top_k / top_p use the loop."""
+    top_k / top_p use the loop. entropy=True (batched only) also returns the exact entropy of
+    each step's sampling distribution along the sampled sequences, [M, n, L]: the
+    Rao-Blackwellised (lower-variance) estimator of the generation entropy."""
     M = next(iter(params.values())).shape[0]
     batched = M > 1 if batched is None else batched
+    if sample_kw.get("entropy"):
+        if not batched or {"top_k", "top_p"} & {k for k, v in sample_kw.items() if v is not None}:
+            raise ValueError("sample_members(entropy=True) runs on the batched path only (no top_k, top_p)")
+        return tuple(a.cpu().numpy() for a in _sample_batched(base, params, n, length, [
+            stream("sample", seed, m) for m in range(M)] if member_seeds is None else [int(s) for s in member_seeds],
+            precision=precision, **sample_kw))
+    sample_kw.pop("entropy", None)
     mseeds = [stream("sample", seed, m) for m in range(M)] if member_seeds is None else [int(s) for s in member_seeds]
     if batched and not {"top_k", "top_p"} & {k for k, v in sample_kw.items() if v is not None}:
         tok, lq = _sample_batched(base, params, n, length, mseeds, precision=precision, **sample_kw)

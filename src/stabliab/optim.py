@@ -39,6 +39,10 @@ class SGD:
         for k, p in params.items():
             p.sub_(per_member(self.lr, M, p) * self.scale * grads[k])
 
+    def tile(self, A: int) -> "SGD":
+        """A copy for A copies of the members (stacked as [m_1..m_M] A times; stateless)."""
+        return SGD(self.lr)
+
 
 class AdamW:
     """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW,
@@ -65,6 +69,17 @@ class AdamW:
             mhat = self.m[k] / (1 - b1**self.t)
             vhat = self.v[k] / (1 - b2**self.t)
             p.sub_(lr * mhat / (vhat.sqrt() + self.eps))
+
+    def tile(self, A: int) -> "AdamW":
+        """A copy whose state (moments, step count) covers A copies of the members stacked
+        as [m_1..m_M] A times: the branches of one run continue as that run would."""
+        if not isinstance(self.lr, float | int):
+            raise ValueError("tile needs a scalar learning rate")
+        out = AdamW(self.lr, self.betas, self.eps, self.wd)
+        out.t = self.t
+        out.m = {k: v.repeat(A, *[1] * (v.ndim - 1)) for k, v in self.m.items()}
+        out.v = {k: v.repeat(A, *[1] * (v.ndim - 1)) for k, v in self.v.items()}
+        return out
 
 
 OPTIMIZERS = {"sgd": SGD, "adamw": AdamW}

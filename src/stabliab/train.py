@@ -36,6 +36,7 @@ class Trajectory:
     feedback: dict[str, np.ndarray] = field(default_factory=dict)  # the feedback design's log: step [K], [K, M]
     ema_params: Params | None = None  # exponential moving average of the parameters (train(ema=...))
     stopped: np.ndarray | None = None  # [M] each member's last step (train(stop=...))
+    optimizer: object = None  # the optimiser at the end, state included (train_lm(resume=...) continues it)
 
     def __getitem__(self, name: str) -> np.ndarray:
         for d in (self.extra, self.evals):
@@ -48,7 +49,8 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
           log_every: int = 1, log_fns: dict[str, Callable[[Params], torch.Tensor]] | None = None,
           eval_every=0, eval_fns: dict[str, Callable[[Params, int], torch.Tensor]] | None = None,
           desc: str | None = None, schedule: Callable[[int], float] | None = None, clip: float | None = None,
-          ema: float = 0.0, stop: Callable[[np.ndarray, dict], np.ndarray] | None = None, **opt_kw) -> Trajectory:
+          ema: float = 0.0, stop: Callable[[np.ndarray, dict], np.ndarray] | None = None, opt=None,
+          **opt_kw) -> Trajectory:
     """Minimise loss_fn by `optimizer`; log loss, gradient norm, step size and
     every log_fns[name](params) -> Tensor[M] at steps 0, log_every, ..., steps;
     every eval_fns[name](params, step) -> Tensor[M] at steps 0, eval_every, ..., steps,
@@ -56,7 +58,8 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
     held-out loss). schedule(t) multiplies the learning rate at step t (warm-up, decay);
     clip rescales each member's gradient to norm <= clip (the logged gradient norm is
     the one before clipping); ema > 0 keeps a moving average of the parameters,
-    returned as ema_params.
+    returned as ema_params. opt: an optimiser to continue (its state included) instead of
+    a new one; the one used is returned as trajectory.optimizer.
 
     stop(eval_steps, evals) -> bool [M], asked after every evaluation (eval_steps [E] so far,
     evals: name -> [E, M] so far): a member for which it returns True is done from that step
@@ -68,7 +71,7 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     M = next(iter(params.values())).shape[0]
-    opt = OPTIMIZERS[optimizer](lr, **opt_kw)
+    opt = OPTIMIZERS[optimizer](lr, **opt_kw) if opt is None else opt
     log_fns = log_fns or {}
     eval_fns = eval_fns or {}
     rows: dict[str, list] = {k: [] for k in ["step", "loss", "grad_norm", "step_size", *log_fns]}
@@ -124,7 +127,7 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
     arr = {k: (np.asarray(v) if k == "step" else torch.stack(v).cpu().numpy()) for k, v in rows.items()}
     return Trajectory(step=arr["step"], loss=arr["loss"], grad_norm=arr["grad_norm"],
                       step_size=arr["step_size"], extra={k: arr[k] for k in log_fns},
-                      params={k: v.detach() for k, v in params.items()}, ema_params=avg,
+                      params={k: v.detach() for k, v in params.items()}, ema_params=avg, optimizer=opt,
                       eval_step=np.asarray(ev["step"], dtype=int), stopped=stopped,
                       evals={k: np.asarray(ev[k]) for k in eval_fns})
 
@@ -144,6 +147,11 @@ class SequenceBatches:
 
     def __post_init__(self):
         self.gens = [generator("batches", s) for s in self.seeds]
+
+    def skip(self, n: int) -> None:
+        """Draw and drop n batches: the stream continues where a run of n steps left it."""
+        for _ in range(n if self.batch_size else 0):
+            self.batch(0)
 
     def batch(self, step: int) -> torch.Tensor:
         if self.batch_size == 0:
@@ -174,7 +182,7 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
              heldout: torch.Tensor | None = None, eval_every=0, eval_fns=None,
              feedback=None, desc=None, precision: str = "fp32", label_smoothing: float = 0.0,
              schedule=None, clip: float | None = None, ema: float = 0.0, optimizer: str = "adamw", stop=None,
-             **arch_kw):
+             resume: tuple | None = None, **arch_kw):
     """Maximum-likelihood training (AdamW, or `optimizer` "sgd") of one architecture for
     several seeds at once; batch_size 0 trains on the whole sample at every step.
 
@@ -185,16 +193,25 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     used through bind(base, M, vocab, batched, precision, seeds, label_smoothing),
     loss(params, step, batch) -> [M] and arrays(); its log lands in trajectory.feedback.
     stop: as in train (its evals carry the names of eval_fns, and 'heldout').
-    Returns (trajectory, base module)."""
+    resume = (params, optimizer, steps_done): continue a run of steps_done steps from its
+    parameters and optimiser state (seeds[m]'s minibatch stream picks up at the draw of step
+    steps_done; train(steps=a) then resume for b steps is the run of a + b steps, bit
+    for bit); its steps count from 0 again. Returns (trajectory, base module)."""
     seeds = list(seeds)
     if batched is None:
         batched = default_batched(arch, len(seeds), data.device)
     if data.shape[0] != len(seeds):
         raise ValueError(f"data has {data.shape[0]} members for {len(seeds)} seeds")
-    mods = [build_lm(arch, vocab, s, **arch_kw).to(data.device) for s in seeds]  # initialised on the CPU
-    base = mods[0]
-    params = stack_members(mods)
+    if resume is None:
+        mods = [build_lm(arch, vocab, s, **arch_kw).to(data.device) for s in seeds]  # initialised on the CPU
+        base, params, opt = mods[0], stack_members(mods), None
+    else:
+        params, opt, done = resume
+        opt = opt.tile(1)  # a copy: the caller's optimiser is not advanced
+        base = build_lm(arch, vocab, seeds[0], **arch_kw).to(data.device)
     batches = SequenceBatches(data, batch_size, seeds)
+    if resume is not None:
+        batches.skip(done)  # its step t = 0 draws the batch of step done, which the run only evaluated
     fb = None if feedback is None else feedback.bind(base, len(seeds), vocab, batched, precision, seeds,
                                                      label_smoothing)
 
@@ -212,7 +229,7 @@ def train_lm(arch: str, data: torch.Tensor, *, vocab: int, seeds, steps: int, lr
     opt_kw = {"weight_decay": weight_decay} if optimizer == "adamw" else {}
     traj = train(loss_fn, params, steps=steps, lr=lr, optimizer=optimizer, **opt_kw,
                  log_every=1, eval_every=eval_every, eval_fns=evals, desc=desc or f"train {arch}",
-                 schedule=schedule, clip=clip, ema=ema, stop=stop)
+                 schedule=schedule, clip=clip, ema=ema, stop=stop, opt=opt)
     if fb is not None:
         traj.feedback = fb.arrays()
     return traj, base

@@ -24,7 +24,7 @@ from ..sources import CharCorpus, MarkovSource
 EVAL_STEP = "eval_step"
 HALVES = ("", "a", "b")
 OUTCOMES = {  # outcome -> column label of the effects table
-    "gen_entropy": "ΔH", "tf_entropy": "ΔH tf", "seq_rep4": "Δrep", "seq_rep4_greedy": "Δrep gr",
+    "gen_entropy": "ΔH", "gen_entropy_exact": "ΔH exact", "tf_entropy": "ΔH tf", "seq_rep4": "Δrep", "seq_rep4_greedy": "Δrep gr",
     "loops": "Δloop", "loops_greedy": "Δloop gr", "overconfidence": "Δover", "heldout_ce": "ΔCE",
     "forward_kl": "ΔKL→", "reverse_kl": "ΔKL←"}
 TEXTS = ("texts", "texts_greedy")  # at temperature 1, greedy
@@ -59,12 +59,21 @@ def statistics(base, params, batch: torch.Tensor, n_samples: int, length: int, m
     for name, per in [("tf_entropy", H), ("log_z", logz), ("data_ce", ce)]:
         out[name] = np.stack([per[:, sl].reshape(per.shape[0], -1).mean(1).double().cpu().numpy() for sl in parts])
     out["entropy_spread"] = np.stack([H[:, sl].reshape(H.shape[0], -1).var(1).double().cpu().numpy() for sl in parts])
-    _, lq = members.sample_members(base, params, n_samples, length, seed=0, precision=precision,
-                                   member_seeds=streams("statistics", member_seeds))
-    hs = n_samples // 2
-    out["gen_entropy"] = np.stack([-lq[:, sl].reshape(lq.shape[0], -1).mean(1)
-                                   for sl in [slice(None), slice(0, hs), slice(hs, None)]])
+    out.update(own_statistics(base, params, n_samples, length, member_seeds, precision))
     return out
+
+
+@torch.no_grad()
+def own_statistics(base, params, n_samples: int, length: int, member_seeds, precision: str = "fp32") -> dict:
+    """The generation statistics on n_samples own samples (fixed seeds), each [3, M] (the
+    whole draw and its two halves): gen_entropy, mean -log q per token (Monte Carlo), and
+    own_entropy, the exact entropy of each step's distribution along the same samples."""
+    _, lq, ent = members.sample_members(base, params, n_samples, length, seed=0, precision=precision, batched=True,
+                                        member_seeds=streams("statistics", member_seeds), entropy=True)
+    hs = n_samples // 2
+    parts = [slice(None), slice(0, hs), slice(hs, None)]
+    return {"gen_entropy": np.stack([-lq[:, sl].reshape(lq.shape[0], -1).mean(1) for sl in parts]),
+            "own_entropy": np.stack([ent[:, sl].reshape(ent.shape[0], -1).mean(1) for sl in parts])}
 
 
 def c3_data(corpus: str, seeds: list[int], *, seq_len: int, prompt_len: int, gen_len: int, n_gen: int,
@@ -146,17 +155,29 @@ def c3_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: int, ge
     for name, v in traj.feedback.items():
         if name != "step":
             out[feedback_key(name)] = np.asarray(v).T.tolist()
-    # ---- outcomes
+    out.update(outcomes(base, traj.params, data, seeds, gen_len, n_gen, heldout, precision))
+    return out
+
+
+def outcomes(base, params, data: dict, seeds, gen_len: int, n_gen: int, heldout: torch.Tensor,
+             precision: str) -> dict[str, list]:
+    """The OUTCOMES and TEXTS of trained members (seeds[m]'s sampling streams, so that two
+    arms of one seed continue the same prompts with the same uniforms): generation entropy
+    at T = 1 as mean -log q and as the exact entropy of each step along the continuations,
+    seq-rep-4 and loop share at T = 1 and greedy, teacher-forced entropy and cross-entropy on
+    held-out text [M, B, T+1], over-confidence, the KL rates to a Markov source."""
+    M, out = len(seeds), {}
     prompts = torch.as_tensor(data["prompts"])
-    H, _, ce = members.per_position(base, traj.params, heldout, precision=precision)  # [M, B, T] each
+    H, _, ce = members.per_position(base, params, heldout, precision=precision)  # [M, B, T] each
     out["heldout_ce"] = ce.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
     out["tf_entropy"] = H.reshape(M, -1).mean(1).double().cpu().numpy().tolist()
     ms = streams("sample", seeds)
-    tok, lq = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
-                                     precision=precision)
-    gtok, _ = members.sample_members(base, traj.params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
-                                     greedy=True, precision=precision)
+    tok, lq, ent = members.sample_members(base, params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
+                                          precision=precision, batched=True, entropy=True)
+    gtok, _ = members.sample_members(base, params, n_gen, gen_len, seed=0, prompt=prompts, member_seeds=ms,
+                                     greedy=True, precision=precision, batched=True)
     out["gen_entropy"] = [float(-lq[m].mean()) for m in range(M)]
+    out["gen_entropy_exact"] = [float(ent[m].mean()) for m in range(M)]
     out["overconfidence"] = [g - c for g, c in zip(out["gen_entropy"], out["heldout_ce"])]
     for suffix, t in [("", tok), ("_greedy", gtok)]:
         out["seq_rep4" + suffix] = [float(np.mean([measures.seq_rep_n(s, 4) for s in t[m]])) for m in range(M)]
@@ -177,6 +198,140 @@ def c3_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: int, ge
     return out
 
 
+
+# ---------------------------------------------------------------- the decisive experiment: three arms and a dose
+# c3_arms_task returns, per seed (lists, the sweep's contract), for the prefix (maximum likelihood up to
+# switch-on) and for each arm of arms(gain, dose_gains):
+#   arm_key(PREFIX, EVAL_STEP), arm_key(PREFIX, "data_ce")   [S, E0] data CE on the fixed batch before switch-on
+#   arm_key(arm, EVAL_STEP)                                  [S, E] evaluation steps of the acting window
+#                                                            (counted from step 0 of training: switch_on + t)
+#   arm_key(arm, stat_key(s, half))                          [S, E] s in ARM_STATISTICS, half in HALVES
+#   arm_key(arm, feedback_key(k))                            [S, K] the controller's log at its K measurements:
+#                                                            stat, setpoint, kappa, saturated
+#   arm_key(arm, outcome)                                    [S] each of OUTCOMES; TEXTS as in c3_task
+PREFIX = "prefix"
+ARM_STATISTICS = ("own_entropy", "data_ce")
+
+
+def arm_key(arm: str, name: str) -> str:
+    return f"{arm}:{name}"
+
+
+def dose_arm(g: float) -> str:
+    return f"gain={g:g}"
+
+
+def arms(gain: float, dose_gains: list[float]) -> list[str]:
+    """The arms, in the order they train: maximum likelihood, the design (its registered
+    gain), the dose arms (the other gains), and the sham (replays a partner's kappa)."""
+    return ["ml", "design", *[dose_arm(g) for g in dose_gains], "sham"]
+
+
+def partner(seed: int) -> int:
+    """The seed whose design run a seed's sham replays: seed XOR 1 (1000 <-> 1001, ...), a
+    function of the seed alone, so that each seed's numbers depend on no other seed in the list."""
+    return int(seed) ^ 1
+
+
+def _tile(x: torch.Tensor, A: int) -> torch.Tensor:
+    return x.repeat(A, *[1] * (x.ndim - 1))
+
+
+def c3_arms_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: int, gen_len: int, lr: float,
+                 batch_size: int, eval_every: int, n_eval: int, n_stat_samples: int, n_gen: int, train_chars: int,
+                 markov_sequences: int, markov_vocab: int, d_model: int, hidden: int, layers: int, heads: int,
+                 mlp_context: int, switch_on: int, window: int, control_every: int, n_control: int, kp: float,
+                 ki: float, kappa_max: float, gain: float, dose_gains: list[float], device: str,
+                 precision: str) -> dict:
+    """config: corpus, arch. Maximum likelihood trains every seed (and its partner) for
+    switch_on steps; from there, with parameters and optimiser state copied, the arms train
+    for `window` more steps: 'ml' (kappa = 0), 'design' (feedback.PIEntropy at `gain`), one
+    dose arm per dose_gains, all stacked in one run, then 'sham' (the same actuator, replaying
+    the design's kappa trajectory of the partner seed, no feedback). Every eval_every steps
+    each arm measures ARM_STATISTICS on the fixed evaluation batch and on n_stat_samples own
+    samples with fixed seeds (their two halves: the noise floor); at the end, the OUTCOMES
+    with the same prompts and uniforms in every arm."""
+    seeds = [int(s) for s in seeds]
+    run_seeds = sorted(set(seeds) | {partner(s) for s in seeds})
+    idx = [run_seeds.index(s) for s in seeds]
+    data = c3_data(config["corpus"], run_seeds, seq_len=seq_len, prompt_len=prompt_len, gen_len=gen_len,
+                   n_gen=n_gen, n_eval=n_eval, train_chars=train_chars, markov_sequences=markov_sequences,
+                   markov_vocab=markov_vocab, device=device)
+    V, S, arch = data["vocab"], len(run_seeds), config["arch"]
+    model = dict(d=d_model, hidden=hidden, layers=layers, heads=heads, context=mlp_context, max_len=seq_len + 1)
+
+    def evaluate(M, member_seeds, rec, own: bool):
+        fixed = data["fixed"][None].expand(M, -1, -1)
+
+        def fn(base, p, t):
+            _, _, ce = members.per_position(base, p, fixed, precision=precision)
+            rec.setdefault("data_ce", []).append(np.stack([ce.reshape(M, -1).mean(1).double().cpu().numpy()] * 3))
+            if own:
+                rec.setdefault("own_entropy", []).append(
+                    own_statistics(base, p, n_stat_samples, seq_len, member_seeds, precision)["own_entropy"])
+            return torch.zeros(M)
+        return {"stats": fn}
+
+    def window_run(arm_names, member_seeds, spec):
+        A = len(arm_names)
+        M = A * S
+        rec: dict[str, list] = {}
+        traj, base = train.train_lm(arch, _tile(data["train"], A), vocab=V, seeds=member_seeds, steps=window, lr=lr,
+                                    batch_size=batch_size, precision=precision, eval_every=eval_every,
+                                    eval_fns=evaluate(M, member_seeds, rec, True), feedback=feedback.make(spec),
+                                    resume=({k: _tile(v, A) for k, v in pre.params.items()},
+                                            pre.optimizer.tile(A), switch_on),
+                                    desc=f"{config['corpus']} {arch} {'+'.join(arm_names)}", **model)
+        res = outcomes(base, traj.params, data, member_seeds, gen_len, n_gen,
+                       data["heldout"][None].expand(M, -1, -1), precision)
+        fb = {k: np.asarray(v) for k, v in traj.feedback.items() if k != "step"}  # [K, M]
+        for a, arm in enumerate(arm_names):
+            sl = [a * S + i for i in idx]
+            out[arm_key(arm, EVAL_STEP)] = [(switch_on + traj.eval_step).tolist()] * len(seeds)
+            for name, v in rec.items():
+                arr = np.stack(v)  # [E, 3, M]
+                for j, half in enumerate(HALVES):
+                    if name != "data_ce" or not half:
+                        out[arm_key(arm, stat_key(name, half))] = arr[:, j, sl].T.tolist()
+            for name, v in fb.items():
+                out[arm_key(arm, feedback_key(name))] = v[:, sl].T.tolist()
+            for name, v in res.items():
+                out[arm_key(arm, name)] = [v[i] for i in sl]
+        return fb
+
+    out: dict[str, list] = {}
+    rec0: dict[str, list] = {}
+    pre, _ = train.train_lm(arch, data["train"], vocab=V, seeds=run_seeds, steps=switch_on, lr=lr,
+                            batch_size=batch_size, precision=precision, eval_every=eval_every,
+                            eval_fns=evaluate(S, run_seeds, rec0, False), desc=f"{config['corpus']} {arch} ML",
+                            **model)
+    out[arm_key(PREFIX, EVAL_STEP)] = [pre.eval_step.tolist()] * len(seeds)
+    out[arm_key(PREFIX, "data_ce")] = np.stack(rec0["data_ce"])[:, 0, idx].T.tolist()
+    ctrl = dict(design="pi_entropy", every=control_every, n_samples=n_control, length=seq_len, kp=kp, ki=ki,
+                kappa_max=kappa_max)
+    closed = ["ml", "design", *[dose_arm(g) for g in dose_gains]]
+    fb = window_run(closed, run_seeds * len(closed), {**ctrl, "gains": [g for g in [0.0, gain, *dose_gains]
+                                                                       for _ in run_seeds]})
+    kappa = fb["kappa"][:, S:2 * S]  # [K, S] the design arm's kappa per run seed
+    replay = [kappa[:, run_seeds.index(partner(s))].tolist() for s in run_seeds]
+    window_run(["sham"], run_seeds, {**ctrl, "replay": replay})
+    return out
+
+
+def c3_arms_runs(records: list[dict]) -> dict:
+    """Sweep records of c3_arms_task -> {(corpus, arch): {arm: run}}, each run in c3_task's
+    format (EVAL_STEP, stat_key(...), feedback_key(...), OUTCOMES as arrays, TEXTS as lists)
+    for the arms and PREFIX."""
+    out = {}
+    for r in records:
+        runs: dict[str, dict] = {}
+        for k, v in r["result"].items():
+            arm, name = k.split(":", 1)
+            runs.setdefault(arm, {})[name] = v if name in TEXTS else np.asarray(v, dtype=np.float64)
+        out[r["config"]["corpus"], r["config"]["arch"]] = runs
+    return out
+
+
 def c3_runs(records: list[dict]) -> dict:
     """Sweep records of c3_task -> {(corpus, arch, label): run} in the result format above."""
     return {(r["config"]["corpus"], r["config"]["arch"], r["config"]["label"]):
@@ -192,6 +347,11 @@ def plugin_modules(plugins: list[str]) -> list[str]:
 
 def plugin_code(plugins: list[str]) -> str:
     return feedback.plugin_hash(plugin_modules(plugins))
+
+
+def arm_configurations(corpora: list[str], archs: list[str]) -> list[dict]:
+    """One configuration of c3_arms_task per (corpus, family)."""
+    return [{"corpus": c, "arch": a} for c in corpora for a in archs]
 
 
 def configurations(corpora: list[str], archs: list[str], specs: dict[str, dict]) -> list[dict]:

@@ -97,3 +97,32 @@ def data_ce_over_training(runs: dict, corpus: str, arch: str, labels: list[str],
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def decisive_arms(arms_runs: dict, corpora: list[str], archs: list[str], settle: float):
+    """Per (corpus, family): the held generation entropy (exact, fixed seeds) over the acting
+    window under maximum likelihood (grey), the design and the sham, every seed a thin line,
+    the gate's settled window shaded; below, the design's and the sham's kappa."""
+    fig, axes = plt.subplots(2 * len(corpora), len(archs), figsize=(3.6 * len(archs), 4.6 * len(corpora)),
+                             squeeze=False, sharex=True)
+    col = dict(zip(["ml", "design", "sham"], ["0.55", *colors(2)]))
+    for i, c in enumerate(corpora):
+        for j, a in enumerate(archs):
+            top, bottom = axes[2 * i, j], axes[2 * i + 1, j]
+            for arm in ["ml", "sham", "design"]:
+                r = arms_runs[c, a][arm]
+                steps, y = series(r, "own_entropy")
+                seeds(top, steps, y.T, color=col[arm], label=arm)
+                if arm != "ml":
+                    k = r["fb_kappa"]
+                    ks = np.linspace(steps[0], steps[-1], k.shape[1])
+                    seeds(bottom, ks, k.T, color=col[arm], label=arm)
+            top.axvspan(steps[0] + settle * (steps[-1] - steps[0]), steps[-1], color="0.92", zorder=-1)
+            top.set_title(f"{a} on {c}", fontsize=9)
+            top.set_ylabel("generation entropy [nats/token]")
+            bottom.set_ylabel("κ (entropy weight)")
+            bottom.set_xlabel("training step")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
