@@ -85,7 +85,7 @@
 # %% tags=["parameters"]
 seed = 1000  # in [0, 1000000]: first seed; seeds are seed, seed+1, ... (from 1000 on: confirmatory)
 n_seeds = 4  # in [2, 256]: seeds per configuration
-n_configs = 14  # in [5, 100000]: configurations of the space-filling design, per source
+n_configs = 16  # in [5, 100000]: configurations of the space-filling design, per source
 design = "sobol"  # one of {sobol, lhs}: the space-filling design
 design_seed = 0  # in [0, 1000000]: seed of the design
 executor = "processes"  # one of {local, processes, ray}: where the configurations run
