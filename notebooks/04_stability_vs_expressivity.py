@@ -63,10 +63,9 @@
 # **Chosen on development seeds (0–4), before the confirmatory run, and named
 # here:** the learning-rate range ends at 3 (a pilot up to 30 showed divergence,
 # a loss above $\log V$, from about 1 on: the range reaches it without spending
-# the budget there); `min_steps`, the number of configurations and seeds were
-# sized for the budget; and `C4.beyond` regresses on ranks (of the loss, and of the
-# index alone) because with raw values and all five measures a held-out
-# configuration at the edge of the range gave cross-validated gains of −24 to +3.
+# the budget there); `min_steps` and the numbers of configurations and seeds fit
+# the budget; `C4.beyond` regresses on ranks (of the loss and of the index alone):
+# with raw values and all five measures, held-out edge configurations gave −24 to +3.
 # A first version stopped on fresh source sequences once their loss stopped
 # falling (early stopping: most runs were not at a stationary point): replaced.
 #
@@ -78,8 +77,8 @@
 # $\rho(\text{stability}, \log H_\text{model}/H^*)$ lies below 0, contradicted
 # when above. Each also *given* the log learning rate and *given* the held-out loss
 # (partial $\rho$), each per source and aggregated over sources (every source must
-# agree). `C4.beyond[Q]`: the gain in cross-validated $R^2$ from adding the stability
-# measures to the held-out loss (scikit-learn folds by configuration), supported
+# agree). `C4.beyond[Q]`: the gain in cross-validated $R^2$ from adding the
+# instability index to the held-out loss (scikit-learn folds by configuration), supported
 # when its interval lies below {glue:text}`c4_r2_floor`.
 
 # %% tags=["parameters"]
@@ -142,7 +141,8 @@ c4.record_parameters(report)
 runs = c4.run_c4(report.parameters, seeds, device=str(dev))
 tables = {s: c4.c4_table(runs["design"][s]) for s in sources}
 c4.record_design(report, tables)
-records.style(c4.config_table(tables[sources[0]], c4.instability(tables[sources[0]])).head(8), "{:.4g}")
+shown = ["lr", "batch", "n_train", "weight_decay", "steps", "instability", c4.ENTROPY, *c4.ORIENTED]  # display only
+records.style(c4.config_table(tables[sources[0]], c4.instability(tables[sources[0]]))[shown].head(8), "{:.3g}")
 
 # %% [markdown]
 # The most stable configurations of the first source, above. Dense source:
@@ -188,13 +188,13 @@ plt.show()
 # %% [markdown]
 # ## The records
 #
-# Every rank record, per source and aggregated over sources ("all": the least
-# favourable source's interval):
+# Every rank record aggregated over sources (the least favourable source's
+# interval); the per-source records are on the claims page:
 
 # %%
 rank_table = c4.rank_records(report, tables)
 report.glue_table("c4_rank_table", rank_table, fmt="{:.3f}")
-records.style(rank_table, "{:.3f}")
+records.style(rank_table.xs("all", level="source"), "{:.3f}")
 
 # %% [markdown]
 # **Prediction beyond the loss.** For each quality measure (the forward KL is the
@@ -229,15 +229,16 @@ records.style(beyond_table, "{:.3f}")
 
 # %%
 stabiliser_table, deltas = c4.stabiliser_records(report, runs, tables[sources[0]])
-report.glue_table("c4_stabiliser_table", stabiliser_table, bold=c4.STABILISER_BOLD)
+report.glue_table("c4_stabiliser_table", stabiliser_table.drop(columns=[c for c in stabiliser_table if c.endswith(
+    (" lo", " hi"))]), bold=c4.STABILISER_BOLD)  # display: the intervals stay in stabiliser_table
 
 # %% tags=["hide-input"]
 plots.c4.stabiliser_effects(deltas)
 plt.show()
 
 # %% [markdown]
-# Per stabiliser, the paired change of stability and of quality (mean and
-# Student-t interval over seeds; in bold where the interval excludes 0):
+# Per stabiliser, the paired change of stability and of quality (mean over seeds; in
+# bold where its Student-t interval, kept in the results file, excludes 0):
 #
 # ```{glue:} c4_stabiliser_table
 # ```

@@ -13,8 +13,12 @@ def quality_against_stability(data: dict):
     stability index, one colour per source; the bar spans the seeds (min to max); the legend
     gives rho per source."""
     labels = [k for k in next(iter(data.values())) if k != "stability"]
-    fig, axes = plt.subplots(1, len(labels), figsize=(3.3 * len(labels), 3.6))
-    for ax, lab in zip(np.atleast_1d(axes), labels):
+    cols = 3
+    rows = -(-len(labels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.6 * rows), squeeze=False)
+    for ax in axes.ravel()[len(labels):]:
+        ax.set_visible(False)
+    for ax, lab in zip(axes.ravel(), labels):
         for i, (s, d) in enumerate(data.items()):
             Y, x = d[lab], d["stability"]
             m = Y.mean(1)
