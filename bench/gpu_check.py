@@ -27,7 +27,7 @@ from stabliab import params, runner
 from stabliab.book import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
-N_STABILISERS = 5  # notebook 04's reference configuration and its four stabilisers (experiments.c4)
+N_STABILISERS = 6  # notebook 04's reference configuration and its five stabilisers (experiments.c4)
 
 
 def WORK(name: str, p: dict) -> tuple[float, int]:
@@ -38,10 +38,14 @@ def WORK(name: str, p: dict) -> tuple[float, int]:
             * len(p["batch_sizes"])
     elif name.startswith("02"):
         w = len(p["archs"]) * (len(p["n_values"]) * p["steps"] + p["mode_steps"]) + p["mechanism_steps"]
-    elif name.startswith("03"):
-        w = len(p["corpora"]) * len(p["archs"]) * (len(p["designs"]) + 1) * p["steps"]
-    elif name.startswith("04"):
-        w = (p["n_configs"] + N_STABILISERS) * p["steps"]
+    elif name.startswith("03"):  # the decisive design's prefix and its arms (ML, design, dose, sham), then exploratory
+        arms = 3 + len(p["dose_gains"])
+        w = len(p["corpora"]) * len(p["archs"]) * (p["switch_on"] + arms * p["window"] + (len(p["designs"]) + 1)
+                                                   * p["steps"])
+    elif name.startswith("04"):  # every configuration at most max_steps (the stopping rule ends most runs earlier)
+        w = (p["n_configs"] * len(p["sources"]) + N_STABILISERS) * p["max_steps"]
+    elif name.startswith("05"):  # fine-tuning steps of one seed, plus the model as shipped (passages and prompts)
+        w = p["ft_steps"] + p["n_passages"] + p["n_prompts"] * p["gen_len"] / 64
     else:
         raise ValueError(f"no work formula for {name}")
     return float(w), int(p["n_seeds"])

@@ -20,9 +20,9 @@ BIN = Path(sys.executable).parent
 NB = "01_forward_kl_stationarity"
 
 
-def cli(root, *args, env=None, **kw):
+def cli(root, *args, env=None, timeout=600, **kw):
     return subprocess.run([str(BIN / "stabliab"), "--root", str(root), *args], capture_output=True, text=True,
-                          env={**os.environ, "STABLIAB_PROGRESS": "0", **(env or {})}, timeout=600, **kw)
+                          env={**os.environ, "STABLIAB_PROGRESS": "0", **(env or {})}, timeout=timeout, **kw)
 
 
 def tiny_repo(path: Path, body: str, parameters: str = "secs = 0.0  # in [0, 600]: seconds to sleep\n") -> Path:
@@ -184,7 +184,7 @@ def _chromium():
 
 @pytest.fixture(scope="module")
 def smoke_book(repo):
-    r = cli(repo, "book", "--profile", "smoke")
+    r = cli(repo, "book", "--profile", "smoke", timeout=1800)  # five smoke notebooks and the build: minutes
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     lines = r.stdout.strip().splitlines()
     assert len(lines) == len(book.toc_notebooks(repo)) + 1 and "book: built" in lines[-1]  # one line per notebook

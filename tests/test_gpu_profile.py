@@ -24,7 +24,7 @@ def _check_module():
 def test_the_gpu_profile_is_valid_and_a_slice_of_the_paper_profile():
     gc = _check_module()
     names = params.check_profile(ROOT, "gpu", [])
-    assert len(names) == 4 and params.load_profile(ROOT, "gpu")["requires"] == "cuda"
+    assert len(names) == 5 and params.load_profile(ROOT, "gpu")["requires"] == "cuda"
     for name, p in names.items():
         (wg, sg), (wp, sp) = gc.WORK(name, p), gc.WORK(name, params.resolve_parameters(ROOT, name, "paper"))
         assert wg <= wp and sg <= sp, name  # a slice: no more work than the paper profile
