@@ -2,7 +2,6 @@
 exact measures, the design, the index, and the one-sided, directional and R²-gain records the
 notebook glues. Values come from the smoke profile of notebook 04."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy import stats as sps
@@ -259,13 +258,20 @@ def _result(rng, scale, S):
     return {"result": r}
 
 
-def test_a_stabiliser_that_lowers_every_measure_holds_and_one_that_raises_them_does_not():
-    rng = np.random.default_rng(2)
-    S = 4
+def _study(seed, S):
+    """A design of ten configurations (its table), a reference run and a calmer one (every
+    stability measure / 100)."""
+    rng = np.random.default_rng(seed)
     design = [_result(rng, s, S) for s in np.exp(rng.normal(size=10))]
     table = {"measures": np.stack([c4.seed_measures(r["result"]) for r in design]), "used": np.ones(10, bool)}
     ref = _result(rng, 1.0, S)
     calmer = {**ref["result"], **{n: [v / 100 for v in ref["result"][n]] for n in c4.STABILITY}}
+    return table, ref, calmer
+
+
+def test_a_stabiliser_that_lowers_every_measure_holds_and_one_that_raises_them_does_not():
+    S = 4
+    table, ref, calmer = _study(2, S)
     wilder = {**ref["result"], **{n: [v * 100 for v in ref["result"][n]] for n in c4.STABILITY}}
     runs = {"reference": ref, "stabilisers": {"calmer": {"result": calmer}, "wilder": {"result": wilder}}}
     report = _report()
@@ -281,14 +287,9 @@ def test_a_stabiliser_that_lowers_every_measure_holds_and_one_that_raises_them_d
 
 
 def test_stabilisers_pair_only_seeds_at_plateau_in_both_runs_and_the_moving_average_is_not_applicable():
-    rng = np.random.default_rng(6)
-    S = 5
-    design = [_result(rng, s, S) for s in np.exp(rng.normal(size=10))]
-    table = {"measures": np.stack([c4.seed_measures(r["result"]) for r in design]), "used": np.ones(10, bool)}
-    ref = _result(rng, 1.0, S)
+    table, ref, calmer = _study(6, 5)
     ref["result"]["at_plateau"] = [True, True, False, True, True]
-    calmer = {**ref["result"], **{n: [v / 100 for v in ref["result"][n]] for n in c4.STABILITY},
-              "at_plateau": [True, False, True, True, True]}
+    calmer["at_plateau"] = [True, False, True, True, True]
     runs = {"reference": ref, "stabilisers": {"calmer": {"result": calmer},
                                               "moving average": {"result": dict(ref["result"])}}}
     report = _report()

@@ -13,7 +13,7 @@ import torch
 
 from .. import io, measures, plateau
 from ..pretrained import Pretrained
-from ..seeds import rng, stream
+from ..seeds import rng
 from ..sources import shakespeare_plays
 from .c2 import ngram_share, plateau_mean, plateau_paired
 
