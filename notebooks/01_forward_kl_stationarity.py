@@ -48,6 +48,8 @@ adamw_lrs = [0.001, 0.01, 0.1]  # in (0, 10]: AdamW learning rates, part (e)
 sgd_lrs = [0.1, 1.0]  # in (0, 1000]: SGD learning rates, part (e)
 batch_sizes = [4, 0]  # in [0, 65536]: sequences per step, part (e) (0: the whole sample)
 approx_share = 0.05  # in (0, 1): (e) "approximately": excess KL below this share of the reducible loss [pre-registered]
+executor = "processes"  # one of {local, processes, ray}: where the training runs go (one torch thread each)
+workers = 0  # in [0, 4096]: processes or Ray CPUs (0: one per core)
 device = "auto"  # device: auto (the first CUDA device if there is one), cpu, cuda or cuda:N
 
 # %%
@@ -233,7 +235,6 @@ plots.c1.empirical_against_true(runs, full, rank);
 std = report.call(c1.standard_training, device=str(dev))
 c1.standard_records(report, std)
 plots.c1.standard_excess(std);
-
 # %% [markdown]
 # {glue:text}`c1_std_plateau_share:.0%` of the {glue:text}`c1_std_runs` runs reached their plateau. `C1.standard[adamw]`
 # **{glue:text}`c1_standard_adamw_verdict`**, `C1.standard[sgd]` **{glue:text}`c1_standard_sgd_verdict`**; `C1.noise[adamw]`
@@ -244,7 +245,6 @@ plots.c1.standard_excess(std);
 # ```
 #
 # ## Claim records
-
 # %%
 report.save()
 records.style(report.table())

@@ -62,6 +62,8 @@ mechanism_lr = 0.01  # in (0, 1]: its learning rate
 mechanism_batch = 128  # in [1, 65536]: its sequences per step
 mechanism_tol = 0.05  # in (0, 1): (b) holds when H_model / H(p_hat) lies within 1 +- this [pre-registered]
 mm_tol = 0.25  # in (0, 1): (b) holds when measured deficit / Miller-Madow lies within 1 +- this [pre-registered]
+executor = "processes"  # one of {local, processes, ray}: where the training runs go (one torch thread each)
+workers = 0  # in [0, 4096]: processes or Ray CPUs (0: one per core)
 device = "auto"  # device: auto (the first CUDA device if there is one), cpu, cuda or cuda:N
 precision = "fp32"  # one of {fp32, bf16}: bf16 autocast for the neural models; cross-entropy and entropies in fp32
 
@@ -211,7 +213,6 @@ zipf = report.call(c2.zipf_source)
 modes, mass = report.call(c2.mode_concentration, zipf, **env)
 c2.modes_records(report, modes)
 plots.c2.mode_mass(mass, archs); plt.show()
-
 # %% [markdown]
 # ```{glue:} c2_modes_table
 # ```
@@ -241,7 +242,6 @@ plots.c2.mode_mass(mass, archs); plt.show()
 # $N$**: `C2.largeN[…]`, still below the truth at $N$ = {glue:text}`c2_N_large`, where part (a)'s bias is nearly gone?
 #
 # ## Claim records
-
 # %%
 early = report.call(c2.early_stopping, src, runs)
 c2.early_records(report, early)

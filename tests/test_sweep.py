@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from scipy import stats as sps
 
 
 from stabliab import measures, stats, sweep
-from stabliab.experiments import c4
+from stabliab.experiments import c1, c4
 
 from conftest import smoke_context
 
@@ -154,3 +156,43 @@ def test_stability_and_quality_measures_on_known_cases():
     p, q = np.array([0.5, 0.5, 0.0, 0.0]), np.array([0.0, 0.0, 0.5, 0.5])
     assert measures.js_divergence(p, p) == pytest.approx(0.0, abs=1e-15)
     assert measures.js_divergence(p, q) == pytest.approx(np.log(2), abs=1e-15)
+
+
+# ---------------------------------------------------------------------- parallel_map
+def _boom(x):
+    if x == 2:
+        raise ValueError("two is refused")
+    return x * x
+
+
+def test_parallel_map_gives_the_local_numbers_in_order_for_c1_standard_training():
+    """A training run through a spawned pool returns what it returns in this process (one torch
+    thread each), in the order of the items."""
+    kw = smoke_context("01_forward_kl_stationarity", c1.standard_training, seeds=[0, 1], device="cpu",
+                       std_steps=30, adamw_lrs=[0.01, 0.1], sgd_lrs=[0.5], batch_sizes=[4])
+    out = {ex: c1.standard_training(**{**kw, "executor": ex, "workers": 2}) for ex in ["local", "processes"]}
+    pd.testing.assert_frame_equal(out["local"], out["processes"])
+    assert list(out["local"].lr.unique()) == [0.01, 0.1, 0.5]
+
+
+def test_parallel_map_in_this_process_restores_the_thread_count():
+    keep = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert sweep.parallel_map(torch.get_num_threads, [(), ()], executor="local", threads=1) == [1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(keep)
+
+
+@pytest.mark.parametrize("executor", ["local", "processes"])
+def test_parallel_map_names_the_failed_item_after_the_others(executor):
+    with pytest.raises(sweep.SweepError, match="two is refused") as e:
+        sweep.parallel_map(_boom, [(1,), (2,), (3,)], executor=executor, workers=2)
+    assert [c for c, _ in e.value.failed] == [{"item": 1}]
+    assert sweep.parallel_map(_boom, [(1,), (3,)], executor=executor, workers=2) == [1, 9]
+
+
+def test_parallel_map_refuses_an_unknown_executor():
+    with pytest.raises(ValueError, match="executor"):
+        sweep.parallel_map(_boom, [(1,)], executor="slurm")

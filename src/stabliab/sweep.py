@@ -17,6 +17,11 @@ future, wait for the first completed): this process (`_Inline`), a spawned proce
 whose workers die with their parent, or Ray (`_Ray`, a small adapter).
 
     results = run_sweep(task, configs, seeds, out_dir, executor="local" | "processes" | "ray")
+
+Runs whose results are objects rather than per-seed numbers (a trained model, its
+trajectory) go through the same executors uncached:
+
+    outs = parallel_map(fn, [args, ...], executor="processes")  # [fn(*args), ...] in order
 """
 from __future__ import annotations
 
@@ -195,6 +200,58 @@ def _call(task, config, seeds, context, threads):
             return True, task(config, list(seeds), **context)
         except Exception as e:  # reported by name, the others go on
             return False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+
+
+def _apply(fn, args, threads):
+    """fn(*args) with `threads` torch threads (the caller's count restored after) and no inner
+    progress bars; (ok, result or formatted error)."""
+    keep = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    with io.environment(**{io.PROGRESS: "0"}):
+        try:
+            return True, fn(*args)
+        except Exception as e:
+            return False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+        finally:
+            torch.set_num_threads(keep)
+
+
+def parallel_map(fn: Callable, items: list[tuple], *, executor: str = "local", workers: int | None = None,
+                 threads: int = 1, device: str = "cpu", desc: str = "runs") -> list:
+    """[fn(*args) for args in items], in order, each call on `executor` ("local": this process;
+    "processes": a spawned pool, one worker per core by default; "ray") with `threads` torch
+    threads, so that every executor computes the same numbers. fn must be a module-level
+    function and its arguments and result picklable. The first failure raises SweepError
+    naming its item, after every call has finished."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    items = [tuple(a) for a in items]
+    pool, width = _executor(executor, workers, threads, device, len(items))
+    width = min(width, max(len(items), 1))
+    out: list = [None] * len(items)
+    failed: list[tuple[dict, str]] = []
+    queue, running = deque(range(len(items))), {}
+    bar = io.progress(None, total=len(items), desc=desc)
+    try:
+        while queue or running:
+            while queue and len(running) < width:
+                i = queue.popleft()
+                running[pool.submit(_apply, fn, items[i], threads)] = i
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                i = running.pop(f)
+                ok, res = f.result()
+                if ok:
+                    out[i] = res
+                else:
+                    failed.append(({"item": i}, res.strip().splitlines()[0]))
+                bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    if failed:
+        raise SweepError(failed)
+    return out
 
 
 def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, executor: str = "local",

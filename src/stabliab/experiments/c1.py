@@ -18,6 +18,7 @@ import torch
 from .. import loglinear, measures, members, optim, plateau, train
 from ..seeds import stream, streams
 from ..sources import MarkovSource
+from ..sweep import parallel_map
 
 IDENTITY_TOL = 1e-10  # nats: the identity CE = H + KL holds to float64 rounding
 MAXENT_TOL = 1e-6  # nats: H(p_theta*) - H(p_hat) = KL* to the accuracy of an L-BFGS minimum (gradient ~1e-9)
@@ -320,44 +321,54 @@ def context_entropy(x: np.ndarray, k: int, bos: int) -> float:
 
 
 def standard_training(*, seeds, vocab, order, sparsity, dirichlet_alpha, source_seed, n_sequences, seq_len,
-                      std_steps, adamw_lrs, sgd_lrs, batch_sizes, device) -> pd.DataFrame:
+                      std_steps, adamw_lrs, sgd_lrs, batch_sizes, device, executor, workers) -> pd.DataFrame:
     """Minibatch (and full-batch) AdamW and SGD on an MLP n-gram (window = the source's order,
-    STD_ARCH) for std_steps, each seed on its own C1 sample: one row per (optimizer, lr, batch,
-    seed) with the floor H(p̂_N | context), the excess forward KL to the empirical distribution
+    STD_ARCH) for std_steps, each seed on its own C1 sample, one call of standard_run per
+    (optimizer, lr, batch) on the executor (one torch thread each): one row per (optimizer, lr,
+    batch, seed) with the floor H(p̂_N | context), the excess forward KL to the empirical distribution
     (whole-sample cross-entropy minus that floor, mean over the plateau window: the stationary
     spread of noisy iterates included), its share of the reducible loss log V - floor, the
     plateau state (plateau.measure on the whole-sample loss) and lr x the top Hessian eigenvalue
     of the whole-sample loss at the end (SGD is past its stability edge when it exceeds 2)."""
     src = MarkovSource.random(vocab, sparsity=sparsity, alpha=dirichlet_alpha, order=order, seed=source_seed)
-    dev = torch.device(device)
-    data = torch.stack([members.with_bos(src.sample(n_sequences, seq_len, seed=stream("data", s)), vocab, dev)
+    kw = dict(seeds=list(seeds), vocab=vocab, order=order, n_sequences=n_sequences, seq_len=seq_len,
+              std_steps=std_steps, device=str(device))
+    grid = [(opt, lr, b) for opt, lrs in (("adamw", adamw_lrs), ("sgd", sgd_lrs)) for lr in lrs for b in batch_sizes]
+    outs = parallel_map(standard_run, [(src, *g, kw) for g in grid], executor=executor, workers=workers or None,
+                        device=str(device), desc="C1 standard training")
+    return pd.DataFrame([r for rows in outs for r in rows])
+
+
+def standard_run(src: MarkovSource, opt: str, lr: float, b: int, kw: dict) -> list[dict]:
+    """One (optimizer, lr, batch) of standard_training, every seed at once: its rows."""
+    seeds, vocab, order, n_sequences = kw["seeds"], kw["vocab"], kw["order"], kw["n_sequences"]
+    dev = torch.device(kw["device"])
+    data = torch.stack([members.with_bos(src.sample(n_sequences, kw["seq_len"], seed=stream("data", s)), vocab, dev)
                         for s in seeds])  # [S, N, T+1]: the samples of problem()
     floor = np.array([context_entropy(d.cpu().numpy(), order, vocab) for d in data])  # [S]
     tol = plateau.Tolerances()
-    evals = np.union1d(train.eval_schedule(std_steps, STD_EVALS),
-                       np.linspace((1 - tol.window) * std_steps, std_steps, PLATEAU_EVALS).astype(int))
+    steps = kw["std_steps"]
+    evals = np.union1d(train.eval_schedule(steps, STD_EVALS),
+                       np.linspace((1 - tol.window) * steps, steps, PLATEAU_EVALS).astype(int))
+    traj, base = train.train_lm("mlp", data, vocab=vocab, seeds=seeds, steps=steps, lr=lr,
+                                batch_size=b, optimizer=opt, eval_every=evals,
+                                eval_fns={"whole": lambda base, p, t: members.lm_loss(base, p, data)},
+                                desc=f"c1 {opt} lr={lr:g} batch={b or 'all'}", context=order, **STD_ARCH)
+    whole = traj["whole"]  # [E, S]
+    pl = plateau.measure_members(traj.eval_step, whole, tol=tol)
+    lam = optim.top_hessian_eigenvalue(lambda p: members.lm_loss(base, p, data), traj.params,
+                                       iters=SHARP_ITERS, member_seeds=streams("power", seeds))
+    win = traj.eval_step >= pl["window_start"].iloc[0]
     rows = []
-    for opt, lrs in (("adamw", adamw_lrs), ("sgd", sgd_lrs)):
-        for lr in lrs:
-            for b in batch_sizes:
-                traj, base = train.train_lm("mlp", data, vocab=vocab, seeds=seeds, steps=std_steps, lr=lr,
-                                            batch_size=b, optimizer=opt, eval_every=evals,
-                                            eval_fns={"whole": lambda base, p, t: members.lm_loss(base, p, data)},
-                                            desc=f"c1 {opt} lr={lr:g} batch={b or 'all'}", context=order, **STD_ARCH)
-                whole = traj["whole"]  # [E, S]
-                pl = plateau.measure_members(traj.eval_step, whole, tol=tol)
-                lam = optim.top_hessian_eigenvalue(lambda p: members.lm_loss(base, p, data), traj.params,
-                                                   iters=SHARP_ITERS, member_seeds=streams("power", seeds))
-                win = traj.eval_step >= pl["window_start"].iloc[0]
-                for m, s in enumerate(seeds):
-                    excess = float(whole[win, m].mean() - floor[m])
-                    rows.append({"optimizer": opt, "lr": float(lr), "batch": int(b or n_sequences), "seed": s,
-                                 "full batch": b == 0, "floor": floor[m], "excess KL": excess,
-                                 "excess share": excess / (np.log(vocab) - floor[m]),
-                                 "at plateau": bool(pl["at_plateau"].iloc[m]), "slope": float(pl["slope"].iloc[m]),
-                                 "lr x sharpness": float(lr * lam[m].abs().item()),
-                                 "diverged": not np.isfinite(whole[-1, m])})
-    return pd.DataFrame(rows)
+    for m, s in enumerate(seeds):
+        excess = float(whole[win, m].mean() - floor[m])
+        rows.append({"optimizer": opt, "lr": float(lr), "batch": int(b or n_sequences), "seed": s,
+                     "full batch": b == 0, "floor": floor[m], "excess KL": excess,
+                     "excess share": excess / (np.log(vocab) - floor[m]),
+                     "at plateau": bool(pl["at_plateau"].iloc[m]), "slope": float(pl["slope"].iloc[m]),
+                     "lr x sharpness": float(lr * lam[m].abs().item()),
+                     "diverged": not np.isfinite(whole[-1, m])})
+    return rows
 
 
 def standard_records(report, std: pd.DataFrame) -> pd.DataFrame:

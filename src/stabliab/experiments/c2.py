@@ -17,6 +17,7 @@ from .. import lm, measures, members, plateau, train
 from ..optim import member_norm
 from ..seeds import stream, streams
 from ..sources import MarkovSource, ZipfModes
+from ..sweep import parallel_map
 
 GLUED_PARAMETERS = ["bias_reps", "steps", "mode_steps", "mechanism_steps", "mechanism_tol", "mm_tol", "seq_len", "n_evals", "n_modes",
                     "mode_len", "n_mode_samples", "mlp_context", "top_m", "precision"]  # cited by the prose
@@ -248,33 +249,42 @@ def heldout_sequences(src: MarkovSource, *, seeds, n_heldout, seq_len, device) -
 
 
 def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_values, seq_len, steps, lr,
-                   batch_size, n_evals, n_gen, precision, arch_kw, device) -> dict:
-    """Every family at every N, all seeds at once: (arch, N) -> {traj (held-out loss, generative entropy
-    rate, fixed-batch loss and gradient norm at eval_steps), base, H_hat [S] of the sample, h_final [S]
-    the generative entropy rate of n_gen final samples, coverage [S] of the true transitions by them,
-    data_coverage [S] by the sample, plateau (plateau_of, with the held-out loss: one row per seed)}."""
-    evals = eval_steps(steps, n_evals)
+                   batch_size, n_evals, n_gen, precision, arch_kw, device, executor, workers) -> dict:
+    """Every family at every N, all seeds at once, each (arch, N) one call of family_run on the
+    executor (one torch thread each, so the numbers do not depend on the executor): (arch, N) ->
+    {traj (held-out loss, generative entropy rate, fixed-batch loss and gradient norm at
+    eval_steps), base, H_hat [S] of the sample, h_final [S] the generative entropy rate of n_gen
+    final samples, coverage [S] of the true transitions by them, data_coverage [S] by the sample,
+    plateau (plateau_of, with the held-out loss: one row per seed)}."""
+    kw = dict(seeds=list(seeds), seq_len=seq_len, steps=steps, lr=lr, batch_size=batch_size, n_evals=n_evals,
+              n_gen=n_gen, precision=precision, arch_kw=arch_kw, device=str(device))
+    grid = [(arch, N) for N in n_values for arch in archs]
+    outs = parallel_map(family_run, [(src, heldout, arch, N, kw) for arch, N in grid], executor=executor,
+                        workers=workers or None, device=str(device), desc="C2 families")
+    return dict(zip(grid, outs))
+
+
+def family_run(src: MarkovSource, heldout: torch.Tensor, arch: str, N: int, kw: dict) -> dict:
+    """One family at one N, every seed at once (train_families' entry for (arch, N))."""
+    seeds, seq_len, precision, device = kw["seeds"], kw["seq_len"], kw["precision"], torch.device(kw["device"])
+    evals = eval_steps(kw["steps"], kw["n_evals"])
     gen_H = members.generation_entropy_eval(64, seq_len, streams("sample", seeds, 0), skip=src.order, precision=precision)
-    runs = {}
-    for N in n_values:
-        samples = training_samples(src, N, seq_len, seeds)
-        H_hat = np.array([sample_entropy(src, x) for x in samples])
-        data = with_bos(samples, src.vocab, device)
-        for arch in archs:
-            traj, base = train.train_lm(arch, data, vocab=src.vocab, seeds=seeds, steps=steps, lr=lr,
-                                        batch_size=batch_size, heldout=heldout, eval_every=evals,
-                                        eval_fns={"gen_H": gen_H, **fixed_batch_evals(data, arch, precision)},
-                                        precision=precision, desc=f"{arch} N={N}", **arch_kw)
-            tok, lq = members.sample_members(base, traj.params, n_gen, seq_len, 0, precision=precision,
-                                            member_seeds=streams("sample", seeds, 1))
-            h_final = np.array([measures.generation_entropy(q, skip=src.order).mean() for q in lq])  # [S]
-            runs[arch, N] = dict(
-                traj=traj, base=base, H_hat=H_hat, plateau=plateau_of(traj, heldout=True), h_final=h_final,
-                routes=routes(src, samples, np.asarray(tok), h_final, base, traj.params, data, arch, precision, seeds),
-                coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(t)) for t in tok]),
-                data_coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(x))
-                                        for x in samples]))
-    return runs
+    samples = training_samples(src, N, seq_len, seeds)
+    H_hat = np.array([sample_entropy(src, x) for x in samples])
+    data = with_bos(samples, src.vocab, device)
+    traj, base = train.train_lm(arch, data, vocab=src.vocab, seeds=seeds, steps=kw["steps"], lr=kw["lr"],
+                                batch_size=kw["batch_size"], heldout=heldout, eval_every=evals,
+                                eval_fns={"gen_H": gen_H, **fixed_batch_evals(data, arch, precision)},
+                                precision=precision, desc=f"{arch} N={N}", **kw["arch_kw"])
+    traj.optimizer = None  # not used here; the result travels back from a worker
+    tok, lq = members.sample_members(base, traj.params, kw["n_gen"], seq_len, 0, precision=precision,
+                                    member_seeds=streams("sample", seeds, 1))
+    h_final = np.array([measures.generation_entropy(q, skip=src.order).mean() for q in lq])  # [S]
+    return dict(
+        traj=traj, base=base, H_hat=H_hat, plateau=plateau_of(traj, heldout=True), h_final=h_final,
+        routes=routes(src, samples, np.asarray(tok), h_final, base, traj.params, data, arch, precision, seeds),
+        coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(t)) for t in tok]),
+        data_coverage=np.array([measures.transition_coverage(src.P, src.transition_counts(x)) for x in samples]))
 
 
 # ---------------------------------------------------------------------- (c) the routes of concentration
@@ -487,32 +497,43 @@ def mode_row(zipf: ZipfModes, ids: np.ndarray, p_mode: np.ndarray, gen_ids: np.n
 
 
 def mode_concentration(zipf: ZipfModes, *, seeds, archs, vocab, n_mode_samples, mode_steps, lr, batch_size, n_gen,
-                       n_evals, top_m, precision, arch_kw, device) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each family trained on each seed's sample of the mixture: (modes, one row per (arch, seed),
-    mode_row's measures and the run's plateau measurement (plateau_of: PLATEAU_COLUMNS, no held-out loss);
-    mass, one row per (arch, seed, mode rank): model, sample and true mass, seen)."""
+                       n_evals, top_m, precision, arch_kw, device, executor, workers) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each family trained on each seed's sample of the mixture, one call of modes_run per family on
+    the executor: (modes, one row per (arch, seed), mode_row's measures and the run's plateau
+    measurement (plateau_of: PLATEAU_COLUMNS, no held-out loss); mass, one row per (arch, seed, mode
+    rank): model, sample and true mass, seen)."""
+    kw = dict(seeds=list(seeds), vocab=vocab, n_mode_samples=n_mode_samples, mode_steps=mode_steps, lr=lr,
+              batch_size=batch_size, n_gen=n_gen, n_evals=n_evals, top_m=top_m, precision=precision,
+              arch_kw=arch_kw, device=str(device))
+    outs = parallel_map(modes_run, [(zipf, arch, kw) for arch in archs], executor=executor,
+                        workers=workers or None, device=str(device), desc="C2 modes")
+    return (pd.DataFrame([r for rows, _ in outs for r in rows]), pd.DataFrame([r for _, rows in outs for r in rows]))
+
+
+def modes_run(zipf: ZipfModes, arch: str, kw: dict) -> tuple[list[dict], list[dict]]:
+    """One family on the mixture, every seed at once: (mode rows, mass rows) of mode_concentration."""
+    seeds, precision, device = kw["seeds"], kw["precision"], torch.device(kw["device"])
     M = zipf.modes.shape[0]
     mode_rows, mass_rows = [], []
-    for arch in archs:
-        seqs, ids = zip(*[zipf.sample(n_mode_samples, seed=stream("data", s)) for s in seeds])
-        data = with_bos(seqs, vocab, device)
-        traj, base = train.train_lm(arch, data, vocab=vocab, seeds=seeds, steps=mode_steps, lr=lr,
-                                    batch_size=batch_size, eval_every=eval_steps(mode_steps, n_evals),
-                                    eval_fns=fixed_batch_evals(data, arch, precision), precision=precision,
-                                    desc=f"{arch} modes", **arch_kw)
-        pl = plateau_of(traj, heldout=False)
-        tok, lq = members.sample_members(base, traj.params, n_gen, zipf.modes.shape[1], 0, precision=precision,
-                                         member_seeds=streams("sample", seeds, 2))
-        for s, seed in enumerate(seeds):
-            mod = members.member(base, traj.params, s)
-            p_mode = mod.sequence_logprob(torch.tensor(zipf.modes, device=device)).exp().cpu().numpy()  # [M] exact
-            mode_rows.append({"arch": arch, "seed": seed,
-                              **mode_row(zipf, ids[s], p_mode, zipf.identify(tok[s]), lq[s], top_m),
-                              **pl.loc[s, PLATEAU_COLUMNS].to_dict()})
-            seen = np.isin(np.arange(M), ids[s])
-            mass_rows += [{"arch": arch, "seed": seed, "rank": m + 1, "model": p_mode[m],
-                           "sample": np.mean(ids[s] == m), "true": zipf.weights[m], "seen": seen[m]} for m in range(M)]
-    return pd.DataFrame(mode_rows), pd.DataFrame(mass_rows)
+    seqs, ids = zip(*[zipf.sample(kw["n_mode_samples"], seed=stream("data", s)) for s in seeds])
+    data = with_bos(seqs, kw["vocab"], device)
+    traj, base = train.train_lm(arch, data, vocab=kw["vocab"], seeds=seeds, steps=kw["mode_steps"], lr=kw["lr"],
+                                batch_size=kw["batch_size"], eval_every=eval_steps(kw["mode_steps"], kw["n_evals"]),
+                                eval_fns=fixed_batch_evals(data, arch, precision), precision=precision,
+                                desc=f"{arch} modes", **kw["arch_kw"])
+    pl = plateau_of(traj, heldout=False)
+    tok, lq = members.sample_members(base, traj.params, kw["n_gen"], zipf.modes.shape[1], 0, precision=precision,
+                                     member_seeds=streams("sample", seeds, 2))
+    for s, seed in enumerate(seeds):
+        mod = members.member(base, traj.params, s)
+        p_mode = mod.sequence_logprob(torch.tensor(zipf.modes, device=device)).exp().cpu().numpy()  # [M] exact
+        mode_rows.append({"arch": arch, "seed": seed,
+                          **mode_row(zipf, ids[s], p_mode, zipf.identify(tok[s]), lq[s], kw["top_m"]),
+                          **pl.loc[s, PLATEAU_COLUMNS].to_dict()})
+        seen = np.isin(np.arange(M), ids[s])
+        mass_rows += [{"arch": arch, "seed": seed, "rank": m + 1, "model": p_mode[m],
+                       "sample": np.mean(ids[s] == m), "true": zipf.weights[m], "seen": seen[m]} for m in range(M)]
+    return mode_rows, mass_rows
 
 
 def modes_records(report, modes: pd.DataFrame) -> pd.DataFrame:
