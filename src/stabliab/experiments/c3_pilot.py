@@ -26,9 +26,7 @@ rule still picks one, and the notebook says so.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .. import io, params, sweep
