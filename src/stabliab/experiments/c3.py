@@ -20,11 +20,11 @@ __all__ = [  # the task's names, re-exported, and this module's
     "arm_configurations", "arm_key", "arms", "c3_arms_runs", "c3_arms_task", "c3_data", "c3_runs", "c3_task",
     "configurations", "donor_positions", "dose_arm", "feedback_key", "outcomes", "own_statistics", "plugin_code",
     "plugin_modules", "series", "sham_arm", "stat_key", "statistics",
-    "DECISIVE_STAT", "msd", "decisive_gate", "prefix_plateau", "donor_table", "decisive_records", "decisive_table",
+    "DECISIVE_STAT", "msd", "decisive_gate", "prefix_plateau", "donor_table", "verdict_summary", "glue_decisive", "decisive_records", "decisive_table",
     "dose_table", "seed_table", "EXPLORATORY",
     "KEYS", "EFFECT_BOLD", "VERDICTS", "excludes_zero", "resolve_designs", "held_statistics", "design_table",
     "GLUED", "glue_parameters", "detrended_var", "gate_window", "c3_gate", "gate_statistics", "c3_roughness",
-    "write_records", "corpus_records", "gate_table", "gate_wide", "gate_floor", "differences", "effects_detail",
+    "write_records", "exploratory_records", "gate_table", "gate_wide", "gate_floor", "differences", "effects_detail",
     "effects_table", "regime_points", "design_summary", "glue_counts",
     "c3_human", "c3_reference", "text_table", "PLATEAU_TOL", "plateau_runs", "plateau_records", "posthoc_table"]
 
@@ -66,7 +66,8 @@ def design_table(specs: dict[str, dict]) -> pd.DataFrame:
 
 
 GLUED = ("markov_vocab", "seq_len", "steps", "n_gen", "prompt_len", "gen_len", "eval_every", "n_stat_samples",
-         "d_model", "switch_on", "window", "gate_max", "floor_max", "n_seeds")  # parameters the prose cites
+         "d_model", "switch_on", "window", "gate_max", "floor_max", "n_seeds", "seed", "donor_seed", "kp", "ki",
+         "kappa_max", "gain")  # parameters the prose cites
 
 
 def glue_parameters(report) -> None:
@@ -160,6 +161,20 @@ def write_records(report, runs: dict, gates: dict, held: dict[str, str], start: 
                               np.log10(c3_roughness(off, start)), float(np.log10(smooth_factor)), "<")
                 for rec in (gr, j, gg, sm):
                     rec.exploratory = True  # outside the C3 verdict: not pre-registered as the decisive design
+
+
+def exploratory_records(report, runs: dict, seeds: list[int], corpus: str, archs: list[str], held: dict[str, str],
+                        start: int, smooth_factor: float, settle: float) -> None:
+    """The exploratory part on one corpus: gate_statistics, write_records, the plateau records,
+    and the glued effects table (c3_effects_table, its rows as c3_effects_detail) and the
+    gate-floor table (c3_gate_floor_table)."""
+    xgates = gate_statistics(runs, [corpus], archs, held, start, settle)
+    write_records(report, runs, xgates, held, start, smooth_factor, settle)
+    detail = effects_detail(differences(runs, seeds, xgates))
+    report.glue_table("c3_effects_table", effects_table(report, detail, xgates), fmt="{:+.3f}", bold=EFFECT_BOLD)
+    report.metric("c3_effects_detail", detail.to_dict(orient="records"), glue_it=False)
+    report.glue_table("c3_gate_floor_table", gate_floor(gate_table(report, xgates, held)), fmt="{:+.2f}")
+    plateau_records(report, plateau_runs(runs, seeds))
 
 
 # ---------------------------------------------------------------- numeric tables
@@ -527,6 +542,29 @@ def decisive_table(report, gates: dict) -> pd.DataFrame:
                             "saturated": float(np.mean(g["saturated"]))})
         rows.append(row)
     return pd.DataFrame(rows).set_index(["corpus", "family"])
+
+
+def verdict_summary(report, corpora: list[str], archs: list[str]) -> str:
+    """One line naming, per corpus, every family's gate, C3.rep and C3 verdicts and the corpus
+    record's: the prose cites it, so that it reads right whatever the verdicts are."""
+    cl = _claims(report)
+    parts = []
+    for c in corpora:
+        fam = "; ".join(f"{a}: gate {cl[f'C3.gate[{c}:{a}]'].verdict}, Δrep vs sham {cl[f'C3.rep[{c}:{a}]'].verdict}, "
+                        f"C3 {cl[f'C3[{c}:{a}]'].verdict}" for a in archs)
+        parts.append(f"{c} — {fam}; C3[{c}] {cl[f'C3[{c}]'].verdict}")
+        parts[-1] += f" ({sum(cl[f'C3.gate[{c}:{a}]'].verdict == 'supported' for a in archs)} of {len(archs)} gates passed)"
+    return " · ".join(parts)
+
+
+def glue_decisive(report, arms_runs: dict, gates: dict, seeds: list[int], corpora: list[str], archs: list[str],
+                  gain: float, dose_gains: list[float]) -> None:
+    """Glue the decisive experiment's tables (decisive, seed, dose, donor) and verdict_summary."""
+    report.glue_table("c3_decisive_table", decisive_table(report, gates), fmt="{:+.3g}")
+    report.glue_table("c3_seed_table", seed_table(arms_runs, gates, seeds), fmt="{:+.3f}")
+    report.glue_table("c3_dose_table", dose_table(arms_runs, gates, gain, dose_gains), fmt="{:+.3f}")
+    report.glue_table("c3_donor_table", donor_table(arms_runs), fmt="{:+.3g}")
+    report.metric("c3_verdicts", verdict_summary(report, corpora, archs))
 
 
 def seed_table(arms_runs: dict, gates: dict, seeds: list[int]) -> pd.DataFrame:
