@@ -157,10 +157,10 @@ plots.c3.decisive_arms(arms_runs, corpora, archs, gate_settle);
 # ## Gate and verdict, per corpus and family
 #
 # **What came out** (seeds {glue:text}`c3_seed`, … , donor {glue:text}`c3_donor_seed`):
-# {glue:text}`c3_verdicts`. Where a gate is not supported, that family's `C3`, `dose` and `smooth` are untestable:
-# the loop did not hold its statistic measurably closer to s₀ than the sham, so no outcome can be credited to feedback
-# (`rep` is shown all the same). Where a gate passes, `C3` reads the share; its entropy half is near 0 by construction
-# there, so `rep` beside it says whether the loop moved the repetition the claim names.
+# {glue:text}`c3_verdicts`. Where a gate is not supported (contradicted: shown less than 2× closer to s₀ than the sham;
+# inconclusive: its interval straddles 2×), that family's `C3`, `dose` and `smooth` are untestable: no outcome can be
+# credited to feedback (`rep` is shown all the same). Where a gate passes, `C3` reads the share; its entropy half is
+# near 0 by construction there, so `rep` beside it says whether the loop moved the repetition the claim names.
 #
 # Per (corpus, family): seeds at plateau at switch-on (only those enter a record); `floor` and `gate` (log10 MSD ratio,
 # design against sham, settled window) with interval and verdict; beside the gate the **whole**-window ratio, the design
