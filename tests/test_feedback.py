@@ -161,9 +161,9 @@ def test_c3_task_writes_exactly_the_documented_result_format(small_runs):
 
 
 def test_c3_task_keywords_are_the_notebook_parameters():
-    """No defaults: every keyword of c3_task and c3_data is a parameter of notebook 03, or the
+    """No defaults: every keyword of c3_task, c3_data and c3_arms_task is a parameter of notebook 03, or the
     plugins' hash that the notebook derives; a missing one is an error naming it."""
-    for task in [c3.c3_task, c3.c3_data]:
+    for task in [c3.c3_task, c3.c3_data, c3.c3_arms_task]:
         kw = [p for p in inspect.signature(task).parameters.values() if p.kind is p.KEYWORD_ONLY]
         assert kw and all(p.default is p.empty for p in kw)
         assert {p.name for p in kw} - {"plugin_code"} <= set(smoke_parameters(NB))

@@ -123,8 +123,12 @@ def _fake_arms(S, ratio_design, hits, plateau=True, E=20, seed=0):
     rng = np.random.default_rng(seed)
     steps = np.arange(E)[None].repeat(S, 0) * 5.0
     noise = lambda sd: rng.normal(0, sd, (S, E))  # noqa: E731
+    def at_s0(y):  # every arm's first evaluation is the shared switch-on value s0 = 2
+        y[:, 0] = 2.0
+        return y
+
     def arm(sd, H, rep):
-        return {c3.EVAL_STEP: steps, "stat_own_entropy": 2 + noise(sd), "stat_own_entropy_a": 2 + noise(sd),
+        return {c3.EVAL_STEP: steps, "stat_own_entropy": at_s0(2 + noise(sd)), "stat_own_entropy_a": 2 + noise(sd),
                 "stat_own_entropy_b": 2 + noise(sd), "stat_data_ce": 2 + noise(0.01),
                 "fb_saturated": np.zeros((S, 4)), "fb_kappa": np.zeros((S, 4)),
                 "gen_entropy_exact": H, "seq_rep4": rep}
@@ -158,9 +162,84 @@ def test_verdict_wiring_gate_failure_is_untestable_and_a_pass_reads_the_share():
     assert cl["C3[markov]"].verdict == "contradicted" and cl["C3[markov]"].members == [
         "C3[markov:mlp]", "C3[markov:gru]", "C3[markov:transformer]"]
     assert cl["C3.plateau"].value == 1.0 and cl["C3.gate[markov:mlp]"].kind == "diagnostic"
+    assert cl["C3.rep[markov:mlp]"].verdict == "supported" and cl["C3.rep[markov:mlp]"].kind == "diagnostic"
+    assert cl["C3.rep[markov:gru]"].verdict == "supported"  # the outcome is shown even where the gate fails
     table = c3.decisive_table(rep, gates)
     assert table.loc[("markov", "mlp"), "C3 verdict"] == "supported" and table["at plateau"].eq(S).all()
     # runs not at plateau never enter a verdict
     rep = records.Report("t", {}, list(range(S)))
     c3.decisive_records(rep, {("markov", "mlp"): _fake_arms(S, 0.05, S, plateau=False)}, ["markov"], ["mlp"], **kw)
     assert {c.id: c for c in rep.claims}["C3[markov:mlp]"].verdict == "untestable"
+
+
+def test_the_gate_reads_a_drift_from_the_switch_on_value_that_a_detrend_hides():
+    """A sham drifting linearly away from s0 has (almost) no detrended variance, but a large mean
+    squared deviation from s0: the gate counts it (design steadier than the drifting sham)."""
+    S, E = 4, 21
+    steps = np.arange(E)[None].repeat(S, 0) * 10.0
+    rng = np.random.default_rng(1)
+    s0 = 2.0 + rng.normal(0, 0.1, S)
+    flat = s0[:, None] + rng.normal(0, 0.002, (S, E))
+    drift = s0[:, None] + np.linspace(0, 0.2, E)[None] + rng.normal(0, 0.002, (S, E))
+    for y in (flat, drift):
+        y[:, 0] = s0
+    arm = lambda y: {c3.EVAL_STEP: steps, "stat_own_entropy": y, "stat_own_entropy_a": y + 1e-3, "stat_own_entropy_b": y,  # noqa: E731
+                     "fb_saturated": np.zeros((S, 4))}
+    g = c3.decisive_gate({"design": arm(flat), "sham": arm(drift), "ml": arm(flat)}, 0.25)
+    assert np.all(g["log_ratio"] < -2) and np.all(g["whole"] < -1.5)
+    assert np.all(np.abs(np.log10(c3.detrended_var(flat[:, 6:]) / c3.detrended_var(drift[:, 6:]))) < 0.5)
+    with pytest.raises(ValueError, match="first evaluations differ"):
+        c3.decisive_gate({"design": arm(flat + 0.1), "sham": arm(drift), "ml": arm(flat)}, 0.25)
+
+
+def _adam_steps(opt, p, n, M):
+    for k in range(n):
+        opt.step(p, {"w": torch.sin(3 * p["w"] + k), "b": torch.cos(p["b"] * (k + 1))}, M)
+
+
+def test_adamw_tile_each_copy_continues_as_the_original_bit_for_bit():
+    """Members with different states: after tile(A) (stacked [m_1..m_M] A times) every copy
+    continues exactly as the untiled optimiser; a state stacked the other way (each member
+    repeated A times in a row, take's index m_1 m_1 m_1 m_2 ...) does not pass the same check."""
+    from stabliab.optim import AdamW
+    M, A = 3, 3
+    g = torch.Generator().manual_seed(0)
+    p = {"w": torch.randn(M, 4, 2, generator=g), "b": torch.randn(M, 5, generator=g)}
+    opt = AdamW(0.01, weight_decay=0.1)
+    _adam_steps(opt, p, 7, M)
+
+    def copies_continue(branch):
+        q = {k: v.repeat(A, *[1] * (v.ndim - 1)) for k, v in p.items()}
+        ref, o = {k: v.clone() for k, v in p.items()}, opt.tile(1)
+        _adam_steps(o, ref, 5, M)
+        _adam_steps(branch, q, 5, M * A)
+        return all(torch.equal(q[k][a * M:(a + 1) * M], ref[k]) for a in range(A) for k in ref)
+    assert copies_continue(opt.tile(A)) and opt.tile(A).t == opt.t == 7
+    assert copies_continue(opt.take(list(range(M)) * A))
+    assert not copies_continue(opt.take([m for m in range(M) for _ in range(A)]))
+
+
+@pytest.fixture(scope="module")
+def arms_context():
+    from conftest import smoke_context
+    return smoke_context("03_cross_seed_repetition", c3.c3_arms_task, device="cpu")
+
+
+def test_the_sham_replays_exactly_the_donors_design_kappa(arms_context):
+    """Every analysed seed's sham replays the donor's design kappa: the same trajectory the
+    donor's design arm produces when the donor is itself an analysed seed (a separate run),
+    and not any analysed seed's own; a seed's numbers do not depend on the other seeds."""
+    ctx = {**arms_context, "donor_seed": 7}
+    both = c3.c3_arms_task({"corpus": "markov", "arch": "mlp"}, [0, 1], **ctx)
+    alone = c3.c3_arms_task({"corpus": "markov", "arch": "mlp"}, [1], **ctx)
+    assert all(alone[k][0] == both[k][1] for k in alone)  # per-seed caching is exact
+    as_seed = c3.c3_arms_task({"corpus": "markov", "arch": "mlp"}, [7], **{**ctx, "donor_seed": 6})
+    donor_kappa = np.asarray(as_seed["design:fb_kappa"][0])
+    assert np.any(donor_kappa != 0)
+    for i in range(2):
+        assert np.array_equal(np.asarray(both["sham:fb_kappa"][i]), donor_kappa)
+        assert np.array_equal(np.asarray(both["donor:fb_kappa"][i]), donor_kappa)
+        assert not np.array_equal(np.asarray(both["design:fb_kappa"][i]), donor_kappa)  # not the seed's own
+    assert both["donor:seed"] == [7, 7]
+    with pytest.raises(ValueError, match="donor_seed 1 is one of the analysed seeds"):
+        c3.c3_arms_task({"corpus": "markov", "arch": "mlp"}, [0, 1], **{**ctx, "donor_seed": 1})

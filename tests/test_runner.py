@@ -227,6 +227,7 @@ def test_smoke_notebook_03_produces_the_c3_records_and_is_repeatable(repo):
             assert floor["kind"] == gate["kind"] == "diagnostic" and gate["threshold"] == p["gate_max"]
             share = ids[f"C3[{c}:{a}]"]
             assert share["rule"] == "share" and share["threshold"] == 0.5
+            assert ids[f"C3.rep[{c}:{a}]"]["kind"] == "diagnostic"  # seq-rep-4 against the sham, beside the share
             if not (floor["holds"] and gate["holds"]):  # a failed precondition or gate: untestable, never contradicted
                 assert all(ids[f"{k}[{c}:{a}]"]["verdict"] == "untestable" for k in ["C3", "C3.dose", "C3.smooth"])
         agg = ids[f"C3[{c}]"]
@@ -240,6 +241,8 @@ def test_smoke_notebook_03_produces_the_c3_records_and_is_repeatable(repo):
     assert set(table) == {(c, a) for c in p["corpora"] for a in p["archs"]}
     assert all(0 <= t["saturated"] <= 1 for t in table.values())
     assert {r["gain"] for r in first["metrics"]["c3_dose_table"]} == {p["gain"], *p["dose_gains"]}
+    donors = first["metrics"]["c3_donor_table"]  # the donor's plateau state, one row per (corpus, family)
+    assert {r["donor seed"] for r in donors} == {p["donor_seed"]} and p["donor_seed"] not in first["manifest"]["seeds"]
     shutil.rmtree(repo / "results" / "smoke" / "sweeps" / name)  # recompute, not read back from the sweep cache
     r = cli(repo, "run", name, "--profile", "smoke", "--force")  # same parameters, same numbers
     assert r.returncode == 0, r.stderr[-3000:]

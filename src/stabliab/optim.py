@@ -43,6 +43,10 @@ class SGD:
         """A copy for A copies of the members (stacked as [m_1..m_M] A times; stateless)."""
         return SGD(self.lr)
 
+    def take(self, index) -> "SGD":
+        """A copy for the members `index` (stateless)."""
+        return SGD(self.lr)
+
 
 class AdamW:
     """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW,
@@ -79,6 +83,19 @@ class AdamW:
         out.t = self.t
         out.m = {k: v.repeat(A, *[1] * (v.ndim - 1)) for k, v in self.m.items()}
         out.v = {k: v.repeat(A, *[1] * (v.ndim - 1)) for k, v in self.v.items()}
+        return out
+
+    def take(self, index) -> "AdamW":
+        """A copy whose state covers the members `index` (a list of member positions, repeats
+        allowed, in the new stacking order): member j of the copy continues as member
+        index[j] of this one. tile(A) is take(list(range(M)) * A)."""
+        if not isinstance(self.lr, float | int):
+            raise ValueError("take needs a scalar learning rate")
+        out = AdamW(self.lr, self.betas, self.eps, self.wd)
+        out.t = self.t
+        ix = list(index)
+        out.m = {k: v[ix].clone() for k, v in self.m.items()}
+        out.v = {k: v[ix].clone() for k, v in self.v.items()}
         return out
 
 

@@ -10,21 +10,21 @@ import pandas as pd
 
 from .. import feedback, measures, plateau, records, sweep
 from ..stats import mean_interval
-from .c3_task import (ARM_STATISTICS, EVAL_STEP, HALVES, N_TEXTS, OUTCOMES, PREFIX, TEXTS, acting_start, arm_configurations,
-                      arm_key, arms, c3_arms_runs, c3_arms_task, c3_data, c3_runs, c3_task, configurations, dose_arm,
-                      feedback_key, outcomes, own_statistics, partner, plugin_code, plugin_modules, series, stat_key,
-                      statistics)
+from .c3_task import (ARM_STATISTICS, DONOR, EVAL_STEP, HALVES, N_TEXTS, OUTCOMES, PREFIX, TEXTS, acting_start,
+                      arm_configurations, arm_key, arms, c3_arms_runs, c3_arms_task, c3_data, c3_runs, c3_task,
+                      configurations, donor_positions, dose_arm, feedback_key, outcomes, own_statistics, plugin_code,
+                      plugin_modules, series, sham_arm, stat_key, statistics)
 
 __all__ = [  # the task's names, re-exported, and this module's
-    "ARM_STATISTICS", "EVAL_STEP", "HALVES", "N_TEXTS", "OUTCOMES", "PREFIX", "TEXTS", "acting_start",
+    "ARM_STATISTICS", "DONOR", "EVAL_STEP", "HALVES", "N_TEXTS", "OUTCOMES", "PREFIX", "TEXTS", "acting_start",
     "arm_configurations", "arm_key", "arms", "c3_arms_runs", "c3_arms_task", "c3_data", "c3_runs", "c3_task",
-    "configurations", "dose_arm", "feedback_key", "outcomes", "own_statistics", "partner", "plugin_code",
-    "plugin_modules", "series", "stat_key", "statistics",
-    "DECISIVE_STAT", "decisive_gate", "prefix_plateau", "decisive_records", "decisive_table", "dose_table",
-    "seed_table", "EXPLORATORY",
+    "configurations", "donor_positions", "dose_arm", "feedback_key", "outcomes", "own_statistics", "plugin_code",
+    "plugin_modules", "series", "sham_arm", "stat_key", "statistics",
+    "DECISIVE_STAT", "msd", "decisive_gate", "prefix_plateau", "donor_table", "verdict_summary", "glue_decisive", "decisive_records", "decisive_table",
+    "dose_table", "seed_table", "EXPLORATORY",
     "KEYS", "EFFECT_BOLD", "VERDICTS", "excludes_zero", "resolve_designs", "held_statistics", "design_table",
     "GLUED", "glue_parameters", "detrended_var", "gate_window", "c3_gate", "gate_statistics", "c3_roughness",
-    "write_records", "corpus_records", "gate_table", "gate_wide", "gate_floor", "differences", "effects_detail",
+    "write_records", "exploratory_records", "gate_table", "gate_wide", "gate_floor", "differences", "effects_detail",
     "effects_table", "regime_points", "design_summary", "glue_counts",
     "c3_human", "c3_reference", "text_table", "PLATEAU_TOL", "plateau_runs", "plateau_records", "posthoc_table"]
 
@@ -66,7 +66,8 @@ def design_table(specs: dict[str, dict]) -> pd.DataFrame:
 
 
 GLUED = ("markov_vocab", "seq_len", "steps", "n_gen", "prompt_len", "gen_len", "eval_every", "n_stat_samples",
-         "d_model", "switch_on", "window", "gate_max", "floor_max", "n_seeds")  # parameters the prose cites
+         "d_model", "switch_on", "window", "gate_max", "floor_max", "n_seeds", "seed", "donor_seed", "kp", "ki",
+         "kappa_max", "gain")  # parameters the prose cites
 
 
 def glue_parameters(report) -> None:
@@ -160,6 +161,20 @@ def write_records(report, runs: dict, gates: dict, held: dict[str, str], start: 
                               np.log10(c3_roughness(off, start)), float(np.log10(smooth_factor)), "<")
                 for rec in (gr, j, gg, sm):
                     rec.exploratory = True  # outside the C3 verdict: not pre-registered as the decisive design
+
+
+def exploratory_records(report, runs: dict, seeds: list[int], corpus: str, archs: list[str], held: dict[str, str],
+                        start: int, smooth_factor: float, settle: float) -> None:
+    """The exploratory part on one corpus: gate_statistics, write_records, the plateau records,
+    and the glued effects table (c3_effects_table, its rows as c3_effects_detail) and the
+    gate-floor table (c3_gate_floor_table)."""
+    xgates = gate_statistics(runs, [corpus], archs, held, start, settle)
+    write_records(report, runs, xgates, held, start, smooth_factor, settle)
+    detail = effects_detail(differences(runs, seeds, xgates))
+    report.glue_table("c3_effects_table", effects_table(report, detail, xgates), fmt="{:+.3f}", bold=EFFECT_BOLD)
+    report.metric("c3_effects_detail", detail.to_dict(orient="records"), glue_it=False)
+    report.glue_table("c3_gate_floor_table", gate_floor(gate_table(report, xgates, held)), fmt="{:+.2f}")
+    plateau_records(report, plateau_runs(runs, seeds))
 
 
 # ---------------------------------------------------------------- numeric tables
@@ -361,26 +376,41 @@ def text_table(runs: dict, effects: pd.DataFrame, corpus: str, archs: list[str],
 
 
 # ---------------------------------------------------------------- the decisive experiment (c3_arms_task)
+def msd(y: np.ndarray, s0: np.ndarray) -> np.ndarray:
+    """[S] the mean squared deviation of y [S, E] (a statistic over evaluation steps) from its
+    value at switch-on s0 [S]: a drift away from s0 counts in full (a detrended variance
+    would hide it)."""
+    y = np.asarray(y, dtype=np.float64)
+    return ((y - np.asarray(s0, dtype=np.float64)[:, None]) ** 2).mean(1)
+
+
 def decisive_gate(arm_runs: dict, settle: float) -> dict:
-    """Per seed [S], over the acting window of one (corpus, family): "log_ratio", log10 of the
-    detrended variance of the held statistic (DECISIVE_STAT, fixed seeds) under the design
-    against the sham's, after the settling share `settle` of the window; "whole", the same
-    over the whole window (switch-on included); "vs_ml", the design against maximum
-    likelihood (settled); "floor", the split-half noise floor under maximum likelihood (the
-    detrended variance of half the difference of the two half-sample measurements, relative
-    to the statistic's, log10, settled); "saturated", the design's share of measurements at
-    which its kappa sat at a bound."""
+    """Per seed [S], over the acting window of one (corpus, family), with s0 the held statistic
+    (DECISIVE_STAT, fixed seeds) at switch-on (the window's first evaluation, before any arm
+    step: the same in every arm of a seed): "log_ratio", log10 of the design's mean squared
+    deviation from s0 against the sham's, after the settling share `settle` of the window;
+    "whole", the same over the whole window after switch-on; "vs_ml", the design against
+    maximum likelihood (settled); "floor", the measurement noise under maximum likelihood (the
+    mean square of half the difference of the two half-sample measurements: the Monte Carlo
+    variance of the whole measurement) against maximum likelihood's mean squared deviation
+    from s0, log10, settled; "saturated", the design's share of measurements at which its
+    kappa sat at a bound."""
     d, sh, ml = arm_runs["design"], arm_runs["sham"], arm_runs["ml"]
     steps, y = series(d, DECISIVE_STAT)
+    ys, ym = series(sh, DECISIVE_STAT)[1], series(ml, DECISIVE_STAT)[1]
+    s0 = ym[:, 0]
+    if not (np.allclose(y[:, 0], s0) and np.allclose(ys[:, 0], s0)):
+        raise ValueError("the arms' first evaluations differ: the window must start with a measurement at switch-on")
     w = steps >= steps[0] + settle * (steps[-1] - steps[0])
+    w[0] = False  # s0 itself is never part of the window
     if w.sum() < 3:
         raise ValueError("the settled window holds fewer than 3 evaluation steps; lower eval_every or gate_settle")
-    ys, ym = series(sh, DECISIVE_STAT)[1], series(ml, DECISIVE_STAT)[1]
+    after = steps > steps[0]
     half = (series(ml, DECISIVE_STAT, "a")[1] - series(ml, DECISIVE_STAT, "b")[1]) / 2
-    return {"log_ratio": np.log10(detrended_var(y[:, w]) / detrended_var(ys[:, w])),
-            "whole": np.log10(detrended_var(y) / detrended_var(ys)),
-            "vs_ml": np.log10(detrended_var(y[:, w]) / detrended_var(ym[:, w])),
-            "floor": np.log10(detrended_var(half[:, w]) / detrended_var(ym[:, w])),
+    return {"log_ratio": np.log10(msd(y[:, w], s0) / msd(ys[:, w], s0)),
+            "whole": np.log10(msd(y[:, after], s0) / msd(ys[:, after], s0)),
+            "vs_ml": np.log10(msd(y[:, w], s0) / msd(ym[:, w], s0)),
+            "floor": np.log10((half[:, w] ** 2).mean(1) / msd(ym[:, w], s0)),
             "saturated": d[feedback_key("saturated")].mean(1)}
 
 
@@ -390,6 +420,21 @@ def prefix_plateau(arm_runs: dict) -> pd.DataFrame:
     stationary when the designs switch on."""
     p = arm_runs[PREFIX]
     return plateau.measure_members(p[EVAL_STEP][0], p["data_ce"].T, tol=PLATEAU_TOL)
+
+
+def donor_table(arms_runs: dict) -> pd.DataFrame:
+    """Per (corpus, family): the donor (the seed whose design kappa every sham replays), its
+    prefix's plateau state (plateau.measure_members, PLATEAU_TOL) at switch-on, and its
+    design run's mean kappa and saturated share. The verdict is conditional on this one
+    donor trajectory."""
+    rows = []
+    for (c, a), r in arms_runs.items():
+        d = r[DONOR]
+        pl = plateau.measure_members(r[PREFIX][EVAL_STEP][0], d["data_ce"][:1].T, tol=PLATEAU_TOL).iloc[0]
+        rows.append({"corpus": c, "family": a, "donor seed": int(d["seed"][0]), "at plateau": bool(pl["at_plateau"]),
+                     "slope": float(pl["slope"]), "mean kappa": float(d[feedback_key("kappa")][0].mean()),
+                     "saturated": float(d[feedback_key("saturated")][0].mean())})
+    return pd.DataFrame(rows).set_index(["corpus", "family"])
 
 
 def _dose_slopes(arm_runs: dict, gain: float, dose_gains: list[float]) -> np.ndarray:
@@ -411,9 +456,14 @@ def decisive_records(report, arms_runs: dict, corpora: list[str], archs: list[st
                      floor_max: float, gate_max: float, smooth_factor: float, gain: float,
                      dose_gains: list[float]) -> dict:
     """The C3 records, from the seeds whose maximum-likelihood prefix reached its plateau:
-      C3.floor[c:a]   (diagnostic) the noise floor under ML < floor_max (mean over seeds, t);
-      C3.gate[c:a]    (diagnostic) the design's detrended variance against the sham's,
-                      log10 < gate_max (paired by seed), settled window;
+      C3.floor[c:a]   (diagnostic) the noise floor under ML < floor_max (mean over seeds, t):
+                      measurement-noise variance against ML's mean squared deviation from s0;
+      C3.gate[c:a]    (diagnostic) the design's mean squared deviation of the held statistic from
+                      its switch-on value s0 against the sham's, log10 < gate_max (paired by
+                      seed), settled window (decisive_gate);
+      C3.rep[c:a]     (diagnostic) seq-rep-4 of the design minus the sham's > 0 (paired t): the
+                      part of C3's outcome the loop does not hold (the held statistic is close to
+                      the entropy outcome, so ΔH against the sham is near 0 by construction);
       C3[c:a]         the share of seeds in which the design lowers the exact generation
                       entropy AND raises seq-rep-4 against the sham (same seed, same prompts and
                       uniforms) > 0.5 (Clopper–Pearson: supported when its lower end exceeds 0.5,
@@ -435,13 +485,18 @@ def decisive_records(report, arms_runs: dict, corpora: list[str], archs: list[st
             gates[c, a] = g
             what = f"{a} on {c} (seeds at plateau at switch-on: {int(at.sum())} of {at.size})"
             fl = report.mark(report.mean(f"C3.floor[{c}:{a}]", f"{what}: the noise floor of the held generation entropy "
-                                         "under maximum likelihood (log10 split-half variance against the statistic's)",
+                                         "under maximum likelihood (log10 split-half measurement-noise variance against "
+                                         "its mean squared deviation from the switch-on value)",
                                          g["floor"][at], floor_max, "<"), "diagnostic")
             gt = report.mark(report.paired(f"C3.gate[{c}:{a}]", f"{what}: the design holds the generation entropy at "
-                                           f"least {10 ** -gate_max:.1f}× steadier than the sham (log10 detrended variance "
-                                           "ratio, paired by seed, settled window)", g["log_ratio"][at],
-                                           np.zeros(int(at.sum())), gate_max, "<"), "diagnostic")
+                                           f"its switch-on value at least {10 ** -gate_max:.1f}× closer than the sham "
+                                           "(log10 ratio of mean squared deviations from it, paired by seed, settled "
+                                           "window)", g["log_ratio"][at], np.zeros(int(at.sum())), gate_max, "<"),
+                             "diagnostic")
             d, sh, ml = r["design"], r["sham"], r["ml"]
+            report.mark(report.paired(f"C3.rep[{c}:{a}]", f"{what}: the design raises seq-rep-4 against the sham (the "
+                                      "outcome the loop does not hold; paired by seed)", d["seq_rep4"][at],
+                                      sh["seq_rep4"][at], 0.0, ">"), "diagnostic")
             s3 = f"{what}: the design lowers the generation entropy and raises seq-rep-4 against the sham; share of seeds"
             s_dose = f"{what}: the entropy change against maximum likelihood falls as the controller's gain rises"
             s_smooth = (f"{what}: the design's data cross-entropy on the fixed batch is at most {smooth_factor:g}× as "
@@ -471,13 +526,14 @@ def decisive_records(report, arms_runs: dict, corpora: list[str], archs: list[st
 def decisive_table(report, gates: dict) -> pd.DataFrame:
     """Per (corpus, family): seeds at plateau, the noise floor and the gate (mean, interval,
     verdict), the whole-window and against-ML ratios beside the settled one, the saturated
-    share, and the C3, dose and smoothness records (value, interval, verdict)."""
+    share, the seq-rep-4 diagnostic against the sham (C3.rep), and the C3, dose and
+    smoothness records (value, interval, verdict)."""
     cl, rows = _claims(report), []
     for (c, a), g in gates.items():
         at = g["at_plateau"]
         row = {"corpus": c, "family": a, "seeds": at.size, "at plateau": int(at.sum())}
-        for name, rid in [("floor", "C3.floor"), ("gate", "C3.gate"), ("C3", "C3"), ("dose", "C3.dose"),
-                          ("smooth", "C3.smooth")]:
+        for name, rid in [("floor", "C3.floor"), ("gate", "C3.gate"), ("rep", "C3.rep"), ("C3", "C3"),
+                          ("dose", "C3.dose"), ("smooth", "C3.smooth")]:
             r = cl[f"{rid}[{c}:{a}]"]
             iv = r.interval or (np.nan, np.nan)
             row.update({name: r.value, f"{name} lo": iv[0], f"{name} hi": iv[1], f"{name} verdict": r.verdict})
@@ -488,6 +544,29 @@ def decisive_table(report, gates: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["corpus", "family"])
 
 
+def verdict_summary(report, corpora: list[str], archs: list[str]) -> str:
+    """One line naming, per corpus, every family's gate, C3.rep and C3 verdicts and the corpus
+    record's: the prose cites it, so that it reads right whatever the verdicts are."""
+    cl = _claims(report)
+    parts = []
+    for c in corpora:
+        fam = "; ".join(f"{a}: gate {cl[f'C3.gate[{c}:{a}]'].verdict}, Δrep vs sham {cl[f'C3.rep[{c}:{a}]'].verdict}, "
+                        f"C3 {cl[f'C3[{c}:{a}]'].verdict}" for a in archs)
+        parts.append(f"{c} — {fam}; C3[{c}] {cl[f'C3[{c}]'].verdict}")
+        parts[-1] += f" ({sum(cl[f'C3.gate[{c}:{a}]'].verdict == 'supported' for a in archs)} of {len(archs)} gates passed)"
+    return " · ".join(parts)
+
+
+def glue_decisive(report, arms_runs: dict, gates: dict, seeds: list[int], corpora: list[str], archs: list[str],
+                  gain: float, dose_gains: list[float]) -> None:
+    """Glue the decisive experiment's tables (decisive, seed, dose, donor) and verdict_summary."""
+    report.glue_table("c3_decisive_table", decisive_table(report, gates), fmt="{:+.3g}")
+    report.glue_table("c3_seed_table", seed_table(arms_runs, gates, seeds), fmt="{:+.3f}")
+    report.glue_table("c3_dose_table", dose_table(arms_runs, gates, gain, dose_gains), fmt="{:+.3f}")
+    report.glue_table("c3_donor_table", donor_table(arms_runs), fmt="{:+.3g}")
+    report.metric("c3_verdicts", verdict_summary(report, corpora, archs))
+
+
 def seed_table(arms_runs: dict, gates: dict, seeds: list[int]) -> pd.DataFrame:
     """One row per (corpus, family, seed): at plateau, the gate ratio, and the design's ΔH (exact
     generation entropy) and Δ seq-rep-4 against the sham and against maximum likelihood."""
@@ -496,7 +575,7 @@ def seed_table(arms_runs: dict, gates: dict, seeds: list[int]) -> pd.DataFrame:
         d, sh, ml, g = r["design"], r["sham"], r["ml"], gates[c, a]
         for i, s in enumerate(seeds):
             rows.append({"corpus": c, "family": a, "seed": s, "at plateau": bool(g["at_plateau"][i]),
-                         "log10 var ratio": g["log_ratio"][i],
+                         "log10 MSD ratio": g["log_ratio"][i],
                          "ΔH vs sham": d["gen_entropy_exact"][i] - sh["gen_entropy_exact"][i],
                          "Δrep vs sham": d["seq_rep4"][i] - sh["seq_rep4"][i],
                          "ΔH vs ML": d["gen_entropy_exact"][i] - ml["gen_entropy_exact"][i],
@@ -510,19 +589,20 @@ def _mean_at(x: np.ndarray, at: np.ndarray) -> float:
 
 def dose_table(arms_runs: dict, gates: dict, gain: float, dose_gains: list[float]) -> pd.DataFrame:
     """Per (corpus, family, gain): the mean over seeds at plateau of ΔH (exact generation
-    entropy) and Δ seq-rep-4 against maximum likelihood, and the held statistic's detrended
-    variance against ML (log10): the dose-response."""
+    entropy) and Δ seq-rep-4 against maximum likelihood, and the held statistic's mean squared
+    deviation from its switch-on value against ML's (log10, whole window): the dose-response."""
     rows = []
     for (c, a), r in arms_runs.items():
         at = gates[c, a]["at_plateau"]
         ml = r["ml"]
         _, ym = series(ml, DECISIVE_STAT)
+        s0 = ym[:, 0]
         for g in sorted([gain, *dose_gains]):
             arm = r["design" if g == gain else dose_arm(g)]
             _, y = series(arm, DECISIVE_STAT)
             rows.append({"corpus": c, "family": a, "gain": g, "registered": g == gain,
                          "ΔH vs ML": _mean_at(arm["gen_entropy_exact"] - ml["gen_entropy_exact"], at),
                          "Δrep vs ML": _mean_at(arm["seq_rep4"] - ml["seq_rep4"], at),
-                         "log10 var vs ML": _mean_at(np.log10(detrended_var(y) / detrended_var(ym)), at),
+                         "log10 MSD vs ML": _mean_at(np.log10(msd(y[:, 1:], s0) / msd(ym[:, 1:], s0)), at),
                          "mean kappa": _mean_at(arm[feedback_key("kappa")].mean(1), at)})
     return pd.DataFrame(rows).set_index(["corpus", "family", "gain"])

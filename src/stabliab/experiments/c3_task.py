@@ -200,16 +200,23 @@ def outcomes(base, params, data: dict, seeds, gen_len: int, n_gen: int, heldout:
 
 
 # ---------------------------------------------------------------- the decisive experiment: three arms and a dose
-# c3_arms_task returns, per seed (lists, the sweep's contract), for the prefix (maximum likelihood up to
-# switch-on) and for each arm of arms(gain, dose_gains):
+# c3_arms_task returns, per analysed seed (lists, the sweep's contract), for the prefix (maximum likelihood up to
+# switch-on), for each arm of arms(gain, dose_gains) (and sham_arm(g) for each config["sham_gains"]), and
+# for the donor (DONOR: one seed outside the analysed ones whose design run every sham replays; its values are
+# the same in every seed's entry):
 #   arm_key(PREFIX, EVAL_STEP), arm_key(PREFIX, "data_ce")   [S, E0] data CE on the fixed batch before switch-on
 #   arm_key(arm, EVAL_STEP)                                  [S, E] evaluation steps of the acting window
-#                                                            (counted from step 0 of training: switch_on + t)
+#                                                            (counted from step 0 of training: switch_on + t;
+#                                                            the first is switch_on itself, before any arm step)
 #   arm_key(arm, stat_key(s, half))                          [S, E] s in ARM_STATISTICS, half in HALVES
 #   arm_key(arm, feedback_key(k))                            [S, K] the controller's log at its K measurements:
 #                                                            stat, setpoint, kappa, saturated
 #   arm_key(arm, outcome)                                    [S] each of OUTCOMES; TEXTS as in c3_task
+#   arm_key(DONOR, "seed")                                   [S] the donor's seed
+#   arm_key(DONOR, "data_ce")                                [S, E0] the donor's prefix (its plateau state)
+#   arm_key(DONOR, feedback_key(k))                          [S, K] the donor's design log (its kappa is the sham's)
 PREFIX = "prefix"
+DONOR = "donor"
 ARM_STATISTICS = ("own_entropy", "data_ce")
 
 
@@ -221,43 +228,55 @@ def dose_arm(g: float) -> str:
     return f"gain={g:g}"
 
 
+def sham_arm(g: float, gain: float) -> str:
+    """The sham replaying the donor's design run at gain g: 'sham' at the registered gain."""
+    return "sham" if g == gain else f"sham {dose_arm(g)}"
+
+
 def arms(gain: float, dose_gains: list[float]) -> list[str]:
     """The arms, in the order they train: maximum likelihood, the design (its registered
-    gain), the dose arms (the other gains), and the sham (replays a partner's kappa)."""
+    gain), the dose arms (the other gains), and the sham (replays the donor's kappa)."""
     return ["ml", "design", *[dose_arm(g) for g in dose_gains], "sham"]
 
 
-def partner(seed: int) -> int:
-    """The seed whose design run a seed's sham replays: seed XOR 1 (1000 <-> 1001, ...), a
-    function of the seed alone, so that each seed's numbers depend on no other seed in the list."""
-    return int(seed) ^ 1
+def donor_positions(donor_seed: int, seeds: list[int]) -> list[int]:
+    """The members of a decisive run: the donor first, then the analysed seeds in their order."""
+    if int(donor_seed) in {int(s) for s in seeds}:
+        raise ValueError(f"donor_seed {donor_seed} is one of the analysed seeds; it must lie outside them")
+    return [int(donor_seed), *[int(s) for s in seeds]]
 
 
-def _tile(x: torch.Tensor, A: int) -> torch.Tensor:
-    return x.repeat(A, *[1] * (x.ndim - 1))
+def _take(x: torch.Tensor, index: list[int]) -> torch.Tensor:
+    return x[index]
 
 
 def c3_arms_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: int, gen_len: int, lr: float,
                  batch_size: int, eval_every: int, n_eval: int, n_stat_samples: int, n_gen: int, train_chars: int,
                  markov_sequences: int, markov_vocab: int, d_model: int, hidden: int, layers: int, heads: int,
                  mlp_context: int, switch_on: int, window: int, control_every: int, n_control: int, kp: float,
-                 ki: float, kappa_max: float, gain: float, dose_gains: list[float], device: str,
+                 ki: float, kappa_max: float, gain: float, dose_gains: list[float], donor_seed: int, device: str,
                  precision: str) -> dict:
-    """config: corpus, arch. Maximum likelihood trains every seed (and its partner) for
-    switch_on steps; from there, with parameters and optimiser state copied, the arms train
-    for `window` more steps: 'ml' (kappa = 0), 'design' (feedback.PIEntropy at `gain`), one
-    dose arm per dose_gains, all stacked in one run, then 'sham' (the same actuator, replaying
-    the design's kappa trajectory of the partner seed, no feedback). Every eval_every steps
-    each arm measures ARM_STATISTICS on the fixed evaluation batch and on n_stat_samples own
-    samples with fixed seeds (their two halves: the noise floor); at the end, the OUTCOMES
-    with the same prompts and uniforms in every arm."""
-    seeds = [int(s) for s in seeds]
-    run_seeds = sorted(set(seeds) | {partner(s) for s in seeds})
-    idx = [run_seeds.index(s) for s in seeds]
+    """config: corpus, arch (and optionally sham_gains: the gains, among gain and dose_gains,
+    whose design run the donor also trains and a sham replays; default [gain]; the pilot,
+    experiments.c3_pilot). Maximum likelihood trains every seed and
+    the donor (donor_seed, outside the analysed seeds) for switch_on steps; from there, with
+    parameters and optimiser state copied, the arms train for `window` more steps, stacked in
+    one run: 'ml' (kappa = 0), 'design' (feedback.PIEntropy at `gain`), one dose arm per
+    dose_gains (the donor in the design arm, and in a dose arm whose gain is in sham_gains);
+    then, in a second run, 'sham' (sham_arm(g) per sham gain: the same actuator replaying
+    the donor's design kappa trajectory, no feedback) for every analysed seed. Each seed's numbers depend only on
+    itself and the donor (members of a stacked run do not interact), so the sweep's per-seed
+    cache is exact. Every eval_every steps each arm measures ARM_STATISTICS on the fixed
+    evaluation batch and on n_stat_samples own samples with fixed seeds (their two halves:
+    the noise floor); at the end, the OUTCOMES with the same prompts and uniforms in every arm."""
+    run_seeds = donor_positions(donor_seed, seeds)
+    S, n = len(run_seeds), len(seeds)
+    mine = list(range(1, S))  # the analysed seeds' positions among run_seeds (0: the donor)
+    sham_gains = [float(g) for g in config.get("sham_gains", [gain])]
     data = c3_data(config["corpus"], run_seeds, seq_len=seq_len, prompt_len=prompt_len, gen_len=gen_len,
                    n_gen=n_gen, n_eval=n_eval, train_chars=train_chars, markov_sequences=markov_sequences,
                    markov_vocab=markov_vocab, device=device)
-    V, S, arch = data["vocab"], len(run_seeds), config["arch"]
+    V, arch = data["vocab"], config["arch"]
     model = dict(d=d_model, hidden=hidden, layers=layers, heads=heads, context=mlp_context, max_len=seq_len + 1)
 
     def evaluate(M, member_seeds, rec, own: bool):
@@ -272,32 +291,40 @@ def c3_arms_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: in
             return torch.zeros(M)
         return {"stats": fn}
 
-    def window_run(arm_names, member_seeds, spec):
-        A = len(arm_names)
-        M = A * S
+    def window_run(arm_names, positions, spec):
+        """Train the arms stacked: arm a's members are run_seeds[positions[a]]; the analysed
+        seeds' numbers of each arm go to `out`. Returns the feedback log {name: [K, M]} and
+        the member index of (arm, position)."""
+        index = [p for pos in positions for p in pos]
+        member_seeds = [run_seeds[p] for p in index]
+        M = len(index)
         rec: dict[str, list] = {}
-        traj, base = train.train_lm(arch, _tile(data["train"], A), vocab=V, seeds=member_seeds, steps=window, lr=lr,
-                                    batch_size=batch_size, precision=precision, eval_every=eval_every,
+        traj, base = train.train_lm(arch, _take(data["train"], index), vocab=V, seeds=member_seeds, steps=window,
+                                    lr=lr, batch_size=batch_size, precision=precision, eval_every=eval_every,
                                     eval_fns=evaluate(M, member_seeds, rec, True), feedback=feedback.make(spec),
-                                    resume=({k: _tile(v, A) for k, v in pre.params.items()},
-                                            pre.optimizer.tile(A), switch_on),
+                                    resume=({k: _take(v, index) for k, v in pre.params.items()},
+                                            pre.optimizer.take(index), switch_on),
                                     desc=f"{config['corpus']} {arch} {'+'.join(arm_names)}", **model)
         res = outcomes(base, traj.params, data, member_seeds, gen_len, n_gen,
                        data["heldout"][None].expand(M, -1, -1), precision)
         fb = {k: np.asarray(v) for k, v in traj.feedback.items() if k != "step"}  # [K, M]
+        where, j = {}, 0
+        for a, pos in enumerate(positions):
+            for p in pos:
+                where[a, p], j = j, j + 1
         for a, arm in enumerate(arm_names):
-            sl = [a * S + i for i in idx]
-            out[arm_key(arm, EVAL_STEP)] = [(switch_on + traj.eval_step).tolist()] * len(seeds)
+            sl = [where[a, p] for p in mine]
+            out[arm_key(arm, EVAL_STEP)] = [(switch_on + traj.eval_step).tolist()] * n
             for name, v in rec.items():
                 arr = np.stack(v)  # [E, 3, M]
-                for j, half in enumerate(HALVES):
+                for h, half in enumerate(HALVES):
                     if name != "data_ce" or not half:
-                        out[arm_key(arm, stat_key(name, half))] = arr[:, j, sl].T.tolist()
+                        out[arm_key(arm, stat_key(name, half))] = arr[:, h, sl].T.tolist()
             for name, v in fb.items():
                 out[arm_key(arm, feedback_key(name))] = v[:, sl].T.tolist()
             for name, v in res.items():
                 out[arm_key(arm, name)] = [v[i] for i in sl]
-        return fb
+        return fb, where
 
     out: dict[str, list] = {}
     rec0: dict[str, list] = {}
@@ -305,16 +332,25 @@ def c3_arms_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: in
                             batch_size=batch_size, precision=precision, eval_every=eval_every,
                             eval_fns=evaluate(S, run_seeds, rec0, False), desc=f"{config['corpus']} {arch} ML",
                             **model)
-    out[arm_key(PREFIX, EVAL_STEP)] = [pre.eval_step.tolist()] * len(seeds)
-    out[arm_key(PREFIX, "data_ce")] = np.stack(rec0["data_ce"])[:, 0, idx].T.tolist()
+    ce0 = np.stack(rec0["data_ce"])[:, 0]  # [E0, S]
+    out[arm_key(PREFIX, EVAL_STEP)] = [pre.eval_step.tolist()] * n
+    out[arm_key(PREFIX, "data_ce")] = ce0[:, mine].T.tolist()
     ctrl = dict(design="pi_entropy", every=control_every, n_samples=n_control, length=seq_len, kp=kp, ki=ki,
                 kappa_max=kappa_max)
+    gains = [0.0, gain, *dose_gains]
+    if not set(sham_gains) <= set(gains[1:]):
+        raise ValueError(f"sham_gains {sham_gains} must be among the design's and the dose arms' gains {gains[1:]}")
     closed = ["ml", "design", *[dose_arm(g) for g in dose_gains]]
-    fb = window_run(closed, run_seeds * len(closed), {**ctrl, "gains": [g for g in [0.0, gain, *dose_gains]
-                                                                       for _ in run_seeds]})
-    kappa = fb["kappa"][:, S:2 * S]  # [K, S] the design arm's kappa per run seed
-    replay = [kappa[:, run_seeds.index(partner(s))].tolist() for s in run_seeds]
-    window_run(["sham"], run_seeds, {**ctrl, "replay": replay})
+    positions = [list(range(S)) if g in sham_gains else mine for g in gains]  # the donor where a sham replays it
+    fb, where = window_run(closed, positions, {**ctrl, "gains": [g for g, pos in zip(gains, positions) for _ in pos]})
+    donor_kappa = {g: fb["kappa"][:, where[gains.index(g), 0]] for g in sham_gains}  # [K] per gain
+    out[arm_key(DONOR, "seed")] = [int(donor_seed)] * n
+    out[arm_key(DONOR, "data_ce")] = [ce0[:, 0].tolist()] * n
+    for name, v in fb.items():
+        out[arm_key(DONOR, feedback_key(name))] = [v[:, where[1, 0]].tolist()] * n  # the registered gain's design
+    shams = [sham_arm(g, gain) for g in sham_gains]
+    window_run(shams, [mine] * len(shams), {**ctrl, "replay": [donor_kappa[g].tolist() for g in sham_gains
+                                                               for _ in mine]})
     return out
 
 
