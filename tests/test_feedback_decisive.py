@@ -243,3 +243,18 @@ def test_the_sham_replays_exactly_the_donors_design_kappa(arms_context):
     assert both["donor:seed"] == [7, 7]
     with pytest.raises(ValueError, match="donor_seed 1 is one of the analysed seeds"):
         c3.c3_arms_task({"corpus": "markov", "arch": "mlp"}, [0, 1], **{**ctx, "donor_seed": 1})
+
+
+def test_the_controller_aims_at_the_s0_the_gate_measures_against(arms_context, base_run):
+    """The design's setpoint is the held statistic at switch-on that the gate reads (every arm's
+    first measurement), not the controller's own first, noisier measurement: a controller aiming
+    elsewhere would sit off s0 however well it held (the review of the first donor run)."""
+    out = c3.c3_arms_task({"corpus": "markov", "arch": "mlp"}, [0, 1], **{**arms_context, "donor_seed": 7})
+    for arm in ["design", c3.dose_arm(arms_context["dose_gains"][0])]:
+        s0 = np.asarray(out[f"{arm}:{c3.stat_key('own_entropy')}"])[:, 0]  # [S] the gate's s0
+        setpoint = np.asarray(out[f"{arm}:{c3.feedback_key('setpoint')}"])  # [S, K]
+        assert np.allclose(setpoint, s0[:, None], rtol=0, atol=1e-6)
+        first = np.asarray(out[f"{arm}:{c3.feedback_key('stat')}"])[:, 0]  # the controller's own first reading
+        assert not np.allclose(first, s0, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="setpoints need one entry per member"):
+        _window(base_run, {**SPEC, "setpoints": [0.1]}, steps=2)

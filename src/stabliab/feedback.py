@@ -217,8 +217,10 @@ class PIEntropy(Design):
 
     Every `every` steps each member samples n_samples own contexts (its own streams, no
     gradient) and measures s_t, the exact predictive entropy along them (mean over
-    positions and contexts: Rao-Blackwellised, far less noisy than mean -log q). Its
-    first measurement, at switch-on, is the setpoint s_0. A signed PI controller sets
+    positions and contexts: Rao-Blackwellised, far less noisy than mean -log q). The
+    setpoint s_0 is setpoints[m] where given (notebook 03 gives the held statistic at
+    switch-on, the s_0 its gate measures against), else the member's first measurement
+    (a noisier estimate of the same value). A signed PI controller sets
     kappa_t = clip(g (kp e + ki I), -kappa_max, kappa_max), e = s_t - s_0, and until the
     next measurement the loss is CE + kappa_t H_theta(contexts), H_theta the same exact
     entropy as a differentiable function of the parameters at fixed contexts: kappa > 0
@@ -243,6 +245,7 @@ class PIEntropy(Design):
         gain: float = 1.0  # multiplies kp and ki (the dose)
         gains: tuple = ()  # per member, overrides gain (0: no feedback)
         replay: tuple = ()  # per member: None, or the kappa of each measurement (the sham)
+        setpoints: tuple = ()  # per member: s_0 (empty: each member's first measurement)
 
     def bind(self, *a, **kw):
         super().bind(*a, **kw)
@@ -257,7 +260,10 @@ class PIEntropy(Design):
         self.replay = [np.asarray(r, dtype=np.float64) if r is not None else None for r in rep]
         self.ctrl = SignedPI(p.kp * g, p.ki * g, p.kappa_max)
         self.kappa = np.zeros(self.M)
-        self.setpoint, self.ctx, self.k = None, None, 0
+        if len(p.setpoints) not in (0, self.M):
+            raise ValueError(f"pi_entropy: setpoints need one entry per member ({self.M})")
+        self.setpoint = np.asarray(p.setpoints, dtype=np.float64) if len(p.setpoints) else None
+        self.ctx, self.k = None, 0
         return self
 
     @torch.no_grad()

@@ -1,9 +1,16 @@
-"""Pilot P6 of claim C3: the controller's gain, chosen on development seeds before the
+"""Pilots P6 and P7 of claim C3: the controller's gain, chosen on development seeds before the
 confirmatory run (python -m stabliab.experiments.c3_pilot; about 15-20 minutes on one CPU
-thread). Writes results/pilots/c3_gains.csv (results/ is not versioned) and prints it.
+thread, less with a process per family). Writes results/pilots/c3_gains.csv (results/ is not
+versioned) and prints it.
 
-Setting (fixed before looking): development seeds 0-5 (DEV_SEEDS), the donor of notebook 03
-(its donor_seed), the Markov source, MLP, GRU and Transformer, every other value as notebook 03
+P7 is P6 rerun, the grid and the rule unchanged, after a review found that the controller aimed
+at its own first 32-context measurement instead of the s_0 the gate measures against (fixed:
+feedback.PIEntropy setpoints), with the donor PILOT_DONOR (P6 used notebook 03's donor 999,
+whose trajectory the confirmatory sham then replayed; the confirmatory donor is now one no
+pilot ran). One process per family (one torch thread each: the numbers of one process).
+
+Setting (fixed before looking): development seeds 0-5 (DEV_SEEDS), the donor PILOT_DONOR
+(P6: notebook 03's donor_seed), the Markov source, MLP, GRU and Transformer, every other value as notebook 03
 runs at the `default` profile (switch_on, window, n_stat_samples, kp = 10, ki = 2,
 kappa_max = 1, ...). The grid is the gain scale GRID (it multiplies kp and ki; kappa_max fixed
 at its notebook value): one c3_arms_task per family, whose design and dose arms are the grid's
@@ -34,6 +41,7 @@ from .c3 import c3_arms_runs, c3_arms_task, decisive_gate, dose_arm, prefix_plat
 
 NOTEBOOK = "03_cross_seed_repetition"
 DEV_SEEDS = list(range(6))
+PILOT_DONOR = 7  # a development seed, so that the confirmatory donor's trajectory is never seen here (P7)
 GRID = [0.1, 0.3, 1.0, 3.0, 10.0]
 ARCHS = ["mlp", "gru", "transformer"]
 SAT_MAX = 0.2
@@ -71,11 +79,13 @@ def choose(table: pd.DataFrame, sat_max: float = SAT_MAX, tie: float = TIE) -> t
 
 def main(argv: list[str]) -> int:
     root = params.find_root()
-    p = params.resolve_parameters(root, NOTEBOOK, "default", {"seed": DEV_SEEDS[0], "n_seeds": len(DEV_SEEDS)})
+    p = params.resolve_parameters(root, NOTEBOOK, "default", {"seed": DEV_SEEDS[0], "n_seeds": len(DEV_SEEDS),
+                                                             "donor_seed": PILOT_DONOR})
     context = sweep.task_context(c3_arms_task, {**p, "gain": GRID[0], "dose_gains": GRID[1:]}, device="cpu")
     configs = [{"corpus": "markov", "arch": a, "sham_gains": GRID} for a in (argv or ARCHS)]
     out = sweep.run_sweep(c3_arms_task, configs, DEV_SEEDS, root / "results" / "pilots" / "c3_gains",
-                          executor="local", context=context, device="cpu", desc="C3 pilot P6 (gains)")
+                          executor="processes", workers=len(configs), context=context, device="cpu",
+                          desc="C3 pilot P7 (gains)")
     table = pilot_table(c3_arms_runs(out), GRID, p["gate_settle"])
     path = io.ensure_dir(root / "results" / "pilots") / (f"c3_gains_{'_'.join(argv)}.csv" if argv else "c3_gains.csv")
     table.to_csv(path)

@@ -328,11 +328,14 @@ def c3_arms_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: in
 
     out: dict[str, list] = {}
     rec0: dict[str, list] = {}
-    pre, _ = train.train_lm(arch, data["train"], vocab=V, seeds=run_seeds, steps=switch_on, lr=lr,
+    pre, pre_base = train.train_lm(arch, data["train"], vocab=V, seeds=run_seeds, steps=switch_on, lr=lr,
                             batch_size=batch_size, precision=precision, eval_every=eval_every,
                             eval_fns=evaluate(S, run_seeds, rec0, False), desc=f"{config['corpus']} {arch} ML",
                             **model)
     ce0 = np.stack(rec0["data_ce"])[:, 0]  # [E0, S]
+    # s_0 [S]: the held statistic at switch-on, as every arm's first measurement reads it (the same
+    # parameters and sample seeds): the controller's setpoint and the value the gate measures against
+    s0 = own_statistics(pre_base, pre.params, n_stat_samples, seq_len, run_seeds, precision)["own_entropy"][0]
     out[arm_key(PREFIX, EVAL_STEP)] = [pre.eval_step.tolist()] * n
     out[arm_key(PREFIX, "data_ce")] = ce0[:, mine].T.tolist()
     ctrl = dict(design="pi_entropy", every=control_every, n_samples=n_control, length=seq_len, kp=kp, ki=ki,
@@ -342,7 +345,8 @@ def c3_arms_task(config: dict, seeds: list[int], *, seq_len: int, prompt_len: in
         raise ValueError(f"sham_gains {sham_gains} must be among the design's and the dose arms' gains {gains[1:]}")
     closed = ["ml", "design", *[dose_arm(g) for g in dose_gains]]
     positions = [list(range(S)) if g in sham_gains else mine for g in gains]  # the donor where a sham replays it
-    fb, where = window_run(closed, positions, {**ctrl, "gains": [g for g, pos in zip(gains, positions) for _ in pos]})
+    fb, where = window_run(closed, positions, {**ctrl, "gains": [g for g, pos in zip(gains, positions) for _ in pos],
+                                               "setpoints": [float(s0[p]) for pos in positions for p in pos]})
     donor_kappa = {g: fb["kappa"][:, where[gains.index(g), 0]] for g in sham_gains}  # [K] per gain
     out[arm_key(DONOR, "seed")] = [int(donor_seed)] * n
     out[arm_key(DONOR, "data_ce")] = [ce0[:, 0].tolist()] * n
