@@ -166,8 +166,9 @@ def write_records(report, runs: dict, gates: dict, held: dict[str, str], start: 
 def exploratory_records(report, runs: dict, seeds: list[int], corpus: str, archs: list[str], held: dict[str, str],
                         start: int, smooth_factor: float, settle: float) -> None:
     """The exploratory part on one corpus: gate_statistics, write_records, the plateau records,
-    and the glued effects table (c3_effects_table, its rows as c3_effects_detail) and the
-    gate-floor table (c3_gate_floor_table)."""
+    and the glued effects table (c3_effects_table, its rows as c3_effects_detail), the
+    gate-floor table (c3_gate_floor_table) and the corpus's name (c3_explore_corpus)."""
+    report.metric("c3_explore_corpus", corpus)
     xgates = gate_statistics(runs, [corpus], archs, held, start, settle)
     write_records(report, runs, xgates, held, start, smooth_factor, settle)
     detail = effects_detail(differences(runs, seeds, xgates))
@@ -511,7 +512,9 @@ def decisive_records(report, arms_runs: dict, corpora: list[str], archs: list[st
                 report.paired(f"C3.smooth[{c}:{a}]", s_smooth, 0.5 * np.log10(detrended_var(yd[at])),
                               0.5 * np.log10(detrended_var(ym[at])), float(np.log10(smooth_factor)), "<")
             else:
-                why = "the noise floor is too high" if not fl.holds else "the design did not pass its gate against the sham"
+                why = (f"the noise floor is not shown below {floor_max:g} (floor {fl.verdict})" if not fl.holds else
+                       f"the gate against the sham is not supported (gate {gt.verdict}); smoothness is read only where "
+                       "the loop is shown to stabilise its statistic")
                 members.append(_untestable(report, f"C3[{c}:{a}]", s3, why, 0.5, ">", "share"))
                 _untestable(report, f"C3.dose[{c}:{a}]", s_dose, why, 0.0, "<", "mean")
                 _untestable(report, f"C3.smooth[{c}:{a}]", s_smooth, why, float(np.log10(smooth_factor)), "<", "paired")
@@ -544,14 +547,19 @@ def decisive_table(report, gates: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["corpus", "family"])
 
 
-def verdict_summary(report, corpora: list[str], archs: list[str]) -> str:
-    """One line naming, per corpus, every family's gate, C3.rep and C3 verdicts and the corpus
-    record's: the prose cites it, so that it reads right whatever the verdicts are."""
+def verdict_summary(report, gates: dict, corpora: list[str], archs: list[str]) -> str:
+    """One line naming, per corpus, every family's gate verdict with the design's MSD from s0
+    against ML's (log10, mean over the seeds at plateau: > 0, the loop holds it less closely than
+    no loop), C3.rep and C3 verdicts and the corpus record's: the prose cites it, so that it
+    reads right whatever the verdicts are."""
     cl = _claims(report)
     parts = []
     for c in corpora:
-        fam = "; ".join(f"{a}: gate {cl[f'C3.gate[{c}:{a}]'].verdict}, Δrep vs sham {cl[f'C3.rep[{c}:{a}]'].verdict}, "
-                        f"C3 {cl[f'C3[{c}:{a}]'].verdict}" for a in archs)
+        def vs_ml(a):
+            v = _mean_at(gates[c, a]["vs_ml"], gates[c, a]["at_plateau"])
+            return f"design vs ML {v:+.2f}" if np.isfinite(v) else "no seed at plateau"
+        fam = "; ".join(f"{a}: gate {cl[f'C3.gate[{c}:{a}]'].verdict} ({vs_ml(a)}), Δrep vs sham "
+                        f"{cl[f'C3.rep[{c}:{a}]'].verdict}, C3 {cl[f'C3[{c}:{a}]'].verdict}" for a in archs)
         parts.append(f"{c} — {fam}; C3[{c}] {cl[f'C3[{c}]'].verdict}")
         parts[-1] += f" ({sum(cl[f'C3.gate[{c}:{a}]'].verdict == 'supported' for a in archs)} of {len(archs)} gates passed)"
     return " · ".join(parts)
@@ -564,7 +572,7 @@ def glue_decisive(report, arms_runs: dict, gates: dict, seeds: list[int], corpor
     report.glue_table("c3_seed_table", seed_table(arms_runs, gates, seeds), fmt="{:+.3f}")
     report.glue_table("c3_dose_table", dose_table(arms_runs, gates, gain, dose_gains), fmt="{:+.3f}")
     report.glue_table("c3_donor_table", donor_table(arms_runs), fmt="{:+.3g}")
-    report.metric("c3_verdicts", verdict_summary(report, corpora, archs))
+    report.metric("c3_verdicts", verdict_summary(report, gates, corpora, archs))
 
 
 def seed_table(arms_runs: dict, gates: dict, seeds: list[int]) -> pd.DataFrame:
