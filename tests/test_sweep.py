@@ -196,3 +196,15 @@ def test_parallel_map_names_the_failed_item_after_the_others(executor):
 def test_parallel_map_refuses_an_unknown_executor():
     with pytest.raises(ValueError, match="executor"):
         sweep.parallel_map(_boom, [(1,)], executor="slurm")
+
+
+def _die(x):
+    if x == 1:
+        os._exit(3)  # a worker killed mid-call (out of memory, a signal)
+    return x
+
+
+def test_parallel_map_names_an_item_whose_worker_died():
+    with pytest.raises(sweep.SweepError, match="BrokenProcessPool") as e:
+        sweep.parallel_map(_die, [(0,), (1,)], executor="processes", workers=1)
+    assert {"item": 1} in [c for c, _ in e.value.failed]

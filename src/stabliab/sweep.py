@@ -221,11 +221,15 @@ def parallel_map(fn: Callable, items: list[tuple], *, executor: str = "local", w
     """[fn(*args) for args in items], in order, each call on `executor` ("local": this process;
     "processes": a spawned pool, one worker per core by default; "ray") with `threads` torch
     threads, so that every executor computes the same numbers. fn must be a module-level
-    function and its arguments and result picklable. The first failure raises SweepError
-    naming its item, after every call has finished."""
+    function and its arguments and result picklable. Failures (an exception in fn, a worker
+    that died, a result that cannot travel back) raise one SweepError naming their items,
+    after every call has finished. On a CUDA device a process pool runs one worker unless
+    `workers` says otherwise (every worker would hold a context on the same device)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     items = [tuple(a) for a in items]
+    if executor == "processes" and str(device).startswith("cuda") and not workers:
+        workers = 1
     pool, width = _executor(executor, workers, threads, device, len(items))
     width = min(width, max(len(items), 1))
     out: list = [None] * len(items)
@@ -240,7 +244,10 @@ def parallel_map(fn: Callable, items: list[tuple], *, executor: str = "local", w
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in finished:
                 i = running.pop(f)
-                ok, res = f.result()
+                try:
+                    ok, res = f.result()
+                except Exception as e:  # the worker died, or its result could not be unpickled
+                    ok, res = False, f"{type(e).__name__}: {e}"
                 if ok:
                     out[i] = res
                 else:

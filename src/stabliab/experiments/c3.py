@@ -402,6 +402,9 @@ def decisive_gate(arm_runs: dict, settle: float) -> dict:
     s0 = ym[:, 0]
     if not (np.allclose(y[:, 0], s0) and np.allclose(ys[:, 0], s0)):
         raise ValueError("the arms' first evaluations differ: the window must start with a measurement at switch-on")
+    sp = d.get(feedback_key("setpoint"))  # logged by feedback.PIEntropy (absent from hand-made runs)
+    if sp is not None and not np.allclose(sp, s0[:, None], rtol=0, atol=1e-6):
+        raise ValueError("the design's setpoint is not the s0 its gate measures against")
     w = steps >= steps[0] + settle * (steps[-1] - steps[0])
     w[0] = False  # s0 itself is never part of the window
     if w.sum() < 3:
@@ -548,7 +551,7 @@ def decisive_table(report, gates: dict) -> pd.DataFrame:
 
 
 def verdict_summary(report, gates: dict, corpora: list[str], archs: list[str]) -> str:
-    """One line naming, per corpus, every family's gate verdict with the design's MSD from s0
+    """One line naming, per corpus, every family's floor and gate verdicts, the design's MSD from s0
     against ML's (log10, mean over the seeds at plateau: > 0, the loop holds it less closely than
     no loop), C3.rep and C3 verdicts and the corpus record's: the prose cites it, so that it
     reads right whatever the verdicts are."""
@@ -558,8 +561,9 @@ def verdict_summary(report, gates: dict, corpora: list[str], archs: list[str]) -
         def vs_ml(a):
             v = _mean_at(gates[c, a]["vs_ml"], gates[c, a]["at_plateau"])
             return f"design vs ML {v:+.2f}" if np.isfinite(v) else "no seed at plateau"
-        fam = "; ".join(f"{a}: gate {cl[f'C3.gate[{c}:{a}]'].verdict} ({vs_ml(a)}), Δrep vs sham "
-                        f"{cl[f'C3.rep[{c}:{a}]'].verdict}, C3 {cl[f'C3[{c}:{a}]'].verdict}" for a in archs)
+        fam = "; ".join(f"{a}: floor {cl[f'C3.floor[{c}:{a}]'].verdict}, gate {cl[f'C3.gate[{c}:{a}]'].verdict} "
+                        f"({vs_ml(a)}), Δrep vs sham {cl[f'C3.rep[{c}:{a}]'].verdict}, C3 {cl[f'C3[{c}:{a}]'].verdict}"
+                        for a in archs)
         parts.append(f"{c} — {fam}; C3[{c}] {cl[f'C3[{c}]'].verdict}")
         parts[-1] += f" ({sum(cl[f'C3.gate[{c}:{a}]'].verdict == 'supported' for a in archs)} of {len(archs)} gates passed)"
     return " · ".join(parts)
