@@ -77,18 +77,13 @@ class AdamW:
     def tile(self, A: int) -> "AdamW":
         """A copy whose state (moments, step count) covers A copies of the members stacked
         as [m_1..m_M] A times: the branches of one run continue as that run would."""
-        if not isinstance(self.lr, float | int):
-            raise ValueError("tile needs a scalar learning rate")
-        out = AdamW(self.lr, self.betas, self.eps, self.wd)
-        out.t = self.t
-        out.m = {k: v.repeat(A, *[1] * (v.ndim - 1)) for k, v in self.m.items()}
-        out.v = {k: v.repeat(A, *[1] * (v.ndim - 1)) for k, v in self.v.items()}
-        return out
+        M = next(iter(self.m.values())).shape[0] if self.m else 0
+        return self.take(list(range(M)) * A)
 
     def take(self, index) -> "AdamW":
         """A copy whose state covers the members `index` (a list of member positions, repeats
         allowed, in the new stacking order): member j of the copy continues as member
-        index[j] of this one. tile(A) is take(list(range(M)) * A)."""
+        index[j] of this one."""
         if not isinstance(self.lr, float | int):
             raise ValueError("take needs a scalar learning rate")
         out = AdamW(self.lr, self.betas, self.eps, self.wd)

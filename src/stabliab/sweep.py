@@ -189,27 +189,17 @@ def _executor(executor: str, workers: int | None, threads: int, device: str, n_t
     return _Ray(workers, device), max(n_tasks, 1)
 
 
-def _call(task, config, seeds, context, threads):
-    """Run one task; (ok, result or formatted error). Threads are set per task so that
-    every executor computes with the same number of threads."""
+def _apply(fn, args, threads, kwargs=None):
+    """fn(*args, **kwargs) with `threads` torch threads (the caller's count restored after), so
+    that every executor computes with the same number of threads, and no inner progress bars
+    (one bar, over the calls); (ok, result or formatted error): a failure is reported by name
+    and the other calls go on."""
+    keep = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    # one bar, over configurations, not one per training run
     with io.environment(**{io.PROGRESS: "0"}):
         try:
-            return True, task(config, list(seeds), **context)
-        except Exception as e:  # reported by name, the others go on
-            return False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
-
-
-def _apply(fn, args, threads):
-    """fn(*args) with `threads` torch threads (the caller's count restored after) and no inner
-    progress bars; (ok, result or formatted error)."""
-    keep = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    with io.environment(**{io.PROGRESS: "0"}):
-        try:
-            return True, fn(*args)
+            return True, fn(*args, **(kwargs or {}))
         except Exception as e:
             return False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
         finally:
@@ -309,7 +299,7 @@ def run_sweep(task: Callable, configs: list[dict], seeds, out_dir: Path, *, exec
         while queue or running:
             while queue and len(running) < width:
                 k, c, missing = item = queue.popleft()
-                running[pool.submit(_call, task, c, missing, context, threads)] = item
+                running[pool.submit(_apply, task, (c, list(missing)), threads, context)] = item
             bar.set_postfix(cached=n_cached, running=len(running))
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in finished:
