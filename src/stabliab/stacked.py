@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from . import lm
 
+SCAN = True  # the GRU through _GRUScan (False: autograd through _recurrent's loop; tests compare the two)
+
 
 def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """x [M, ..., i] @ w[m].T + b[m] for w [M, o, i], b [M, o] -> [M, ..., o]."""
@@ -50,9 +52,67 @@ def _mlp(base: lm.MLPNGram, p: dict, x: torch.Tensor) -> torch.Tensor:
     return _linear(torch.tanh(_linear(e, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"])
 
 
+class _GRUScan(torch.autograd.Function):
+    """lm.GRU's recurrence over a whole sequence as one autograd node, its backward through time written out.
+
+    forward(ex [M, B, T, 3h] input projections, whT [M, h, 3h]) -> hs [M, B, T, h], h_0 = 0, the gate algebra
+    of lm.GRU.cell op for op (the numbers of the loop in _recurrent). Autograd would record some thirty nodes a
+    step; backward here does one batched matrix product and a few elementwise products a step, the gates'
+    derivatives and the weight gradient vectorised over time. A second derivative through it raises (the
+    book's Hessians are of MLPs)."""
+
+    @staticmethod
+    def forward(ctx, ex, whT):
+        M, B, T, G = ex.shape
+        H = G // 3
+        h = ex.new_zeros(M, B, H)
+        whT = whT.contiguous()
+        hs, rs, zs, ns, hns = [], [], [], [], []
+        for t in range(T):
+            xr, xz, xn = ex[:, :, t].chunk(3, -1)
+            hr, hz, hn = torch.bmm(h, whT).chunk(3, -1)  # each [M, B, h]
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn)
+            h = (1 - z) * n + z * h
+            hs.append(h), rs.append(r), zs.append(z), ns.append(n), hns.append(hn)
+        hs = torch.stack(hs, 2)  # [M, B, T, h]
+        ctx.save_for_backward(whT, hs, *(torch.stack(v) for v in (rs, zs, ns, hns)))  # each [T, M, B, h]
+        return hs
+
+    @staticmethod
+    def backward(ctx, dhs):  # dhs [M, B, T, h]
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative, which this backward does not have
+            raise RuntimeError("the stacked GRU's backward is written out and has no second derivative: for a "
+                               "Hessian of a GRU use members.lm_loss(..., batched='vmap')")
+        whT, hs, r, z, n, hn = ctx.saved_tensors
+        T, M, B, H = n.shape
+        hprev = torch.cat([hs.new_zeros(1, M, B, H), hs.permute(2, 0, 1, 3)[:-1]])  # [T, M, B, h]
+        a_n = (1 - z) * (1 - n * n)  # d h_t / d a_n (a_n = xn + r hn, n's pre-activation)
+        a_z = (hprev - n) * (z * (1 - z))  # d h_t / d a_z
+        a_r = hn * (r * (1 - r))  # d a_n / d a_r
+        dhh = dhs.new_empty(T, M, B, 3 * H)  # d loss / d (hr, hz, hn); (a_r, a_z) of d loss / d ex too
+        dan = dhs.new_empty(T, M, B, H)  # d loss / d a_n
+        wh = whT.transpose(1, 2).contiguous()  # [M, 3h, h]
+        dhs = dhs.permute(2, 0, 1, 3).contiguous()  # [T, M, B, h]
+        dh = dhs.new_zeros(M, B, H)  # d loss / d h_t through the steps after t
+        for t in range(T - 1, -1, -1):
+            dh = dh + dhs[t]
+            dn = torch.mul(dh, a_n[t], out=dan[t])
+            g = dhh[t]
+            torch.mul(dn, a_r[t], out=g[..., :H])
+            torch.mul(dh, a_z[t], out=g[..., H:2 * H])
+            torch.mul(dn, r[t], out=g[..., 2 * H:])
+            dh = torch.baddbmm(dh * z[t], g, wh)
+        dwhT = torch.bmm(hprev.permute(1, 3, 0, 2).reshape(M, H, T * B), dhh.permute(1, 0, 2, 3).reshape(M, T * B, 3 * H))
+        dex = torch.cat([dhh[..., :2 * H], dan], -1)  # [T, M, B, 3h]
+        return dex.permute(1, 2, 0, 3), dwhT
+
+
 def _recurrent(base, p: dict, x: torch.Tensor) -> torch.Tensor:
     ex = _linear(_embed(p["emb.weight"], x), p["wx.weight"], p["wx.bias"])  # [M, B, T, G*h]
     whT = p["wh.weight"].transpose(1, 2)  # [M, h, G*h]
+    if isinstance(base, lm.GRU) and SCAN and not torch.is_autocast_enabled(ex.device.type) and ex.dtype == whT.dtype:
+        return _linear(_GRUScan.apply(ex, whT), p["out.weight"], p["out.bias"])
     M, B, T = x.shape
     h = ex.new_zeros(M, B, base.hidden)
     c = ex.new_zeros(M, B, base.hidden)
