@@ -1,5 +1,8 @@
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,24 @@ from stabliab import params, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("STABLIAB_PROGRESS", "0")
+
+
+def pytest_configure(config):
+    """The machine's calibration figure, measured once for the session's runs (runner.calibration reads
+    STABLIAB_CALIBRATION) rather than once per `stabliab run` (a few seconds each, some forty runs)."""
+    if os.environ.get("STABLIAB_CALIBRATION"):
+        return
+    out = subprocess.run([sys.executable, "-m", "stabliab.calibrate", "--json"], capture_output=True, text=True,
+                         check=True, timeout=300)
+    fd, path = tempfile.mkstemp(prefix="stabliab-calibration-", suffix=".json")
+    os.write(fd, out.stdout.encode())
+    os.close(fd)
+    os.environ["STABLIAB_CALIBRATION"] = config._stabliab_calibration = path
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_stabliab_calibration", None):
+        Path(config._stabliab_calibration).unlink(missing_ok=True)
 
 
 def copy_repo(dst: Path) -> Path:
