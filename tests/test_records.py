@@ -268,3 +268,13 @@ def test_share_records_use_the_clopper_pearson_interval_and_no_case_is_untestabl
     assert r.share("S0", "none", [], 0.5).verdict == "untestable"
     assert r.share("S1", "all", [True] * 40, 0.8).verdict == "supported"  # [0.91, 1] lies above 0.8
     assert r.share("S2", "few", [False] * 40, 0.8).verdict == "contradicted"
+
+
+def test_an_interval_read_back_as_nan_strings_formats_as_untestable_not_a_crash():
+    """A record with no runs in its verdict is written with NaN bounds, which the results file stores as
+    "nan" (a claims page of such a notebook used to raise in format_interval)."""
+    c = {"interval": ["nan", "nan"], "rule": "mean", "n": 0}
+    assert records.format_interval(c) == "— (n = 0)"
+    assert records.format_interval({**c, "n": 3}) == "—"
+    assert records.format_interval({"interval": [0.5, "nan"], "rule": "mean", "n": 2}) == "[0.5, nan]"
+    assert records.format_interval({"interval": [0.12345, 2], "rule": "mean", "n": 2}) == "[0.123, 2]"

@@ -163,9 +163,13 @@ def format_threshold(c) -> str:
 
 def format_interval(c) -> str:
     iv, rule = _get(c, "interval"), _get(c, "rule")
-    if iv is None:
-        return {"identity": "— (identity)", "equal": "— (all seeds equal)", "single": "— (n = 1)"}.get(rule, "—")
-    return f"[{iv[0]:.3g}, {iv[1]:.3g}]"
+    if iv is not None:  # a results file stores a NaN bound as the string "nan" (io.json_bytes)
+        lo, hi = (float(x) for x in iv)
+        if math.isfinite(lo) or math.isfinite(hi):
+            return f"[{lo:.3g}, {hi:.3g}]"
+        if _get(c, "n") == 0:
+            return "— (n = 0)"
+    return {"identity": "— (identity)", "equal": "— (all seeds equal)", "single": "— (n = 1)"}.get(rule, "—")
 
 
 def verdict_of(c) -> str:
