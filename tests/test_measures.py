@@ -1,5 +1,8 @@
+import math
+
 import numpy as np
 import pytest
+from scipy import special
 from scipy.spatial.distance import jensenshannon
 
 from stabliab import measures
@@ -133,8 +136,15 @@ def test_detrended_std_equals_the_least_squares_residuals(T):
 
 
 def test_kl_rounds_exactly_as_the_first_edition():
-    """kl is xlogy(p, p) - xlogy(p, q): bit for bit the old formula (rel_entr is not)."""
+    """kl is xlogy(p, p) - xlogy(p, q): bit for bit the old formula (rel_entr is not) wherever numpy's log
+    rounds as the C library's, which scipy's xlogy calls; numpy's vectorised log on AVX-512 machines
+    differs from it in the last bit for some inputs, and there the two agree to a few units in the last place."""
     rng = np.random.default_rng(3)
     p, q = rng.dirichlet(np.ones(7), 500), rng.dirichlet(np.ones(7), 500)
     p[p < 0.05] = 0.0
-    assert np.array_equal(measures.kl(p, q), _old_kl(p, q))
+    x = np.concatenate([p[p > 0], q[p > 0]])
+    if np.array_equal(np.log(x), np.array([math.log(v) for v in x])):
+        assert np.array_equal(measures.kl(p, q), _old_kl(p, q))
+    else:
+        terms = np.abs(special.xlogy(p, p)).sum(-1) + np.abs(special.xlogy(p, q)).sum(-1)
+        assert np.all(np.abs(measures.kl(p, q) - _old_kl(p, q)) <= 8 * np.spacing(terms))
