@@ -5,6 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-svg.js
 MATHJAX_VERSION := 3.2.2
+TEST_WORKERS ?= 2  # pytest-xdist workers (make test TEST_WORKERS=0: one process)
 
 .PHONY: book test install clean smoke lab gpu-check
 
@@ -32,7 +33,7 @@ smoke: install
 	$(VENV)/bin/stabliab book --profile smoke
 
 test: install
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The GPU check (bench/gpu_check.py): the gpu profile's slice of the paper profile, timed, and the paper
 # profile extrapolated from it; exits 2 without a CUDA device. README, "Running on a GPU".

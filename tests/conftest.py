@@ -6,11 +6,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from stabliab import params, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("STABLIAB_PROGRESS", "0")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, here and in every
+    os.environ["OMP_NUM_THREADS"] = "1"  # process a test starts (a kernel, a pool), rather than four threads
+    torch.set_num_threads(1)
 
 
 def pytest_configure(config):
@@ -24,6 +28,15 @@ def pytest_configure(config):
     os.write(fd, out.stdout.encode())
     os.close(fd)
     os.environ["STABLIAB_CALIBRATION"] = config._stabliab_calibration = path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers with --dist loadgroup), every test of the shared
+    repository copy (the `repo` fixture: the smoke notebooks run once and are read by many tests) runs in one
+    worker, so that copy and its smoke runs are made once; the other tests go wherever a worker is free."""
+    for item in items:
+        if "repo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("repo"))
 
 
 def pytest_unconfigure(config):

@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 from stabliab import book, records, runner
+from stabliab.cli import main as cli_main
 
 from conftest import ROOT
 
@@ -136,26 +137,33 @@ def _results(tmp_path, name, claims):
     return p
 
 
-def test_diff_reports_flips_moves_and_exits_1_on_a_flip(tmp_path):
+def _diff(capsys, old, new):
+    """`stabliab diff OLD NEW` in this process: (exit code, stdout)."""
+    code = cli_main(["diff", old, new])
+    return code, capsys.readouterr().out
+
+
+def test_diff_reports_flips_moves_and_exits_1_on_a_flip(tmp_path, capsys):
+    """cli.main in this process for each comparison; the last one through the installed command."""
     rec = lambda id, v, h: {"id": id, "value": v, "holds": h}  # noqa: E731
     old = _results(tmp_path, "old.json", [rec("A", 1.0, True), rec("B", 1.0, True), rec("C", 1.0, True)])
     same = _results(tmp_path, "same.json", [rec("A", 1.01, True), rec("B", 1.0, True), rec("C", 1.0, True)])
     moved = _results(tmp_path, "moved.json", [rec("A", 1.5, True), rec("B", 1.0, True), rec("C", 1.0, True)])
     flip = _results(tmp_path, "flip.json", [rec("A", 1.0, True), rec("B", 0.9, False), rec("D", 1.0, True)])
-    r = cli(tmp_path, "diff", str(old), str(same))
-    assert r.returncode == 0 and "no verdict flipped" in r.stdout
-    r = cli(tmp_path, "diff", str(old), str(moved))
-    assert r.returncode == 0 and "nb A: value moved 1 -> 1.5" in r.stdout
-    r = cli(tmp_path, "diff", str(old), str(flip))
-    assert r.returncode == 1
-    assert "nb B: verdict flipped supported -> inconclusive" in r.stdout and "nb C: only in OLD" in r.stdout
-    assert "nb D: only in NEW" in r.stdout
+    code, out = _diff(capsys, str(old), str(same))
+    assert code == 0 and "no verdict flipped" in out
+    code, out = _diff(capsys, str(old), str(moved))
+    assert code == 0 and "nb A: value moved 1 -> 1.5" in out
+    code, out = _diff(capsys, str(old), str(flip))
+    assert code == 1
+    assert "nb B: verdict flipped supported -> inconclusive" in out and "nb C: only in OLD" in out
+    assert "nb D: only in NEW" in out
     three = _results(tmp_path, "three.json", [{"id": "A", "value": 1.0, "verdict": "contradicted"},
                                               {"id": "B", "value": 1.0, "verdict": "inconclusive"},
                                               {"id": "C", "value": "nan", "verdict": "untestable"}])
-    r = cli(tmp_path, "diff", str(flip), str(three))  # any change of state is a flip
-    assert r.returncode == 1 and "nb A: verdict flipped supported -> contradicted" in r.stdout
-    assert "nb B: verdict flipped" not in r.stdout
+    code, out = _diff(capsys, str(flip), str(three))  # any change of state is a flip
+    assert code == 1 and "nb A: verdict flipped supported -> contradicted" in out
+    assert "nb B: verdict flipped" not in out
     site = tmp_path / "claims.json"  # the published form: {"notebooks": {name: results}}
     site.write_text(json.dumps({"profile": "x", "notebooks": {"nb": json.loads(old.read_text())}}))
     assert cli(tmp_path, "diff", str(site), str(old)).returncode == 0

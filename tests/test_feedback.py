@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import smoke_context, smoke_parameters
+from conftest import copy_repo, smoke_context, smoke_parameters
 
 from stabliab import feedback, lm, measures, members, plateau, records, stats, sweep, train
 from stabliab.experiments import c3
@@ -278,8 +278,10 @@ PLUGIN = textwrap.dedent('''
 ''')
 
 
-def test_a_new_design_registers_and_runs_through_the_smoke_notebook(repo, tmp_path):
+def test_a_new_design_registers_and_runs_through_the_smoke_notebook(tmp_path):
+    """In a copy of its own: its run of notebook 03 replaces the smoke results other tests read."""
     from stabliab import runner
+    repo = copy_repo(tmp_path / "repo")
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / "my_designs.py").write_text(PLUGIN)

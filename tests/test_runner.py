@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from stabliab import book, calibrate, io, params, records, runner
+from stabliab.cli import main as cli_main
+
+from conftest import copy_repo
 
 NB = "01_forward_kl_stationarity"
 BIN = Path(sys.executable).parent
@@ -72,7 +75,10 @@ def test_every_profile_is_valid_for_every_notebook(repo):
 
 # ---------------------------------------------------------------- execution
 @pytest.fixture(scope="module")
-def smoke_run(repo):
+def smoke_run(tmp_path_factory):
+    """Notebook 01 with -p seed 3, in a copy of its own (the shared `repo` holds the smoke book's runs; this
+    one edits its package, and under pytest-xdist it runs beside that copy's tests)."""
+    repo = copy_repo(tmp_path_factory.mktemp("runner"))
     r = cli(repo, "run", NB, "--profile", "smoke", "-p", "seed", "3")
     assert r.returncode == 0, r.stderr[-3000:]
     return repo, r
@@ -131,14 +137,16 @@ def test_unchanged_rerun_is_skipped_and_source_edits_make_it_stale(smoke_run, mo
     (["--profile", "huge"], "unknown profile 'huge'"),
     (["-p", "device", "gpu"], "parameter 'device'"),
 ] + ([] if torch.cuda.is_available() else [(["-p", "device", "cuda"], "parameter 'device'")]))
-def test_bad_parameters_exit_2_with_one_line_and_leave_results_intact(smoke_run, args, needle):
+def test_bad_parameters_exit_2_with_one_line_and_leave_results_intact(smoke_run, args, needle, capsys):
+    """The command line in this process (cli.main; the subprocess path is smoke_run's)."""
     repo, _ = smoke_run
     res = runner.results_path(repo, "smoke", NB)
     before = (res.read_bytes(), res.stat().st_mtime_ns)
     argv = ["run", NB, "--profile", "smoke", *args] if "--profile" not in args else ["run", NB, *args]
-    r = cli(repo, *argv)
-    assert r.returncode == 2
-    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    code = cli_main(["--root", str(repo), *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
     assert (res.read_bytes(), res.stat().st_mtime_ns) == before
 
 
@@ -215,7 +223,7 @@ def test_smoke_notebook_02_produces_c2_records(repo):
     assert "C2.mechanism.miller_madow" in ids
 
 
-def test_smoke_notebook_03_produces_the_c3_records_and_is_repeatable(repo):
+def test_smoke_notebook_03_produces_the_c3_records(repo):
     name = "03_cross_seed_repetition"
     r = cli(repo, "run", name, "--profile", "smoke")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -244,29 +252,34 @@ def test_smoke_notebook_03_produces_the_c3_records_and_is_repeatable(repo):
     assert {r["gain"] for r in first["metrics"]["c3_dose_table"]} == {p["gain"], *p["dose_gains"]}
     donors = first["metrics"]["c3_donor_table"]  # the donor's plateau state, one row per (corpus, family)
     assert {r["donor seed"] for r in donors} == {p["donor_seed"]} and p["donor_seed"] not in first["manifest"]["seeds"]
-    shutil.rmtree(repo / "results" / "smoke" / "sweeps" / name)  # recompute, not read back from the sweep cache
-    r = cli(repo, "run", name, "--profile", "smoke", "--force")  # same parameters, same numbers
-    assert r.returncode == 0, r.stderr[-3000:]
-    second = json.loads(runner.results_path(repo, "smoke", name).read_text())
-    assert second["claims"] == first["claims"] and second["metrics"] == first["metrics"]
 
 
 @pytest.mark.parametrize("name", ["03_cross_seed_repetition"])
-def test_explicit_cpu_device_gives_the_numbers_of_auto_here(repo, name):
-    """-p device cpu runs a notebook on the CPU and names it in the manifest; on a machine without CUDA,
-    auto resolves to the CPU, so the records are those of the default run. Notebook 03, whose device also
-    travels through the sweep engine's task context (04 takes it through the same context, and its sweep
-    path is the Ray test's below; 01, 02 and 05 through the same setup(device): dropped here for time)."""
+def test_a_recomputed_run_and_an_explicit_cpu_device_give_the_numbers_of_auto_here(repo, name):
+    """Recomputed from nothing (the sweep cache removed), with the same parameters, a notebook gives the same
+    records and metrics. -p device cpu runs it on the CPU and names it in the manifest; on a machine without
+    CUDA auto resolves to the CPU, so the CPU run is that recomputation (one run checks both); with CUDA the
+    auto run is recomputed too. Notebook 03, whose device also travels through the sweep engine's task
+    context (04 takes it through the same context, and its sweep path is the Ray test's below; 01, 02 and 05
+    through the same setup(device): dropped here for time)."""
+    sweeps = repo / "results" / "smoke" / "sweeps" / name
+    r = cli(repo, "run", name, "--profile", "smoke")  # auto (cached when another test ran it already)
+    assert r.returncode == 0, r.stderr[-3000:]
+    auto = json.loads(runner.results_path(repo, "smoke", name).read_text())
+    shutil.rmtree(sweeps)  # recompute, not read back from the sweep cache
     r = cli(repo, "run", name, "--profile", "smoke", "-p", "device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(runner.results_path(repo, "smoke", name).read_text())
     assert res["manifest"]["device"] == "cpu" and res["parameters"]["device"] == "cpu"
     if torch.cuda.is_available():
+        shutil.rmtree(sweeps)
+        r = cli(repo, "run", name, "--profile", "smoke", "--force")  # auto again, same parameters, same numbers
+        assert r.returncode == 0, r.stderr[-3000:]
+        again = json.loads(runner.results_path(repo, "smoke", name).read_text())
+        assert again["claims"] == auto["claims"] and again["metrics"] == auto["metrics"]
         return
-    r = cli(repo, "run", name, "--profile", "smoke")  # auto (cached when another test ran it already)
-    assert r.returncode == 0, r.stderr[-3000:]
-    auto = json.loads(runner.results_path(repo, "smoke", name).read_text())
-    assert auto["manifest"]["device"] == "cpu" and auto["claims"] == res["claims"]
+    assert auto["manifest"]["device"] == "cpu" and res["claims"] == auto["claims"]
+    assert res["metrics"] == auto["metrics"]
 
 
 def test_notebook_04_with_ray_gives_the_claims_of_the_local_executor(repo):
