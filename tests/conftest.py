@@ -30,15 +30,6 @@ def pytest_configure(config):
     os.environ["STABLIAB_CALIBRATION"] = config._stabliab_calibration = path
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers with --dist loadgroup), every test of the shared
-    repository copy (the `repo` fixture: the smoke notebooks run once and are read by many tests) runs in one
-    worker, so that copy and its smoke runs are made once; the other tests go wherever a worker is free."""
-    for item in items:
-        if "repo" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("repo"))
-
-
 def pytest_unconfigure(config):
     if getattr(config, "_stabliab_calibration", None):
         Path(config._stabliab_calibration).unlink(missing_ok=True)

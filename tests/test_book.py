@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from stabliab import book, records, runner
+from stabliab import book, runner
 from stabliab.cli import main as cli_main
 
 from conftest import ROOT
@@ -178,79 +178,6 @@ def test_workflow_is_valid_against_the_github_schema():
     for needle in ["make test", "make book", "actions/upload-pages-artifact", "actions/deploy-pages", "self-hosted",
                    "workflow_dispatch"]:
         assert needle in text
-
-
-# ---------------------------------------------------------------- the built book, in a browser
-def _chromium():
-    for exe in ["chromium", "chromium-browser", "google-chrome"]:
-        if shutil.which(exe):
-            return shutil.which(exe)
-    if os.environ.get("CI"):
-        pytest.fail("no Chromium on PATH (.ci/run installs it)")
-    pytest.skip("no Chromium on PATH")
-
-
-@pytest.fixture(scope="module")
-def smoke_book(repo):
-    r = cli(repo, "book", "--profile", "smoke", timeout=1800)  # five smoke notebooks and the build: minutes
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    lines = r.stdout.strip().splitlines()
-    assert len(lines) == len(book.toc_notebooks(repo)) + 1 and "book: built" in lines[-1]  # one line per notebook
-    return repo / "_build" / "html"
-
-
-def test_the_site_carries_the_verdicts(smoke_book):
-    data = json.loads((smoke_book / "claims.json").read_text())
-    assert data["profile"] == "smoke" and set(data["notebooks"]) == set(book.toc_notebooks(smoke_book.parent.parent))
-    for name, res in data["notebooks"].items():
-        assert res["claims"] and "git_commit" in res["manifest"]
-    html = (smoke_book / "book" / "claims.html").read_text()
-    assert 'href="../claims.json"' in html
-    for name, res in data["notebooks"].items():  # three-valued verdicts, exploratory flags, pre-registered values
-        assert all(c["verdict"] in records.VERDICTS and isinstance(c["exploratory"], bool) for c in res["claims"])
-        assert not res["manifest"]["confirmatory_seeds"] and isinstance(res["manifest"]["decisive"], dict)
-        assert res["manifest"]["decisive"] and res["manifest"]["decisive_commit"]
-    intro = (smoke_book / "book" / "intro.html").read_text()
-    assert "Findings at a glance" in intro and all(f">{k}<" in intro for k in book.CLAIMS)
-    for name in data["notebooks"]:  # the executed notebook is downloadable from its page
-        assert (smoke_book / "_sources" / "book" / "generated" / f"{name}.ipynb").is_file()
-
-
-def test_pages_render_offline_in_a_browser(smoke_book):
-    from playwright.sync_api import sync_playwright
-    pages = ["book/intro.html", "book/theory.html", "book/claims.html"] + \
-        [f"book/generated/{n}.html" for n in book.toc_notebooks(smoke_book.parent.parent)]
-    shots = os.environ.get("STABLIAB_SCREENSHOTS")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        remote = []
-        page.route("**/*", lambda route: (route.continue_() if route.request.url.startswith("file:")
-                                          else (remote.append(route.request.url), route.abort())))
-        for rel in pages:
-            page.goto((smoke_book / rel).as_uri(), wait_until="load")
-            math = page.locator("span.math, div.math").count()
-            if math:
-                page.wait_for_function("document.querySelectorAll('mjx-container').length > 0", timeout=30_000)
-                page.wait_for_timeout(500)
-            text = page.inner_text("main") if page.locator("main").count() else page.inner_text("body")
-            assert "\\(" not in text and "\\[" not in text, f"raw TeX left on {rel}"
-            assert "{glue" not in text and "{prf:" not in text, f"unrendered directive on {rel}"
-            broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
-                                   ".map(i => i.src)")
-            assert not broken, f"images that did not load on {rel}: {broken}"
-            if "generated" in rel:
-                assert page.locator("img").count() > 0, f"no figure on {rel}"
-                assert "# Parameters" not in text, f"injected parameters shown on {rel}"
-            if rel.endswith("claims.html"):
-                assert page.locator("table").count() >= 2 and "✓" in text + "✗"
-            if rel.endswith("theory.html"):
-                assert math > 10
-            if shots:
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(shots) / (Path(rel).stem + ".png")), full_page=False)
-        browser.close()
-    assert not remote, f"pages asked the network for {remote[:5]}"
 
 
 def test_stderr_left_in_a_notebook_fails_the_strict_build_naming_the_page(tmp_path):

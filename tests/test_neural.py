@@ -238,7 +238,8 @@ def test_gru_scan_matches_autograd_through_the_loop_and_keeps_members_apart():
     from stabliab import stacked
     g = torch.Generator().manual_seed(0)
     ex = torch.randn(3, 4, 9, 15, generator=g, dtype=torch.float64, requires_grad=True)
-    whT = (0.5 * torch.randn(3, 5, 15, generator=g, dtype=torch.float64)).requires_grad_()
+    whT = (0.5 * torch.randn(3, 15, 5, generator=g, dtype=torch.float64)).transpose(1, 2).detach().requires_grad_()
+    assert not whT.is_contiguous()  # as _recurrent passes it: a transposed view of wh.weight
     w = torch.randn(3, 4, 9, 5, generator=g, dtype=torch.float64)
     hs = stacked._GRUScan.apply(ex, whT)
     assert torch.equal(hs, _gru_loop(ex, whT))

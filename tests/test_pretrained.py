@@ -12,13 +12,9 @@ import torch
 
 pytest.importorskip("transformers", reason="the lm extra: pip install -e '.[lm]'")
 
-from stabliab import pretrained, records, runner  # noqa: E402
+from stabliab import pretrained  # noqa: E402
 from stabliab.experiments import c5  # noqa: E402
 
-from conftest import smoke_parameters  # noqa: E402
-from test_runner import cli  # noqa: E402
-
-NB = "05_pretrained_lm"
 CPU = torch.device("cpu")
 
 
@@ -98,19 +94,6 @@ def test_finetuning_stops_at_the_plateau_and_lowers_the_loss(tiny):
     run = c5.finetune(tiny, data, ft_blocks=1, ft_lr=0.03, ft_steps=300)
     assert run["loss"][-1] < run["loss"][0] - 1.0
     assert run["plateau"]["at_plateau"] and len(run["loss"]) < 300  # stopped early, at the plateau
-
-
-def test_notebook_05_runs_the_whole_path_on_the_tiny_model(repo):
-    r = cli(repo, "run", NB, "--profile", "smoke")
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(runner.results_path(repo, "smoke", NB).read_text())
-    assert res["manifest"]["model"] == smoke_parameters(NB)["model"] == "tiny"
-    claims = {c["id"]: c for c in res["claims"]}
-    assert {"C5.head[heldout]", "C5.generative", "C5.rep[sample]", "C5.rep[greedy]", "C5.loop[sample]",
-            "C5.loop[greedy]", "C5.plateau", "C5.c2.entropy", "C5.c2.copy", "C5.c2.head"} == set(claims)
-    assert all(c["verdict"] in records.VERDICTS for c in claims.values())
-    assert claims["C5.head[heldout]"]["n"] == smoke_parameters(NB)["n_passages"]
-    assert claims["C5.plateau"]["kind"] == "diagnostic" and claims["C5.c2.head"]["kind"] == "boundary"
 
 
 # ---------------------------------------------------------------------- the real weights, offline

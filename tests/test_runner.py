@@ -1,7 +1,6 @@
 """The runner end to end on a throw-away copy of the repository (smoke profile)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stabliab import book, calibrate, io, params, records, runner
+from stabliab import book, calibrate, io, params, runner
 from stabliab.cli import main as cli_main
 
 from conftest import copy_repo
@@ -150,6 +149,15 @@ def test_bad_parameters_exit_2_with_one_line_and_leave_results_intact(smoke_run,
     assert (res.read_bytes(), res.stat().st_mtime_ns) == before
 
 
+def test_a_bad_parameter_through_the_command_exits_2_with_one_line(smoke_run):
+    """One case of the above through the installed command, in a process of its own: exit code 2 and a
+    single line on stderr (no warning or traceback from starting up)."""
+    repo, _ = smoke_run
+    r = cli(repo, "run", NB, "--profile", "smoke", "-p", "nope", "1")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "unknown parameter 'nope'" in r.stderr
+
+
 def test_plain_papermill_on_the_executed_notebook(smoke_run, tmp_path):
     repo, _ = smoke_run
     out = tmp_path / "out.ipynb"
@@ -184,114 +192,3 @@ def test_a_notebook_that_raises_makes_book_fail(tmp_path):
     assert "99_broken" in r.stderr and "cell" in r.stderr and "deliberate failure" in r.stderr
     assert not runner.results_path(tmp_path, "smoke", "99_broken").exists()
     assert not (tmp_path / "_build").exists()
-
-
-def test_smoke_notebook_02_produces_c2_records(repo):
-    r = cli(repo, "run", "02_entropy_shrinkage", "--profile", "smoke")
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(runner.results_path(repo, "smoke", "02_entropy_shrinkage").read_text())
-    ids = {c["id"]: c for c in res["claims"]}
-    archs = res["parameters"]["archs"]
-
-    def decided(c):  # the verdict its interval (or value) gives, with the rules for n = 0 and n = 1
-        if c["n"] == 0:
-            return "untestable"
-        if c["rule"] == "single":
-            return "inconclusive"
-        lo, hi = c["interval"] if c["interval"] is not None else (c["value"], c["value"])
-        return records.decide(c["comparator"], c["threshold"] if c["comparator"] != "within" else tuple(c["threshold"]),
-                              lo, hi)
-
-    for arch in archs:
-        for key, cmp in [(f"C2.memorise[{arch}]", "<"), (f"C2.largeN[{arch}]", "<"), (f"C2.early[{arch}]", ">")]:
-            c = ids[key]
-            assert c["threshold"] == 1.0 and c["comparator"] == cmp and c["rule"] in ("mean", "single", "equal")
-            assert c["verdict"] == decided(c) and c["holds"] == (c["verdict"] == "supported")
-            if c["interval"] is not None:
-                assert c["interval"][0] <= c["value"] <= c["interval"][1]
-        assert ids[f"C2.early[{arch}]"]["kind"] == "boundary" and ids[f"C2.early[{arch}]"]["n"] == res["parameters"]["n_seeds"]
-        assert ids[f"C2.modes[{arch}]"]["rule"] in ("paired", "single", "equal")
-    for agg in ["C2.modes", "C2.modes_entropy"]:
-        members = [ids[f"{agg}[{a}]"] for a in archs]
-        assert ids[agg]["rule"] == "aggregate" and ids[agg]["verdict"] == records.combine(m["verdict"] for m in members)
-        assert ids[agg]["interval"] in [m["interval"] for m in members]
-    mech = ids["C2.mechanism[mlp]"]
-    assert mech["comparator"] == "within" and mech["verdict"] == decided(mech)
-    assert ids["C2.plugin"]["verdict"] == "supported"  # with 16 sequences the plug-in deficit is far from zero
-    plateau = ids["C2.plateau"]
-    assert plateau["rule"] == "share" and plateau["kind"] == "diagnostic" and plateau["verdict"] == decided(plateau)
-    assert "C2.mechanism.miller_madow" in ids
-
-
-def test_smoke_notebook_03_produces_the_c3_records(repo):
-    name = "03_cross_seed_repetition"
-    r = cli(repo, "run", name, "--profile", "smoke")
-    assert r.returncode == 0, r.stderr[-3000:]
-    first = json.loads(runner.results_path(repo, "smoke", name).read_text())
-    ids = {c["id"]: c for c in first["claims"]}
-    p = first["parameters"]
-    for c in p["corpora"]:
-        for a in p["archs"]:  # the decisive design: floor and gate (diagnostics), then share, dose, smoothness
-            floor, gate = ids[f"C3.floor[{c}:{a}]"], ids[f"C3.gate[{c}:{a}]"]
-            assert floor["kind"] == gate["kind"] == "diagnostic" and gate["threshold"] == p["gate_max"]
-            share = ids[f"C3[{c}:{a}]"]
-            assert share["rule"] == "share" and share["threshold"] == 0.5
-            assert ids[f"C3.rep[{c}:{a}]"]["kind"] == "diagnostic"  # seq-rep-4 against the sham, beside the share
-            if not (floor["holds"] and gate["holds"]):  # a failed precondition or gate: untestable, never contradicted
-                assert all(ids[f"{k}[{c}:{a}]"]["verdict"] == "untestable" for k in ["C3", "C3.dose", "C3.smooth"])
-        agg = ids[f"C3[{c}]"]
-        assert agg["rule"] == "aggregate" and agg["members"] == [f"C3[{c}:{a}]" for a in p["archs"]]
-        assert agg["verdict"] == records.combine(ids[m]["verdict"] for m in agg["members"])
-        for a in p["archs"]:
-            for d in p["designs"]:
-                assert ids[f"C3x[{p['corpora'][0]}:{a}:{d}]"]["exploratory"]
-    assert ids["C3.plateau"]["kind"] == "diagnostic" and "C3.cause[markov]" not in ids
-    table = {(r["corpus"], r["family"]): r for r in first["metrics"]["c3_decisive_table"]}
-    assert set(table) == {(c, a) for c in p["corpora"] for a in p["archs"]}
-    assert all(0 <= t["saturated"] <= 1 for t in table.values())
-    assert {r["gain"] for r in first["metrics"]["c3_dose_table"]} == {p["gain"], *p["dose_gains"]}
-    donors = first["metrics"]["c3_donor_table"]  # the donor's plateau state, one row per (corpus, family)
-    assert {r["donor seed"] for r in donors} == {p["donor_seed"]} and p["donor_seed"] not in first["manifest"]["seeds"]
-
-
-@pytest.mark.parametrize("name", ["03_cross_seed_repetition"])
-def test_a_recomputed_run_and_an_explicit_cpu_device_give_the_numbers_of_auto_here(repo, name):
-    """Recomputed from nothing (the sweep cache removed), with the same parameters, a notebook gives the same
-    records and metrics. -p device cpu runs it on the CPU and names it in the manifest; on a machine without
-    CUDA auto resolves to the CPU, so the CPU run is that recomputation (one run checks both); with CUDA the
-    auto run is recomputed too. Notebook 03, whose device also travels through the sweep engine's task
-    context (04 takes it through the same context, and its sweep path is the Ray test's below; 01, 02 and 05
-    through the same setup(device): dropped here for time)."""
-    sweeps = repo / "results" / "smoke" / "sweeps" / name
-    r = cli(repo, "run", name, "--profile", "smoke")  # auto (cached when another test ran it already)
-    assert r.returncode == 0, r.stderr[-3000:]
-    auto = json.loads(runner.results_path(repo, "smoke", name).read_text())
-    shutil.rmtree(sweeps)  # recompute, not read back from the sweep cache
-    r = cli(repo, "run", name, "--profile", "smoke", "-p", "device", "cpu")
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(runner.results_path(repo, "smoke", name).read_text())
-    assert res["manifest"]["device"] == "cpu" and res["parameters"]["device"] == "cpu"
-    if torch.cuda.is_available():
-        shutil.rmtree(sweeps)
-        r = cli(repo, "run", name, "--profile", "smoke", "--force")  # auto again, same parameters, same numbers
-        assert r.returncode == 0, r.stderr[-3000:]
-        again = json.loads(runner.results_path(repo, "smoke", name).read_text())
-        assert again["claims"] == auto["claims"] and again["metrics"] == auto["metrics"]
-        return
-    assert auto["manifest"]["device"] == "cpu" and res["claims"] == auto["claims"]
-    assert res["metrics"] == auto["metrics"]
-
-
-def test_notebook_04_with_ray_gives_the_claims_of_the_local_executor(repo):
-    name = "04_stability_vs_expressivity"
-    r = cli(repo, "run", name, "--profile", "smoke")
-    assert r.returncode == 0, r.stderr[-3000:]
-    local = json.loads(runner.results_path(repo, "smoke", name).read_text())
-    shutil.rmtree(repo / "results" / "smoke" / "sweeps" / name)  # nothing cached: Ray computes every configuration
-    r = cli(repo, "run", name, "--profile", "smoke", "-p", "executor", "ray")
-    assert r.returncode == 0, r.stderr[-3000:]
-    ray_res = json.loads(runner.results_path(repo, "smoke", name).read_text())
-    assert ray_res["claims"] == local["claims"] and len(list((repo / "results" / "smoke" / "sweeps" / name).glob("*.json")))
-    ids = {c["id"] for c in local["claims"]}
-    assert {"C4.insufficient[coverage, dense]", "C4.insufficient[coverage, given lr]", "C4.liability",
-            "C4.beyond[coverage]", "C4.stabilisers[clipping]"} <= ids

@@ -165,7 +165,7 @@ def format_interval(c) -> str:
     iv, rule = _get(c, "interval"), _get(c, "rule")
     if iv is not None:  # a results file stores a NaN bound as the string "nan" (io.json_bytes)
         lo, hi = (float(x) for x in iv)
-        if math.isfinite(lo) or math.isfinite(hi):
+        if not (math.isnan(lo) and math.isnan(hi)):
             return f"[{lo:.3g}, {hi:.3g}]"
         if _get(c, "n") == 0:
             return "— (n = 0)"

@@ -304,8 +304,8 @@ def calibration() -> dict:
     given = os.environ.get(CALIBRATION_FILE)
     if given:
         try:
-            return {**json.loads(Path(given).read_text()), "from": given}
-        except (OSError, json.JSONDecodeError) as e:
+            return {**dict(json.loads(Path(given).read_text())), "from": given}
+        except (OSError, ValueError, TypeError) as e:  # unreadable, not JSON, or not an object
             return {"error": f"{CALIBRATION_FILE}={given}: {type(e).__name__}: {e}"}
     try:
         out = subprocess.run([sys.executable, "-m", "stabliab.calibrate", "--json"], capture_output=True, text=True,
