@@ -8,6 +8,8 @@ Prints, measured in one run:
   bf16, as a share of the device's dense peak where it is known;
   sampling tokens/s with and without the key/value cache (Transformer);
   seeds looped against seeds batched (vmap) at 1, 4 and 16 seeds, for training and sampling.
+  --cross-entropy: the cross-entropy's two layouts on the CPU (classes last, or along dim 1 as
+  lm.cross_entropy takes them for a short vocabulary), forward and backward.
   --cpu-families: every family at the book's default sizes on the CPU, stacked / vmap / loop at 1,
   5 and 16 seeds, the stacked path's GFLOP/s as a share of the calibration matmul rate, and the
   rule train_lm uses to pick a path (train.default_batched) checked (exit 1 where, from 2 seeds
@@ -22,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from stabliab import calibrate, lm, members, optim, train
 from stabliab.device import describe, setup
@@ -130,15 +133,35 @@ def cpu_families(seeds=(1, 5, 16), reps: int = 10, slack: float = 1.25) -> bool:
     return ok
 
 
+def cross_entropy_layouts(vocabs=(5, 12, 15, 16, 65), n: int = 10240, reps: int = 50) -> None:
+    """lm.cross_entropy's two layouts on the CPU at notebook 02's token count per step (5 seeds x 32 x 64):
+    microseconds for the forward and backward of the mean loss with the classes last ([n, V], torch's usual
+    layout) and along dim 1 ([1, V, n], what lm.cross_entropy takes below lm.SMALL_VOCAB), and which one it
+    takes."""
+    print(f"\ncross-entropy, forward + backward of the mean over {n} positions, CPU, {torch.get_num_threads()} threads")
+    print(f"  {'V':>4s} {'[n, V] us':>10s} {'[1, V, n] us':>13s} {'speed-up':>9s}  lm.cross_entropy takes")
+    for V in vocabs:
+        z = torch.randn(n, V, generator=torch.Generator().manual_seed(V)).requires_grad_()
+        y = torch.randint(0, V, (n,))
+        last = timed(lambda: torch.autograd.grad(F.cross_entropy(z, y), z), torch.device("cpu"), reps)
+        dim1 = timed(lambda: torch.autograd.grad(F.cross_entropy(z.T.unsqueeze(0), y.unsqueeze(0)), z),
+                     torch.device("cpu"), reps)
+        print(f"  {V:4d} {last * 1e6:10.0f} {dim1 * 1e6:13.0f} {last / dim1:8.1f}x  "
+              f"{'[1, V, n]' if V < lm.SMALL_VOCAB else '[n, V]'}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--size", choices=list(SIZES), default=None, help="default: paper on CUDA, small on CPU")
     ap.add_argument("--steps", type=int, default=None, help="timed repetitions (default 10 on CUDA, 3 on CPU)")
     ap.add_argument("--cpu-families", action="store_true", help="only the CPU section (every family, book sizes)")
+    ap.add_argument("--cross-entropy", action="store_true", help="only the cross-entropy's two layouts on the CPU")
     a = ap.parse_args()
     if a.cpu_families:
         return 0 if cpu_families() else 1
+    if a.cross_entropy:
+        return cross_entropy_layouts()
     dev = setup(a.device)
     sz = SIZES[a.size or ("paper" if dev.type == "cuda" else "small")]
     reps = a.steps or (10 if dev.type == "cuda" else 3)
