@@ -270,13 +270,18 @@ def test_stacked_gru_trains_the_numbers_of_autograd_through_its_loop(monkeypatch
 
 
 @pytest.mark.parametrize("V", [3, 12, 15, lm.SMALL_VOCAB, 65])
-def test_the_cross_entropy_is_torchs_on_the_usual_layout_whichever_layout_it_takes(V):
+def test_the_cross_entropy_is_torchs_on_the_usual_layout_whichever_layout_it_takes(V, monkeypatch):
     """lm.cross_entropy takes the classes along dim 1 below SMALL_VOCAB on the CPU (a faster kernel): every
     reduction, with and without label smoothing, and its gradient equal F.cross_entropy on [n, V] to float32
     rounding; "none" is one value per position, flat; the logits may have any leading shape."""
     g = torch.Generator().manual_seed(V)
     z = (3 * torch.randn(2, 7, 33, V, generator=g)).requires_grad_()
     y = torch.randint(0, V, (2, 7, 33), generator=g)
+    seen, torch_ce = [], F.cross_entropy
+    with monkeypatch.context() as m:  # which layout lm.cross_entropy hands to torch: [1, V, n] below SMALL_VOCAB
+        m.setattr(lm.F, "cross_entropy", lambda x, *a, **k: seen.append(tuple(x.shape)) or torch_ce(x, *a, **k))
+        lm.cross_entropy(z, y)
+    assert seen == [(1, V, 2 * 7 * 33) if V < lm.SMALL_VOCAB else (2 * 7 * 33, V)]
     for reduction in ["mean", "sum", "none"]:
         for ls in [0.0, 0.1]:
             ours = lm.cross_entropy(z, y, label_smoothing=ls, reduction=reduction)

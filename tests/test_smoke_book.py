@@ -170,8 +170,8 @@ def test_a_recomputed_run_and_an_explicit_cpu_device_give_the_numbers_of_auto_he
     assert r.returncode == 0, r.stderr[-3000:]
     auto = json.loads(runner.results_path(repo, "smoke", name).read_text())
     shutil.rmtree(sweeps)  # recompute, not read back from the sweep cache
-    r = cli(repo, "run", name, "--profile", "smoke", "-p", "device", "cpu")
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli(repo, "run", name, "--profile", "smoke", "-p", "device", "cpu", "--force")  # --force: runs, not cached
+    assert r.returncode == 0 and "ran in" in r.stdout, r.stderr[-3000:]
     res = json.loads(runner.results_path(repo, "smoke", name).read_text())
     assert res["manifest"]["device"] == "cpu" and res["parameters"]["device"] == "cpu"
     if torch.cuda.is_available():

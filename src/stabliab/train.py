@@ -172,7 +172,8 @@ def default_batched(arch: str, n_members: int, device) -> bool | str:
     """The path train_lm takes when `batched` is not given (members.lm_loss's argument): the family's
     hand-stacked forward (True) for every family and number of members. bench/throughput.py --cpu-families
     checks, at the book's sizes, that it is not slower than a loop over members at 2 members or more (on a
-    2-core CPU at 5 and 16 members: 1.0-2.7x faster than the loop, 0.8-1.3x vmap, timings noisy by 10-20%);
+    2-core AVX-512 CPU at 0be9e49: 1.3-2.7x faster than the loop at 5 and 16 members for the GRU, LSTM and
+    Transformer, 1.15x for the MLP at 5 and 0.82x at 16, inside the bench's 25% allowance; timings noisy by 10-20%);
     a single member runs about as fast either way (the loop calls the module through functional_call)."""
     return True
 
