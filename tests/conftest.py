@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stabliab import params, sweep
+from stabliab import io, params, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("STABLIAB_PROGRESS", "0")
@@ -20,14 +20,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one threa
 def pytest_configure(config):
     """The machine's calibration figure, measured once for the session's runs (runner.calibration reads
     STABLIAB_CALIBRATION) rather than once per `stabliab run` (a few seconds each, some forty runs)."""
-    if os.environ.get("STABLIAB_CALIBRATION"):
+    if os.environ.get(io.CALIBRATION):
         return
     out = subprocess.run([sys.executable, "-m", "stabliab.calibrate", "--json"], capture_output=True, text=True,
                          check=True, timeout=300)
     fd, path = tempfile.mkstemp(prefix="stabliab-calibration-", suffix=".json")
     os.write(fd, out.stdout.encode())
     os.close(fd)
-    os.environ["STABLIAB_CALIBRATION"] = config._stabliab_calibration = path
+    os.environ[io.CALIBRATION] = config._stabliab_calibration = path
 
 
 def pytest_unconfigure(config):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from stabliab import calibrate
+from stabliab import calibrate, io, runner
 
 
 def test_the_matmul_rate_is_ordered_and_the_reference_translation_is_the_ratio():
@@ -26,17 +26,16 @@ def test_the_command_prints_one_json_object_with_the_figure():
 def test_the_runner_measures_its_own_figure_unless_one_is_handed_to_it(monkeypatch, tmp_path):
     """runner.calibration: without STABLIAB_CALIBRATION it measures (a child process); with it, it reads that
     file and says so; an unreadable file is an error entry in the manifest, not a crash."""
-    from stabliab import runner
-    monkeypatch.delenv(runner.CALIBRATION_FILE, raising=False)
+    monkeypatch.delenv(io.CALIBRATION, raising=False)
     runner.calibration.cache_clear()
     own = runner.calibration()
     assert own["matmul_gflops"] > 0 and "from" not in own
     given = tmp_path / "cal.json"
     given.write_text(json.dumps(own))
-    monkeypatch.setenv(runner.CALIBRATION_FILE, str(given))
+    monkeypatch.setenv(io.CALIBRATION, str(given))
     runner.calibration.cache_clear()
     assert runner.calibration() == {**own, "from": str(given)}
-    monkeypatch.setenv(runner.CALIBRATION_FILE, str(tmp_path / "missing.json"))
+    monkeypatch.setenv(io.CALIBRATION, str(tmp_path / "missing.json"))
     runner.calibration.cache_clear()
     assert "missing.json" in runner.calibration()["error"]
     runner.calibration.cache_clear()

@@ -94,7 +94,7 @@ def test_smoke_run_writes_results_whose_c1_holds(smoke_run):
     assert res["parameters"]["device"] == "auto"
     assert res["manifest"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     cal = res["manifest"]["calibration"]  # the machine's calibration figure (stabliab.calibrate), measured once
-    assert cal["from"] == os.environ["STABLIAB_CALIBRATION"]  # for the session (conftest), read from its file
+    assert cal["from"] == os.environ[io.CALIBRATION]  # for the session (conftest), read from its file
     assert cal["matmul_gflops_worst"] <= cal["matmul_gflops"] <= cal["matmul_gflops_best"] and cal["train_step_ms"] > 0
     assert cal["speed_vs_reference"] == pytest.approx(cal["matmul_gflops"] / calibrate.REFERENCE_GFLOPS, abs=2e-3)
     claims = {c["id"]: c for c in res["claims"]}

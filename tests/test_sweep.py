@@ -208,3 +208,20 @@ def test_parallel_map_names_an_item_whose_worker_died():
     with pytest.raises(sweep.SweepError, match="BrokenProcessPool") as e:
         sweep.parallel_map(_die, [(0,), (1,)], executor="processes", workers=1)
     assert {"item": 1} in [c for c, _ in e.value.failed]
+
+
+CALLS = []
+
+
+def _double(x):  # a module-level function for parallel_map, remembering the order of its calls
+    CALLS.append(x)
+    return 2 * x
+
+
+def test_parallel_map_starts_the_costliest_first_and_returns_in_order():
+    """cost orders the calls (decreasing, ties in the items' order), never the results; one cost per item."""
+    CALLS.clear()
+    assert sweep.parallel_map(_double, [(1,), (2,), (3,), (4,)], executor="local", cost=[1, 3, 1, 2]) == [2, 4, 6, 8]
+    assert CALLS == [2, 4, 1, 3]
+    with pytest.raises(ValueError, match="one number per item"):
+        sweep.parallel_map(_double, [(1,), (2,)], cost=[1])

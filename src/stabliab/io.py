@@ -16,6 +16,9 @@ Every STABLIAB_* variable the package reads or sets is named here, and only here
     STABLIAB_RUN           set by the runner for its kernel: the run's work folder; every process
                            of the run inherits it, which is how the runner's watchdog finds them
     STABLIAB_SCREENSHOTS   tests only: a folder where the browser test saves screenshots
+    STABLIAB_CALIBRATION   a file holding this machine's calibration figure (`python -m
+                           stabliab.calibrate --json`), which the runner reads instead of measuring
+                           (the test suite measures once per session); unset: the runner measures
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from tqdm import tqdm
 
 ROOT, RESULTS_FILE, PROFILE, PROGRESS = "STABLIAB_ROOT", "STABLIAB_RESULTS_FILE", "STABLIAB_PROFILE", "STABLIAB_PROGRESS"
 WARNINGS, RUN, SCREENSHOTS = "STABLIAB_WARNINGS", "STABLIAB_RUN", "STABLIAB_SCREENSHOTS"
+CALIBRATION = "STABLIAB_CALIBRATION"
 PACKAGE = Path(__file__).resolve().parent
 
 

@@ -291,9 +291,6 @@ def _repeat_warnings(path: Path) -> None:
             print(line, file=sys.stderr)
 
 
-CALIBRATION_FILE = "STABLIAB_CALIBRATION"  # environment: a figure measured already (`stabliab.calibrate --json`)
-
-
 @functools.lru_cache(maxsize=1)
 def calibration() -> dict:
     """This machine's calibration figure (stabliab.calibrate), measured once per process in a child
@@ -301,12 +298,12 @@ def calibration() -> dict:
     With STABLIAB_CALIBRATION naming a file, the figure is read from it (written by `python -m
     stabliab.calibrate --json` on this machine: the test suite measures once for all its runs) and the
     manifest says so ("from")."""
-    given = os.environ.get(CALIBRATION_FILE)
+    given = os.environ.get(io.CALIBRATION)
     if given:
         try:
             return {**dict(json.loads(Path(given).read_text())), "from": given}
         except (OSError, ValueError, TypeError) as e:  # unreadable, not JSON, or not an object
-            return {"error": f"{CALIBRATION_FILE}={given}: {type(e).__name__}: {e}"}
+            return {"error": f"{io.CALIBRATION}={given}: {type(e).__name__}: {e}"}
     try:
         out = subprocess.run([sys.executable, "-m", "stabliab.calibrate", "--json"], capture_output=True, text=True,
                              timeout=120)

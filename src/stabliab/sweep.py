@@ -207,24 +207,29 @@ def _apply(fn, args, threads, kwargs=None):
 
 
 def parallel_map(fn: Callable, items: list[tuple], *, executor: str = "local", workers: int | None = None,
-                 threads: int = 1, device: str = "cpu", desc: str = "runs") -> list:
+                 threads: int = 1, device: str = "cpu", desc: str = "runs", cost=None) -> list:
     """[fn(*args) for args in items], in order, each call on `executor` ("local": this process;
     "processes": a spawned pool, one worker per core by default; "ray") with `threads` torch
     threads, so that every executor computes the same numbers. fn must be a module-level
     function and its arguments and result picklable. Failures (an exception in fn, a worker
-    that died, a result that cannot travel back) raise one SweepError naming their items,
-    after every call has finished. On a CUDA device a process pool runs one worker unless
-    `workers` says otherwise (every worker would hold a context on the same device)."""
+    that died, a result that cannot travel back) raise one SweepError naming their items (by
+    position in `items`), after every call has finished. On a CUDA device a process pool runs one
+    worker unless `workers` says otherwise (every worker would hold a context on the same device).
+    `cost` (one number per item): the calls start in decreasing cost, ties in order (a pool that
+    starts its longest runs first finishes sooner); results come back in the order of `items`."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     items = [tuple(a) for a in items]
+    if cost is not None and len(cost) != len(items):
+        raise ValueError(f"cost must have one number per item: {len(cost)} for {len(items)} items")
+    order = range(len(items)) if cost is None else sorted(range(len(items)), key=lambda i: -cost[i])
     if executor == "processes" and str(device).startswith("cuda") and not workers:
         workers = 1
     pool, width = _executor(executor, workers, threads, device, len(items))
     width = min(width, max(len(items), 1))
     out: list = [None] * len(items)
     failed: list[tuple[dict, str]] = []
-    queue, running = deque(range(len(items))), {}
+    queue, running = deque(order), {}
     bar = io.progress(None, total=len(items), desc=desc)
     try:
         while queue or running:

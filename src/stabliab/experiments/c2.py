@@ -258,20 +258,16 @@ def train_families(src: MarkovSource, heldout: torch.Tensor, *, seeds, archs, n_
     plateau (plateau_of, with the held-out loss: one row per seed)}."""
     kw = dict(seeds=list(seeds), seq_len=seq_len, steps=steps, lr=lr, batch_size=batch_size, n_evals=n_evals,
               n_gen=n_gen, precision=precision, arch_kw=arch_kw, device=str(device))
-    grid = [(arch, N) for arch in longest_first(archs) for N in n_values]
+    grid = [(arch, N) for N in n_values for arch in archs]
     outs = parallel_map(family_run, [(src, heldout, arch, N, kw) for arch, N in grid], executor=executor,
-                        workers=workers or None, device=str(device), desc="C2 families")
-    done = dict(zip(grid, outs))
-    return {(arch, N): done[arch, N] for N in n_values for arch in archs}  # the tables' order
+                        workers=workers or None, device=str(device), desc="C2 families",
+                        cost=[STEP_COST.get(arch, 0) for arch, _ in grid])
+    return dict(zip(grid, outs))
 
 
-STEP_COST = {"transformer": 3, "gru": 2, "lstm": 2, "mlp": 1}  # a training step's relative time at default sizes
-
-
-def longest_first(archs) -> list:
-    """archs ordered by STEP_COST, longest first: a pool that starts the longest runs first finishes
-    sooner (each run is independent and single-threaded, so the order changes no number)."""
-    return sorted(archs, key=lambda a: -STEP_COST.get(a, 0))
+# a training step's relative time at default sizes: the pool starts the longest runs first (each run is
+# independent and single-threaded, so the order changes no number)
+STEP_COST = {"transformer": 3, "gru": 2, "lstm": 2, "mlp": 1}
 
 
 def family_run(src: MarkovSource, heldout: torch.Tensor, arch: str, N: int, kw: dict) -> dict:
@@ -515,10 +511,8 @@ def mode_concentration(zipf: ZipfModes, *, seeds, archs, vocab, n_mode_samples, 
     kw = dict(seeds=list(seeds), vocab=vocab, n_mode_samples=n_mode_samples, mode_steps=mode_steps, lr=lr,
               batch_size=batch_size, n_gen=n_gen, n_evals=n_evals, top_m=top_m, precision=precision,
               arch_kw=arch_kw, device=str(device))
-    order = longest_first(archs)
-    done = dict(zip(order, parallel_map(modes_run, [(zipf, arch, kw) for arch in order], executor=executor,
-                                        workers=workers or None, device=str(device), desc="C2 modes")))
-    outs = [done[a] for a in archs]
+    outs = parallel_map(modes_run, [(zipf, arch, kw) for arch in archs], executor=executor, workers=workers or None,
+                        device=str(device), desc="C2 modes", cost=[STEP_COST.get(arch, 0) for arch in archs])
     return (pd.DataFrame([r for rows, _ in outs for r in rows]), pd.DataFrame([r for _, rows in outs for r in rows]))
 
 
