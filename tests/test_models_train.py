@@ -66,6 +66,31 @@ def test_adamw_matches_torch():
     torch.testing.assert_close(tr.params["w"], w.detach(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("lr", [3e-3, "per member"])
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_adamw_step_is_its_one_tensor_at_a_time_definition_bit_for_bit(dtype, lr, wd):
+    """AdamW.step applies each operation to all tensors at once (torch._foreach_*); step_reference is the
+    same update one tensor at a time: parameters and moments equal exactly, with a per-member learning rate,
+    weight decay, a schedule factor and tensors of several ranks; optim.member_norm equals the sum of
+    squares taken tensor by tensor."""
+    g = torch.Generator().manual_seed(1)
+    lr = torch.tensor([1e-3, 1e-2, 1e-1], dtype=dtype) if lr == "per member" else lr
+    p = {"a": torch.randn(3, 5, 7, generator=g, dtype=dtype), "b": torch.randn(3, 7, generator=g, dtype=dtype),
+         "c": torch.randn(3, 2, 2, 2, generator=g, dtype=dtype)}
+    q = {k: v.clone() for k, v in p.items()}
+    fast, ref = optim.AdamW(lr, weight_decay=wd), optim.AdamW(lr, weight_decay=wd)
+    for t in range(25):
+        grads = {k: torch.randn(v.shape, generator=g, dtype=dtype) for k, v in p.items()}
+        fast.scale = ref.scale = 0.5 + t / 25
+        fast.step(p, grads, 3)
+        ref.step_reference(q, grads, 3)
+        assert all(torch.equal(p[k], q[k]) for k in p)
+    assert all(torch.equal(fast.m[k], ref.m[k]) and torch.equal(fast.v[k], ref.v[k]) for k in p)
+    by_tensor = torch.sqrt(sum((v.reshape(3, -1) ** 2).sum(1) for v in grads.values()))
+    assert torch.equal(optim.member_norm(grads.values(), 3), by_tensor)
+
+
 def test_members_train_independently_with_their_own_step_size(setup):
     _, _, counts, fam = setup
     C = torch.tensor(counts)

