@@ -74,14 +74,15 @@ def problem(seeds, *, vocab, order, sparsity, dirichlet_alpha, source_seed, n_se
         pi=torch.tensor(src.stationary, device=device))
 
 
-def best_of_starts(loss_fn, family, n_seeds: int, starts: int, key: int, offset=0.0):
+def best_of_starts(loss_fn, family, n_seeds: int, starts: int, key: int, offset=0.0, max_iter: int = 2000):
     """Full-batch L-BFGS (optim.minimize_lbfgs) from `starts` random starts per seed
     (members seed-major: seed s, start i is member s * starts + i, initialised from seed
     seeds.stream('init', that index, key) at INIT_SCALE x the family's scale), and per seed the start
-    of least value = loss - offset[s]. Returns (params of the best start per seed [S, ...],
+    of least value = loss - offset[s]; max_iter L-BFGS iterations per restart (optim.minimize_lbfgs: five
+    restarts, fewer iterations where the tolerance is met). Returns (params of the best start per seed [S, ...],
     values [S, starts], gradient norms [S * starts])."""
     init = {k: v * INIT_SCALE for k, v in family.init([stream("init", i, key) for i in range(n_seeds * starts)]).items()}
-    sol, loss, grad = optim.minimize_lbfgs(loss_fn, init)
+    sol, loss, grad = optim.minimize_lbfgs(loss_fn, init, max_iter=max_iter)
     values = loss.cpu().numpy().reshape(n_seeds, starts) - np.reshape(offset, (-1, 1))  # [S, starts]
     best = values.argmin(1)
     theta = {k: v.reshape(n_seeds, starts, *v.shape[1:])[np.arange(n_seeds), best] for k, v in sol.items()}
@@ -102,14 +103,15 @@ def coverage_table(pb: Problem, fits: dict, keep_tau) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def forward_fit(pb: Problem, *, lbfgs_starts, keep_tau) -> dict:
+def forward_fit(pb: Problem, *, lbfgs_starts, lbfgs_iters, keep_tau) -> dict:
     """The family's forward-KL minimiser theta* per seed, found by L-BFGS independently of
     gradient descent: KL per start [S, starts], KL* [S], gradient norms, the
     moment-matching residual [S], the fitted conditionals Q [S, C, V] and their coverage."""
     S = len(pb.seeds)
     counts = pb.C_t.repeat_interleave(lbfgs_starts, 0)  # [S*starts, C, V]
     theta, kl_starts, grad = best_of_starts(lambda p: loglinear.count_cross_entropy(pb.family, p, counts),
-                                            pb.family, S, lbfgs_starts, FORWARD_STARTS, offset=pb.H_hat)
+                                            pb.family, S, lbfgs_starts, FORWARD_STARTS, offset=pb.H_hat,
+                                            max_iter=lbfgs_iters)
     Q = loglinear.conditional_probs(pb.family, theta).cpu().numpy()  # [S, C, V]
     return {"theta": theta, "kl_starts": kl_starts, "KL_star": kl_starts[np.arange(S), kl_starts.argmin(1)],
             "grad": grad, "moment": pb.family.moment_gap(theta, pb.C_t).cpu().numpy(), "Q": Q,
@@ -162,7 +164,7 @@ def members_at(runs: dict, f: int) -> np.ndarray:
     return np.arange(f % F, runs["gap"].shape[1], F)
 
 
-def reverse_fit(pb: Problem, *, lbfgs_starts, reverse_eps) -> dict:
+def reverse_fit(pb: Problem, *, lbfgs_starts, lbfgs_iters, reverse_eps) -> dict:
     """The family's minimiser of the reverse KL sum_c w_c KL(p_theta(.|c) || p_tilde(.|c)) to
     the smoothed empirical law p_tilde = (n_cj + eps) / (n_c + V eps), best of L-BFGS starts."""
     S = len(pb.seeds)
@@ -170,7 +172,7 @@ def reverse_fit(pb: Problem, *, lbfgs_starts, reverse_eps) -> dict:
                         device=pb.C_t.device)  # [S, C, V]
     W, Pt = pb.W_hat.repeat_interleave(lbfgs_starts, 0), Ptil.repeat_interleave(lbfgs_starts, 0)
     theta, values, _ = best_of_starts(lambda p: loglinear.count_reverse_kl(pb.family, p, W, Pt),
-                                      pb.family, S, lbfgs_starts, REVERSE_STARTS)
+                                      pb.family, S, lbfgs_starts, REVERSE_STARTS, max_iter=lbfgs_iters)
     return {"theta": theta, "values": values, "Q": loglinear.conditional_probs(pb.family, theta).cpu().numpy()}
 
 
@@ -210,6 +212,7 @@ def record_minimiser(report, fit: dict) -> None:
     """The minimiser's certificates: KL*, spread over starts, gradient norm, moment residual."""
     kl = fit["kl_starts"]
     report.metric("c1_lbfgs_starts", report.parameters["lbfgs_starts"])
+    report.metric("c1_lbfgs_iters", report.parameters["lbfgs_iters"])
     report.metric("c1_kl_star_mean", fit["KL_star"].mean())
     report.metric("c1_start_spread", (kl.max(1) - kl.min(1)).max())
     report.metric("c1_lbfgs_grad_max", fit["grad"].max().item())
@@ -324,7 +327,8 @@ def standard_training(*, seeds, vocab, order, sparsity, dirichlet_alpha, source_
                       std_steps, adamw_lrs, sgd_lrs, batch_sizes, device, executor, workers) -> pd.DataFrame:
     """Minibatch (and full-batch) AdamW and SGD on an MLP n-gram (window = the source's order,
     STD_ARCH) for std_steps, each seed on its own C1 sample, one call of standard_run per
-    (optimizer, lr, batch) on the executor (one torch thread each): one row per (optimizer, lr,
+    (optimizer, lr, batch) on the executor (one torch thread each; the whole-sample runs, which take about
+    three times as long as those of 4 sequences, start first): one row per (optimizer, lr,
     batch, seed) with the floor H(p̂_N | context), the excess forward KL to the empirical distribution
     (whole-sample cross-entropy minus that floor, mean over the plateau window: the stationary
     spread of noisy iterates included), its share of the reducible loss log V - floor, the
@@ -335,7 +339,8 @@ def standard_training(*, seeds, vocab, order, sparsity, dirichlet_alpha, source_
               std_steps=std_steps, device=str(device))
     grid = [(opt, lr, b) for opt, lrs in (("adamw", adamw_lrs), ("sgd", sgd_lrs)) for lr in lrs for b in batch_sizes]
     outs = parallel_map(standard_run, [(src, *g, kw) for g in grid], executor=executor, workers=workers or None,
-                        device=str(device), desc="C1 standard training")
+                        device=str(device), desc="C1 standard training",
+                        cost=[n_sequences if b == 0 else min(b, n_sequences) for _, _, b in grid])
     return pd.DataFrame([r for rows in outs for r in rows])
 
 
