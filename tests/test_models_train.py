@@ -66,14 +66,15 @@ def test_adamw_matches_torch():
     torch.testing.assert_close(tr.params["w"], w.detach(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("lr", [3e-3, "per member"])
 @pytest.mark.parametrize("wd", [0.0, 0.1])
 def test_adamw_step_is_its_one_tensor_at_a_time_definition_bit_for_bit(dtype, lr, wd):
     """AdamW.step applies each operation to all tensors at once (torch._foreach_*); step_reference is the
     same update one tensor at a time: parameters and moments equal exactly, with a per-member learning rate,
-    weight decay, a schedule factor and tensors of several ranks; optim.member_norm equals the sum of
-    squares taken tensor by tensor."""
+    weight decay, a schedule factor and tensors of several ranks (bf16 parameters take step_reference itself,
+    where the foreach products would round differently); optim.member_norm equals the sum of squares taken
+    tensor by tensor; no parameters, no error."""
     g = torch.Generator().manual_seed(1)
     lr = torch.tensor([1e-3, 1e-2, 1e-1], dtype=dtype) if lr == "per member" else lr
     p = {"a": torch.randn(3, 5, 7, generator=g, dtype=dtype), "b": torch.randn(3, 7, generator=g, dtype=dtype),
@@ -89,6 +90,7 @@ def test_adamw_step_is_its_one_tensor_at_a_time_definition_bit_for_bit(dtype, lr
     assert all(torch.equal(fast.m[k], ref.m[k]) and torch.equal(fast.v[k], ref.v[k]) for k in p)
     by_tensor = torch.sqrt(sum((v.reshape(3, -1) ** 2).sum(1) for v in grads.values()))
     assert torch.equal(optim.member_norm(grads.values(), 3), by_tensor)
+    fast.step({}, {}, 3)
 
 
 def test_members_train_independently_with_their_own_step_size(setup):

@@ -65,7 +65,12 @@ class AdamW:
         """For every tensor p with gradient g, the operations of step_reference, each applied to all tensors
         at once (torch._foreach_*: the same kernel per tensor, without an interpreter round trip per tensor
         and operation; a step of a model with 30 tensors took 4 ms that way): the same numbers bit for bit
-        (tests/test_models_train.py)."""
+        on the CPU in float32 and float64 (tests/test_models_train.py). Elsewhere step_reference runs: CUDA's
+        foreach division multiplies by a reciprocal rounded from double, and in bf16/fp16 the foreach
+        products round differently, so there the two would not agree bit for bit."""
+        if not params or any(p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64)
+                             for p in params.values()):
+            return self.step_reference(params, grads, M)
         self.t += 1
         b1, b2 = self.betas
         keys = list(params)
