@@ -79,13 +79,12 @@ class AdamW:
             if k not in self.m:
                 self.m[k], self.v[k] = torch.zeros_like(p), torch.zeros_like(p)
         ms, vs = [self.m[k] for k in keys], [self.v[k] for k in keys]
-        lrs, decay = {}, {}  # one lr tensor per (shape of broadcast, dtype, device)
-        for p in ps:
-            key = (p.ndim, p.dtype, p.device)
-            if key not in lrs:
-                lrs[key] = per_member(self.lr, M, p) * self.scale
-                decay[key] = 1 - lrs[key] * self.wd
-        key = [(p.ndim, p.dtype, p.device) for p in ps]
+        key = [(p.ndim, p.dtype) for p in ps]  # per_member's broadcast shape and dtype: one lr tensor for each
+        lrs = {}
+        for k, p in zip(key, ps):
+            if k not in lrs:
+                lrs[k] = per_member(self.lr, M, p) * self.scale
+        decay = {k: 1 - lr * self.wd for k, lr in lrs.items()}
         torch._foreach_mul_(ps, [decay[k] for k in key])
         torch._foreach_mul_(ms, b1)
         torch._foreach_add_(ms, gs, alpha=1 - b1)
