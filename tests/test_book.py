@@ -87,6 +87,39 @@ def test_a_second_run_waits_for_the_lock_or_exits_3(tmp_path):
     assert "ran in" in out
 
 
+PAIR = ("import time, torch\nfrom stabliab import records\nfrom stabliab.device import setup\nsetup('cpu')\n"
+        "t0 = time.time()\ntime.sleep(secs)\nr = records.Report(NAME, {'secs': secs}, [0, 1])\n"
+        "r.mean('T', 's', [1.0, 2.0], 0.0, '>')\nr.metric('threads', torch.get_num_threads(), glue_it=False)\n"
+        "r.metric('t0', t0, glue_it=False)\nr.metric('t1', time.time(), glue_it=False)\nr.save()\n")
+
+
+def test_a_book_of_jobs_2_runs_two_notebooks_at_once_and_names_the_first_failure(tmp_path):
+    """The profile's jobs: two notebooks run at the same time, each kernel with the profile's torch threads, the
+    lines in the toc's order; a notebook that raises fails the book (exit 1, named), the others' results kept."""
+    root = tiny_repo(tmp_path, "")
+    names = ["98_a", "99_b"]
+    for n in names:
+        (root / "notebooks" / f"{n}.py").write_text('# %% tags=["parameters"]\nsecs = 2.0  # in [0, 600]: seconds\n\n'
+                                                   f'# %%\nNAME = "{n}"\n' + PAIR)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n" +
+                                   "".join(f"  - file: book/generated/{n}\n" for n in names))
+    (root / "profiles" / "smoke.yaml").write_text("jobs: 2\nthreads: 1\nnotebooks: {}\n")
+    r = cli(root, "book", "--profile", "smoke", "--no-build")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [line.split(":")[0] for line in r.stdout.strip().splitlines()] == names
+    a, b = (json.loads(runner.results_path(root, "smoke", n).read_text()) for n in names)
+    assert a["metrics"]["t0"] < b["metrics"]["t1"] and b["metrics"]["t0"] < a["metrics"]["t1"]  # at the same time
+    for res in (a, b):
+        assert res["metrics"]["threads"] == 1 and res["manifest"]["jobs"] == 2
+    assert a["manifest"]["calibration"] == b["manifest"]["calibration"]  # measured once, before either ran
+    (root / "notebooks" / "99_b.py").write_text('# %% tags=["parameters"]\nsecs = 2.0  # in [0, 600]: seconds\n\n'
+                                                '# %%\nraise ValueError("deliberate failure")\n')
+    r = cli(root, "book", "--profile", "smoke", "--no-build")
+    assert r.returncode == 1 and "99_b" in r.stderr and "deliberate failure" in r.stderr, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines() == ["98_a: cached"]
+    assert json.loads(runner.results_path(root, "smoke", "99_b").read_text())["metrics"] == b["metrics"]  # untouched
+
+
 def _kernels_under(runtime: Path) -> list[str]:
     found = []
     for p in Path("/proc").glob("[0-9]*/cmdline"):

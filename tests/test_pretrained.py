@@ -96,6 +96,24 @@ def test_finetuning_stops_at_the_plateau_and_lowers_the_loss(tiny):
     assert run["plateau"]["at_plateau"] and len(run["loss"]) < 300  # stopped early, at the plateau
 
 
+def test_within_read_once_a_gguf_file_is_parsed_once_and_the_module_is_restored_after(tmp_path):
+    import gguf
+    path = str(tmp_path / "t.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_uint32("x", 3)
+    w.add_tensor("a", np.arange(6, dtype=np.float32))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    reader, names = gguf.GGUFReader, gguf.get_tensor_name_map
+    with pretrained.read_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(path) is first and first.tensors[0].data.tolist() == list(range(6))
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
+        assert gguf.get_tensor_name_map(arch, 2).mapping == names(arch, 2).mapping  # the same map, once
+    assert gguf.GGUFReader is reader and gguf.get_tensor_name_map is names
+    assert gguf.GGUFReader(path) is not first  # outside: a new reader per call, as gguf has it
+
+
 # ---------------------------------------------------------------------- the real weights, offline
 REAL = textwrap.dedent("""
     import json, os, socket, sys

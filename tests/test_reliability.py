@@ -262,7 +262,7 @@ def test_cached_seeds_of_another_shape_than_the_task_returns_are_recomputed(tmp_
 
 def _fake_results(root: Path, doc) -> str:
     """Results and executed notebook as the runner writes them, with the key of the smoke parameters."""
-    key = runner.cache_key(root, NB, params.resolve_parameters(root, NB, "smoke"))
+    key = runner.cache_key(root, NB, params.resolve_parameters(root, NB, "smoke"), "smoke")
     nb = nbformat.v4.new_notebook(metadata={"stabliab": {"cache_key": key}})
     body = doc(key) if callable(doc) else doc
     io.write_atomic({runner.executed_path(root, "smoke", NB): nbformat.writes(nb).encode(),

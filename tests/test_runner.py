@@ -112,20 +112,20 @@ def test_unchanged_rerun_is_skipped_and_source_edits_make_it_stale(smoke_run, mo
     assert r.returncode == 0 and "cached" in r.stdout
     assert runner.results_path(repo, "smoke", NB).stat().st_mtime_ns == written  # nothing was executed or rewritten
     resolved = params.resolve_parameters(repo, NB, "smoke", {"seed": 3})
-    key = runner.cache_key(repo, NB, resolved)
+    key = runner.cache_key(repo, NB, resolved, "smoke")
     assert runner.is_cached(repo, NB, "smoke", key)
-    assert not runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, {**resolved, "seed": 4}))
+    assert not runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, {**resolved, "seed": 4}, "smoke"))
     # the key hashes the package the kernel imports (io.PACKAGE); point it at the copy's identical one to edit it
     monkeypatch.setattr(io, "PACKAGE", repo / "src" / "stabliab")
-    assert runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, resolved))
+    assert runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, resolved, "smoke"))
     lib = repo / "src" / "stabliab" / "measures.py"
     original = lib.read_text()
     try:
         lib.write_text(original + "\n# an edit\n")
-        assert not runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, resolved))
+        assert not runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, resolved, "smoke"))
     finally:
         lib.write_text(original)
-    assert runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, resolved))
+    assert runner.is_cached(repo, NB, "smoke", runner.cache_key(repo, NB, resolved, "smoke"))
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -16,7 +16,8 @@ import nbformat
 from . import io
 from .records import DECIDE, LABELS, RULES, VERDICTS, format_interval, format_threshold, verdict_of
 from .seeds import CONFIRMATORY_SEED
-from .runner import RunResult, check_results, executed_path, read_results, results_path, run_notebook
+from .params import load_profile
+from .runner import RunResult, check_results, executed_path, read_results, results_path, run_notebooks
 
 
 def toc_notebooks(root: Path) -> list[str]:
@@ -248,16 +249,13 @@ def _calibration(manifest: dict) -> str:
 
 
 def build_book(root: Path, profile: str = "default", force: bool = False, echo=print,
-               build: bool = True) -> list[RunResult]:
-    """Run the stale notebooks of the toc (one line each), place them, write the
-    verdicts, build the HTML."""
+               build: bool = True, jobs: int | None = None) -> list[RunResult]:
+    """Run the stale notebooks of the toc (one line each; `jobs` at once, by default the profile's),
+    place them, write the verdicts, build the HTML."""
     root = Path(root).resolve()
     names = toc_notebooks(root)
-    out = []
-    for name in names:
-        r = run_notebook(root, name, profile, force=force, echo=echo)
-        echo(f"{name}: {'cached' if r.status == 'cached' else f'ran in {r.seconds:.1f} s'}")
-        out.append(r)
+    out = run_notebooks(root, names, profile, force=force, jobs=jobs or load_profile(root, profile)["jobs"],
+                        echo=echo)
     place_notebooks(root, profile, names)
     write_verdicts(root, profile, names)
     if build:

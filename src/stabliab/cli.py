@@ -1,7 +1,7 @@
 """The `stabliab` command: run, book, check, diff.
 
     stabliab run NAME [--profile smoke|default|paper] [-p NAME VALUE]... [--force] [--no-wait]
-    stabliab book [--profile P] [--force] [--no-build]
+    stabliab book [--profile P] [--force] [--no-build] [--jobs N]
     stabliab check [--profile P]      validate the profile and every notebook's parameters without running
     stabliab diff OLD NEW [--rel R]   compare two results files or folders (or claims.json)
 
@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default="default")
     b.add_argument("--force", action="store_true")
     b.add_argument("--no-build", action="store_true", help="run and write the claims page only")
+    b.add_argument("--jobs", type=int, help="notebooks run at once (default: the profile's jobs, else 1)")
     c = sub.add_parser("check", help="validate a profile and the parameters of every notebook in it",
                        epilog=EXIT_CODES, formatter_class=fmt)
     c.add_argument("--profile", default="default")
@@ -97,7 +98,9 @@ def _command(a) -> int:
             verdicts = ", ".join(f"{c['id']} {records.SYMBOLS[records.verdict_of(c)]}" for c in res.claims)
             print(f"{a.name}: ran in {res.seconds:.1f} s [{verdicts}] -> {res.results.relative_to(root)}")
     elif a.cmd == "book":
-        book.build_book(root, a.profile, force=a.force, build=not a.no_build)
+        if a.jobs is not None and a.jobs <= 0:
+            raise params.ParameterError(f"--jobs: got {a.jobs}; allowed: a positive integer")
+        book.build_book(root, a.profile, force=a.force, build=not a.no_build, jobs=a.jobs)
     elif a.cmd == "check":
         for name in params.check_profile(root, a.profile, book.toc_notebooks(root)):
             print(f"{name}: parameters of profile {a.profile} are valid")

@@ -15,6 +15,8 @@ import subprocess
 
 import torch
 
+from . import io
+
 ALLOWED = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16")
 
@@ -44,9 +46,13 @@ def resolve(name: str) -> torch.device:
 
 def setup(name: str, precision: str = "fp32") -> torch.device:
     """Resolve the device and ask PyTorch for deterministic algorithms where it has
-    them (on CUDA this needs CUBLAS_WORKSPACE_CONFIG before the first cuBLAS call)."""
+    them (on CUDA this needs CUBLAS_WORKSPACE_CONFIG before the first cuBLAS call); in a kernel of
+    the runner, the profile's torch threads (STABLIAB_THREADS)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision: got {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    threads = io.env(io.THREADS)
+    if threads:
+        torch.set_num_threads(int(threads))
     dev = resolve(name)
     if dev.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

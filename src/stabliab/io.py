@@ -16,6 +16,8 @@ Every STABLIAB_* variable the package reads or sets is named here, and only here
     STABLIAB_RUN           set by the runner for its kernel: the run's work folder; every process
                            of the run inherits it, which is how the runner's watchdog finds them
     STABLIAB_SCREENSHOTS   tests only: a folder where the browser test saves screenshots
+    STABLIAB_THREADS       set by the runner from the profile's `threads`: the torch threads of its
+                           kernel (device.setup sets them); unset: torch's default, one per core
     STABLIAB_CALIBRATION   a file holding this machine's calibration figure (`python -m
                            stabliab.calibrate --json`), which the runner reads instead of measuring
                            (the test suite measures once per session); unset: the runner measures
@@ -41,13 +43,13 @@ from tqdm import tqdm
 
 ROOT, RESULTS_FILE, PROFILE, PROGRESS = "STABLIAB_ROOT", "STABLIAB_RESULTS_FILE", "STABLIAB_PROFILE", "STABLIAB_PROGRESS"
 WARNINGS, RUN, SCREENSHOTS = "STABLIAB_WARNINGS", "STABLIAB_RUN", "STABLIAB_SCREENSHOTS"
-CALIBRATION = "STABLIAB_CALIBRATION"
+CALIBRATION, THREADS = "STABLIAB_CALIBRATION", "STABLIAB_THREADS"
 PACKAGE = Path(__file__).resolve().parent
 
 
 def env(name: str, default: str | None = None) -> str | None:
     """The value of one variable of the contract (a clear error for a name not in it)."""
-    if name not in (ROOT, RESULTS_FILE, PROFILE, PROGRESS, WARNINGS, RUN, SCREENSHOTS):
+    if name not in (ROOT, RESULTS_FILE, PROFILE, PROGRESS, WARNINGS, RUN, SCREENSHOTS, THREADS):
         raise KeyError(f"{name} is not a variable of the stabliab environment contract (io.py)")
     return os.environ.get(name, default)
 
@@ -128,6 +130,9 @@ class FileFault(OSError):
     def __str__(self):
         return f"{self.path}: {self.fault}"
 
+    def __reduce__(self):  # pickled whole (a run in a worker process raises it)
+        return type(self), (self.path, self.fault, self.errno or 0)
+
     @classmethod
     def of(cls, e: OSError, path) -> "FileFault":
         if isinstance(e, cls):
@@ -140,7 +145,10 @@ class CorruptFile(ValueError):
 
     def __init__(self, path, why: str):
         super().__init__(f"{path}: {why}")
-        self.path = Path(path)
+        self.path, self.why = Path(path), why
+
+    def __reduce__(self):  # pickled whole (a run in a worker process raises it)
+        return type(self), (self.path, self.why)
 
 
 def warn(message: str) -> None:

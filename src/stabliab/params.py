@@ -37,7 +37,7 @@ from . import io
 from .device import resolve
 
 PROFILES = ("smoke", "default", "paper", "gpu")
-PROFILE_KEYS = ("cell_timeout", "requires", "notebooks")
+PROFILE_KEYS = ("cell_timeout", "jobs", "threads", "requires", "notebooks")
 REQUIRES = ("cuda",)  # what a profile may require of the machine
 _NAME = re.compile(r"^[A-Za-z0-9][\w-]*$")
 
@@ -287,6 +287,12 @@ def _read_profile(root: Path, profile: str) -> tuple[dict, dict, str]:
     t = data.get("cell_timeout")
     if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t <= 0):
         fail(("cell_timeout",), f"cell_timeout: got {t!r}; allowed: a positive integer (seconds per cell)")
+    j = data.get("jobs")
+    if j is not None and (isinstance(j, bool) or not isinstance(j, int) or j <= 0):
+        fail(("jobs",), f"jobs: got {j!r}; allowed: a positive integer (notebooks `stabliab book` runs at once)")
+    n = data.get("threads")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+        fail(("threads",), f"threads: got {n!r}; allowed: a positive integer (torch threads of each notebook's kernel)")
     r = data.get("requires")
     if r is not None and r not in REQUIRES:
         fail(("requires",), f"requires: got {r!r}; allowed: {', '.join(REQUIRES)}")
@@ -304,9 +310,13 @@ def _read_profile(root: Path, profile: str) -> tuple[dict, dict, str]:
 
 
 def load_profile(root: Path, profile: str) -> dict:
-    """{"cell_timeout": seconds or None, "notebooks": {name: {parameter: value}}}, validated (_read_profile)."""
+    """{"cell_timeout": seconds or None, "jobs": notebooks at once (1 unless set), "threads": torch threads of
+    each kernel (None: torch's default, one per core), "requires": None or "cuda", "notebooks": {name:
+    {parameter: value}}}, validated (_read_profile)."""
     data = _read_profile(root, profile)[0]
     data.setdefault("cell_timeout", None)
+    data.setdefault("jobs", 1)
+    data.setdefault("threads", None)
     data.setdefault("requires", None)
     return data
 

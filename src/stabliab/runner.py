@@ -18,15 +18,18 @@ fails it, or lacks claims, is stale.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,9 +56,12 @@ class NotebookFailed(RuntimeError):
     """A notebook that raised (ename: the exception's class name), timed out or lost its kernel."""
 
     def __init__(self, name: str, cell: str, error: str, saved: Path | None, ename: str = "", note: str = ""):
-        self.name, self.cell, self.error, self.saved, self.ename = name, cell, error, saved, ename
+        self.name, self.cell, self.error, self.saved, self.ename, self.note = name, cell, error, saved, ename, note
         where = f" (executed copy: {saved})" if saved else note
         super().__init__(f"notebook {name} failed in {cell}: {error}{where}")
+
+    def __reduce__(self):  # pickled whole: it travels back from run_notebooks' workers
+        return type(self), (self.name, self.cell, self.error, self.saved, self.ename, self.note)
 
 
 class Busy(RuntimeError):
@@ -63,13 +69,16 @@ class Busy(RuntimeError):
 
 
 # ---------------------------------------------------------------------- cache
-def cache_key(root: Path, name: str, params: dict) -> str:
+def cache_key(root: Path, name: str, params: dict, profile: str | None = None) -> str:
     """sha256 of notebook source, the package's code hash (io.code_hash), parameters, the
-    device's name, Python and torch versions."""
+    profile's torch threads where it sets them, the device's name, Python and torch versions."""
     h = hashlib.sha256()
     h.update(notebook_path(root, name).read_bytes())
     h.update(io.code_hash().encode())
     h.update(json.dumps(params, sort_keys=True).encode())
+    threads = load_profile(root, profile)["threads"] if profile else None
+    if threads:  # results of another thread count may differ in rounding (keys of profiles without it unchanged)
+        h.update(f"threads={threads}".encode())
     if "device" in params:  # 'auto' is a different computation on a GPU machine
         h.update(describe(resolve(params["device"]))["device_name"].encode())
     h.update(platform.python_version().encode())
@@ -291,6 +300,67 @@ def _repeat_warnings(path: Path) -> None:
             print(line, file=sys.stderr)
 
 
+def run_notebooks(root: Path, names: list[str], profile: str, force: bool = False, jobs: int = 1,
+                  echo=print) -> list[RunResult]:
+    """run_notebook on each of `names`, `jobs` at a time, echoing "NAME: ran in S s" (or "cached") in the
+    order of `names`. With jobs > 1 every notebook's parameters are checked first, the calibration
+    figure is measured once on the idle machine and given to each run, and the runs go to a spawned
+    process pool, the longest by the last results' seconds first (each run is the same computation
+    whichever process runs it: papermill starts a kernel either way). The first failure in the order of
+    `names` is raised once the runs under way have ended; runs not yet started are cancelled;
+    interrupted (Ctrl-C, SIGTERM), the workers are stopped and clean up as a run does."""
+    out = []
+
+    def said(r: RunResult) -> RunResult:
+        echo(f"{r.name}: {'cached' if r.status == 'cached' else f'ran in {r.seconds:.1f} s'}")
+        return r
+
+    if jobs <= 1 or len(names) < 2:
+        for name in names:
+            out.append(said(run_notebook(root, name, profile, force=force, echo=echo)))
+        return out
+    for name in names:
+        resolve_parameters(root, name, profile)  # a bad parameter stops the book before any work
+    require_device(root, profile)
+    cal = calibration()
+    ctx = multiprocessing.get_context("spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=ctx,
+                                                  initializer=_worker_signals)
+    try:
+        futures = {name: pool.submit(run_notebook, root, name, profile, force=force, measured=cal, jobs=jobs)
+                   for name in sorted(names, key=lambda n: -_last_seconds(root, profile, n))}
+        for name in names:
+            try:
+                out.append(said(futures[name].result()))
+            except BaseException:
+                for f in futures.values():
+                    f.cancel()
+                raise
+    except BaseException:
+        for proc in list((pool._processes or {}).values()):  # SIGTERM: each run cleans up (_worker_signals)
+            with contextlib.suppress(OSError):
+                proc.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return out
+
+
+def _worker_signals() -> None:
+    """In a worker of run_notebooks: SIGTERM raises, so that its run cleans up as after Ctrl-C."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _last_seconds(root: Path, profile: str, name: str) -> float:
+    """A notebook's seconds in its last results of this profile (0 when there are none readable)."""
+    try:
+        return float(json.loads(results_path(root, profile, name).read_text())["manifest"]["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
 @functools.lru_cache(maxsize=1)
 def calibration() -> dict:
     """This machine's calibration figure (stabliab.calibrate), measured once per process in a child
@@ -314,18 +384,20 @@ def calibration() -> dict:
 
 def run_notebook(root: Path, name: str, profile: str = "default", overrides: dict | None = None,
                  force: bool = False, cell_timeout: int | None = None, wait: bool = True,
-                 echo=None) -> RunResult:
+                 echo=None, measured: dict | None = None, jobs: int = 1) -> RunResult:
     """Execute one notebook with papermill; write executed notebook and results atomically.
 
     Parameters and the profile are validated before anything else, then free space. The
     run holds the notebook's lock; its work happens in a temporary folder that is removed
     however the run ends (success, a failing cell, Ctrl-C, SIGTERM; after SIGKILL by the
-    watchdog), so the last good results stay untouched."""
+    watchdog), so the last good results stay untouched. `measured`: the calibration figure when
+    the caller measured it (run_notebooks, before its notebooks started); `jobs`: the notebooks
+    running at once, recorded in the manifest (its seconds are shared-machine seconds above 1)."""
     root = Path(root).resolve()
     params = resolve_parameters(root, name, profile, overrides)  # raises before any work
     require_device(root, profile)
     timeout = cell_timeout or load_profile(root, profile)["cell_timeout"]
-    key = cache_key(root, name, params)
+    key = cache_key(root, name, params, profile)
     res_path, nb_path = results_path(root, profile, name), executed_path(root, profile, name)
     if not force and is_cached(root, name, profile, key):
         return RunResult(name, "cached", 0.0, res_path, nb_path)
@@ -341,9 +413,10 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         guard = io.watchdog(work)
         io.require_free(work, need)
         tmp_res, warnings = work / "results.json", work / "warnings.txt"
+        threads = load_profile(root, profile)["threads"]
         env = {io.RESULTS_FILE: str(tmp_res), io.PROGRESS: "0", io.PROFILE: profile, io.WARNINGS: str(warnings),
-               io.RUN: str(work)}
-        cal = calibration()  # before the run, on an idle machine
+               io.RUN: str(work), io.THREADS: str(threads) if threads else None}
+        cal = calibration() if measured is None else measured  # before the run, on an idle machine
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         try:
@@ -359,7 +432,8 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         result["manifest"].update(calibration=cal,
                                   git_commit=_git_commit(root), decisive_commit=_decisive_commit(root, name, profile),
                                   source_hash=key, cache_key=key,
-                                  started=started.isoformat(timespec="seconds"), seconds=round(seconds, 2))
+                                  started=started.isoformat(timespec="seconds"), seconds=round(seconds, 2),
+                                  jobs=jobs)
         nb.metadata["stabliab"] = {"cache_key": key, "profile": profile, "parameters": params}
         # both written beside their targets first, then renamed: a full disk leaves both old files
         io.write_atomic({nb_path: nbformat.writes(nb).encode(), res_path: io.json_bytes(result, checksum=True)})
