@@ -93,31 +93,63 @@ PAIR = ("import time, torch\nfrom stabliab import records\nfrom stabliab.device 
         "r.metric('t0', t0, glue_it=False)\nr.metric('t1', time.time(), glue_it=False)\nr.save()\n")
 
 
-def test_a_book_of_jobs_2_runs_two_notebooks_at_once_and_names_the_first_failure(tmp_path):
-    """The profile's jobs: two notebooks run at the same time, each kernel with the profile's torch threads, the
-    lines in the toc's order; a notebook that raises fails the book (exit 1, named), the others' results kept."""
-    root = tiny_repo(tmp_path, "")
-    names = ["98_a", "99_b"]
+def jobs_repo(path: Path, secs: dict[str, float]) -> Path:
+    """A repository whose toc holds the notebooks of `secs`, each sleeping its seconds (PAIR: it records when,
+    and its torch threads), and whose smoke profile runs two at a time with one torch thread each."""
+    root = tiny_repo(path, "")
+    names = list(secs)
     for n in names:
-        (root / "notebooks" / f"{n}.py").write_text('# %% tags=["parameters"]\nsecs = 2.0  # in [0, 600]: seconds\n\n'
-                                                   f'# %%\nNAME = "{n}"\n' + PAIR)
+        (root / "notebooks" / f"{n}.py").write_text(f'# %% tags=["parameters"]\nsecs = {secs[n]}  # in [0, 600]: '
+                                                   f'seconds\n\n# %%\nNAME = "{n}"\n' + PAIR)
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n" +
                                    "".join(f"  - file: book/generated/{n}\n" for n in names))
     (root / "profiles" / "smoke.yaml").write_text("jobs: 2\nthreads: 1\nnotebooks: {}\n")
+    return root
+
+
+def test_a_book_of_jobs_2_runs_two_notebooks_at_a_time_and_stops_at_a_failure(tmp_path):
+    """The profile's jobs: never more than two notebooks at once, each kernel with the profile's torch threads,
+    the lines in the toc's order. A notebook that raises fails the book (exit 1, named): the run under way
+    ends and is kept, the one not yet started does not start (its last results untouched)."""
+    names = ["97_a", "98_b", "99_c"]
+    root = jobs_repo(tmp_path, {"97_a": 5.0, "98_b": 3.0, "99_c": 0.0})  # the rerun starts the longest first
     r = cli(root, "book", "--profile", "smoke", "--no-build")
     assert r.returncode == 0, r.stderr[-3000:]
     assert [line.split(":")[0] for line in r.stdout.strip().splitlines()] == names
-    a, b = (json.loads(runner.results_path(root, "smoke", n).read_text()) for n in names)
-    assert a["metrics"]["t0"] < b["metrics"]["t1"] and b["metrics"]["t0"] < a["metrics"]["t1"]  # at the same time
-    for res in (a, b):
-        assert res["metrics"]["threads"] == 1 and res["manifest"]["jobs"] == 2
-    assert a["manifest"]["calibration"] == b["manifest"]["calibration"]  # measured once, before either ran
-    (root / "notebooks" / "99_b.py").write_text('# %% tags=["parameters"]\nsecs = 2.0  # in [0, 600]: seconds\n\n'
+    res = {n: json.loads(runner.results_path(root, "smoke", n).read_text()) for n in names}
+    spans = sorted((m["t0"], m["t1"]) for m in (res[n]["metrics"] for n in names))
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the first two at the same time
+    assert spans[2][0] >= min(spans[0][1], spans[1][1])  # the third after one of them ended: two at most
+    for n in names:
+        assert res[n]["metrics"]["threads"] == 1 and res[n]["manifest"]["jobs"] == 2
+    (root / "notebooks" / "97_a.py").write_text('# %% tags=["parameters"]\nsecs = 2.0  # in [0, 600]: seconds\n\n'
                                                 '# %%\nraise ValueError("deliberate failure")\n')
-    r = cli(root, "book", "--profile", "smoke", "--no-build")
-    assert r.returncode == 1 and "99_b" in r.stderr and "deliberate failure" in r.stderr, r.stderr[-3000:]
-    assert r.stdout.strip().splitlines() == ["98_a: cached"]
-    assert json.loads(runner.results_path(root, "smoke", "99_b").read_text())["metrics"] == b["metrics"]  # untouched
+    r = cli(root, "book", "--profile", "smoke", "--no-build", "--force")  # 97_a fails at once, 98_b is under way
+    assert r.returncode == 1 and "97_a" in r.stderr and "deliberate failure" in r.stderr, r.stderr[-3000:]
+    after = {n: json.loads(runner.results_path(root, "smoke", n).read_text()) for n in names}
+    assert r.stdout.strip().splitlines()[0].startswith("98_b: ran in")
+    assert after["98_b"]["metrics"]["t0"] > res["98_b"]["metrics"]["t1"]  # ran again, to its end
+    assert after["97_a"] == res["97_a"] and after["99_c"] == res["99_c"]  # failed, and never started
+
+
+def test_a_terminated_book_of_jobs_2_cleans_up_every_run(tmp_path):
+    root = jobs_repo(tmp_path / "repo", {"98_a": 120.0, "99_b": 120.0})
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen([str(BIN / "stabliab"), "--root", str(root), "book", "--profile", "smoke", "--no-build"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp), "STABLIAB_PROGRESS": "0"})
+    deadline = time.time() + 60
+    while len(list(tmp.glob("stabliab-*"))) < 2 and time.time() < deadline:  # both runs' work folders
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (proc.returncode, out, err[-3000:])
+    time.sleep(1)
+    assert not list(tmp.glob("stabliab-*")), "a temporary folder was left behind"
+    assert not _kernels_under(tmp), "a kernel is still running"
+    assert not any(runner.results_path(root, "smoke", n).exists() for n in ["98_a", "99_b"])
 
 
 def _kernels_under(runtime: Path) -> list[str]:

@@ -170,7 +170,8 @@ def read_once():
     """Within it, gguf builds each reader of a file and each tensor-name map once (memoised), then forgets
     them. transformers 5.24 parses the whole GGUF file three times (config, tokenizer, weights) and rebuilds
     gguf's tensor-name map for every module (397 times for SmolLM2): the same objects each time (it reads
-    them, never writes). SmolLM2 loads in about half the time, the same weights bit for bit (tested)."""
+    them, never writes; the file is mapped read-only). SmolLM2 loads in about half the time, the same
+    weights bit for bit (state-dict digests compared by hand at transformers 5.24.0, gguf 0.19.0)."""
     reader, names = gguf.GGUFReader, gguf.get_tensor_name_map  # transformers imports both from gguf per call
     gguf.GGUFReader = functools.lru_cache(maxsize=None)(reader)
     gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(names)

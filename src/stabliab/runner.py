@@ -257,7 +257,7 @@ def _free_space_needed(res_path: Path, nb_path: Path) -> int:
     return 2 * max(last, 4 * 2**20)
 
 
-def _execute(root: Path, name: str, params: dict, timeout, work: Path, env: dict, res_path: Path):
+def _execute(root: Path, name: str, params: dict, timeout, work: Path, env: dict, res_path: Path, bar: bool):
     """papermill on the notebook in `work`; the executed notebook (a failing cell raises
     NotebookFailed, after saving the executed copy beside the results when it can)."""
     src_nb, out_nb = work / f"{name}.in.ipynb", work / f"{name}.ipynb"
@@ -267,7 +267,6 @@ def _execute(root: Path, name: str, params: dict, timeout, work: Path, env: dict
     pm_log = logging.getLogger("papermill")
     pm_level = pm_log.level
     pm_log.setLevel(logging.CRITICAL)
-    bar = sys.stderr.isatty()
     try:
         with io.environment(**env), _isolated(work):
             pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3", cwd=str(root),
@@ -302,54 +301,116 @@ def _repeat_warnings(path: Path) -> None:
 
 def run_notebooks(root: Path, names: list[str], profile: str, force: bool = False, jobs: int = 1,
                   echo=print) -> list[RunResult]:
-    """run_notebook on each of `names`, `jobs` at a time, echoing "NAME: ran in S s" (or "cached") in the
-    order of `names`. With jobs > 1 every notebook's parameters are checked first, the calibration
-    figure is measured once on the idle machine and given to each run, and the runs go to a spawned
-    process pool, the longest by the last results' seconds first (each run is the same computation
-    whichever process runs it: papermill starts a kernel either way). The first failure in the order of
-    `names` is raised once the runs under way have ended; runs not yet started are cancelled;
-    interrupted (Ctrl-C, SIGTERM), the workers are stopped and clean up as a run does."""
+    """run_notebook on each of `names`, up to `jobs` at a time, echoing "NAME: ran in S s" (or "cached")
+    in the order of `names`. With jobs > 1 every notebook's parameters are checked first, the stale ones
+    are found, and, where two or more are, the calibration figure is measured once on the idle machine
+    and given to each run, which goes to a spawned process pool (never more runs handed to it than it
+    runs at once; the longest by the last results' seconds first; the same computation whichever process
+    runs it: papermill starts a kernel either way). A failure stops new runs; those under way end, their
+    lines are echoed, then the first failure in the order of `names` is raised. Interrupted (Ctrl-C,
+    SIGTERM), the runs under way are interrupted and clean up as a single run does; the workers die with
+    this process however it ends."""
     out = []
 
     def said(r: RunResult) -> RunResult:
         echo(f"{r.name}: {'cached' if r.status == 'cached' else f'ran in {r.seconds:.1f} s'}")
         return r
 
-    if jobs <= 1 or len(names) < 2:
-        for name in names:
-            out.append(said(run_notebook(root, name, profile, force=force, echo=echo)))
-        return out
+    if jobs > 1 and len(names) > 1:
+        keys = {n: cache_key(root, n, resolve_parameters(root, n, profile), profile) for n in names}  # bad: exit 2
+        stale = [n for n in names if force or not is_cached(root, n, profile, keys[n])]
+        if len(stale) > 1:
+            return _run_pool(root, names, stale, profile, force, min(jobs, len(stale)), said)
     for name in names:
-        resolve_parameters(root, name, profile)  # a bad parameter stops the book before any work
+        out.append(said(run_notebook(root, name, profile, force=force, echo=echo)))
+    return out
+
+
+def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, force: bool, jobs: int,
+              said) -> list[RunResult]:
+    """run_notebooks' pool: `stale` run `jobs` at a time, the others read back as cached."""
     require_device(root, profile)
     cal = calibration()
-    ctx = multiprocessing.get_context("spawn")
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=ctx,
-                                                  initializer=_worker_signals)
+    queue = sorted(stale, key=lambda n: -_last_seconds(root, profile, n))
+    done: dict[str, RunResult | BaseException] = {}
+    running: dict[concurrent.futures.Future, str] = {}
+    shown = 0
+
+    def show():  # the lines of the names finished so far, in order, up to the first one still to come
+        nonlocal shown
+        while shown < len(names) and isinstance(done.get(names[shown]), RunResult):
+            said(done[names[shown]])
+            shown += 1
+
+    for n in names:
+        if n not in stale:
+            done[n] = RunResult(n, "cached", 0.0, results_path(root, profile, n), executed_path(root, profile, n))
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_pool_worker, initargs=(os.getpid(),))
     try:
-        futures = {name: pool.submit(run_notebook, root, name, profile, force=force, measured=cal, jobs=jobs)
-                   for name in sorted(names, key=lambda n: -_last_seconds(root, profile, n))}
-        for name in names:
-            try:
-                out.append(said(futures[name].result()))
-            except BaseException:
-                for f in futures.values():
-                    f.cancel()
-                raise
-    except BaseException:
-        for proc in list((pool._processes or {}).values()):  # SIGTERM: each run cleans up (_worker_signals)
+        while queue or running:
+            while queue and len(running) < jobs and not any(isinstance(v, BaseException) for v in done.values()):
+                n = queue.pop(0)
+                running[pool.submit(_pool_run, root, n, profile, force=force, echo=print, measured=cal, jobs=jobs,
+                                    bar=False)] = n
+            if not running:
+                break
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for f in finished:
+                n = running.pop(f)
+                try:
+                    done[n] = f.result()
+                except concurrent.futures.process.BrokenProcessPool as e:  # its worker was killed (e.g. out of memory)
+                    done[n] = NotebookFailed(n, "execution", f"the worker process running it ended abruptly ({e})", None)
+                except Exception as e:  # a failed run: no new ones start; those under way end
+                    done[n] = e
+            show()
+    except BaseException:  # Ctrl-C or SIGTERM here: the runs under way are interrupted and clean up
+        for proc in list((pool._processes or {}).values()):
             with contextlib.suppress(OSError):
                 proc.terminate()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return out
+    for n in names[shown:]:  # after a failure: the lines of the runs that ended, then the first failure
+        if isinstance(done.get(n), RunResult):
+            said(done[n])
+    failed = [done[n] for n in names if isinstance(done.get(n), BaseException)]
+    if failed:
+        raise failed[0]
+    return [done[n] for n in names]
 
 
-def _worker_signals() -> None:
-    """In a worker of run_notebooks: SIGTERM raises, so that its run cleans up as after Ctrl-C."""
-    def stop(signum, frame):
-        raise KeyboardInterrupt()
+_IN_RUN = False  # in a worker of _run_pool: whether a run is under way
+_STOPPED = False  # and whether it was told to stop (SIGINT or SIGTERM): it starts no run after that
+
+
+def _pool_run(*args, **kwargs) -> RunResult:
+    global _IN_RUN
+    _IN_RUN = True  # first, then the check: a signal between the two interrupts this call either way
+    try:
+        if _STOPPED:
+            raise KeyboardInterrupt()
+        return run_notebook(*args, **kwargs)
+    finally:
+        _IN_RUN = False
+
+
+def _pool_worker(parent: int) -> None:
+    """Initializer of _run_pool's workers: die with the book's process. The first SIGINT or SIGTERM
+    interrupts the run under way (it cleans up as after Ctrl-C; Ctrl-C reaches the workers too, then the
+    book's SIGTERM) or, in an idle worker, stops the next run from starting; later ones are ignored (the
+    pool's shutdown ends the worker)."""
+    io.die_with_parent(parent)
+
+    def stop(signum, frame):  # stays installed: setting SIG_IGN here races with a signal already pending
+        global _STOPPED
+        if _STOPPED:
+            return
+        _STOPPED = True
+        if _IN_RUN:
+            raise KeyboardInterrupt()
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
 
@@ -384,15 +445,16 @@ def calibration() -> dict:
 
 def run_notebook(root: Path, name: str, profile: str = "default", overrides: dict | None = None,
                  force: bool = False, cell_timeout: int | None = None, wait: bool = True,
-                 echo=None, measured: dict | None = None, jobs: int = 1) -> RunResult:
+                 echo=None, measured: dict | None = None, jobs: int = 1, bar: bool | None = None) -> RunResult:
     """Execute one notebook with papermill; write executed notebook and results atomically.
 
     Parameters and the profile are validated before anything else, then free space. The
     run holds the notebook's lock; its work happens in a temporary folder that is removed
     however the run ends (success, a failing cell, Ctrl-C, SIGTERM; after SIGKILL by the
     watchdog), so the last good results stay untouched. `measured`: the calibration figure when
-    the caller measured it (run_notebooks, before its notebooks started); `jobs`: the notebooks
-    running at once, recorded in the manifest (its seconds are shared-machine seconds above 1)."""
+    the caller measured it (run_notebooks, before its notebooks started); `jobs`: the most notebooks
+    run_notebooks runs at once, recorded in the manifest (above 1 its seconds are shared-machine
+    seconds); `bar`: papermill's progress bar (default: when stderr is a terminal)."""
     root = Path(root).resolve()
     params = resolve_parameters(root, name, profile, overrides)  # raises before any work
     require_device(root, profile)
@@ -420,7 +482,8 @@ def run_notebook(root: Path, name: str, profile: str = "default", overrides: dic
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         try:
-            nb = _execute(root, name, params, timeout, work, env, res_path)
+            nb = _execute(root, name, params, timeout, work, env, res_path,
+                          sys.stderr.isatty() if bar is None else bar)
         finally:
             _repeat_warnings(warnings)
         seconds = time.perf_counter() - t0
