@@ -112,7 +112,7 @@ def test_a_book_of_jobs_2_runs_two_notebooks_at_a_time_and_stops_at_a_failure(tm
     the lines in the toc's order. A notebook that raises fails the book (exit 1, named): the run under way
     ends and is kept, the one not yet started does not start (its last results untouched)."""
     names = ["97_a", "98_b", "99_c"]
-    root = jobs_repo(tmp_path, {"97_a": 5.0, "98_b": 3.0, "99_c": 0.0})  # the rerun starts the longest first
+    root = jobs_repo(tmp_path, {"97_a": 8.0, "98_b": 6.0, "99_c": 0.0})  # the rerun starts the longest first
     r = cli(root, "book", "--profile", "smoke", "--no-build")
     assert r.returncode == 0, r.stderr[-3000:]
     assert [line.split(":")[0] for line in r.stdout.strip().splitlines()] == names
@@ -142,6 +142,7 @@ def test_a_terminated_book_of_jobs_2_cleans_up_every_run(tmp_path):
     deadline = time.time() + 60
     while len(list(tmp.glob("stabliab-*"))) < 2 and time.time() < deadline:  # both runs' work folders
         time.sleep(0.2)
+    assert len(list(tmp.glob("stabliab-*"))) == 2, "the two runs never started"
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)

@@ -308,8 +308,9 @@ def run_notebooks(root: Path, names: list[str], profile: str, force: bool = Fals
     runs at once; the longest by the last results' seconds first; the same computation whichever process
     runs it: papermill starts a kernel either way). A failure stops new runs; those under way end, their
     lines are echoed, then the first failure in the order of `names` is raised. Interrupted (Ctrl-C,
-    SIGTERM), the runs under way are interrupted and clean up as a single run does; the workers die with
-    this process however it ends."""
+    SIGTERM), the runs under way are interrupted and clean up as a single run does; on Linux the workers
+    die with this process however it ends. A worker killed abruptly (e.g. out of memory) stops the pool:
+    the book fails naming every run that was under way."""
     out = []
 
     def said(r: RunResult) -> RunResult:
@@ -334,6 +335,7 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
     queue = sorted(stale, key=lambda n: -_last_seconds(root, profile, n))
     done: dict[str, RunResult | BaseException] = {}
     running: dict[concurrent.futures.Future, str] = {}
+    broken: list[str] = []  # the runs under way when a worker ended abruptly (the pool stops them all)
     shown = 0
 
     def show():  # the lines of the names finished so far, in order, up to the first one still to come
@@ -345,14 +347,20 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
     for n in names:
         if n not in stale:
             done[n] = RunResult(n, "cached", 0.0, results_path(root, profile, n), executed_path(root, profile, n))
+    show()
+    echo = functools.partial(print, flush=True)  # a worker's lock-wait line, at once through a pipe too
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                                   initializer=_pool_worker, initargs=(os.getpid(),))
     try:
-        while queue or running:
-            while queue and len(running) < jobs and not any(isinstance(v, BaseException) for v in done.values()):
-                n = queue.pop(0)
-                running[pool.submit(_pool_run, root, n, profile, force=force, echo=print, measured=cal, jobs=jobs,
-                                    bar=False)] = n
+        while (queue or running) and not broken:
+            try:
+                while queue and len(running) < jobs and not any(isinstance(v, BaseException) for v in done.values()):
+                    n = queue.pop(0)
+                    running[pool.submit(_pool_run, root, n, profile, force=force, echo=echo, measured=cal, jobs=jobs,
+                                        bar=False)] = n
+            except concurrent.futures.BrokenExecutor:
+                broken = sorted({*broken, *running.values()}, key=names.index)
+                break
             if not running:
                 break
             finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -360,8 +368,10 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
                 n = running.pop(f)
                 try:
                     done[n] = f.result()
-                except concurrent.futures.process.BrokenProcessPool as e:  # its worker was killed (e.g. out of memory)
-                    done[n] = NotebookFailed(n, "execution", f"the worker process running it ended abruptly ({e})", None)
+                except concurrent.futures.BrokenExecutor:  # a worker was killed (e.g. out of memory)
+                    broken = sorted({*broken, n, *running.values()}, key=names.index)
+                except KeyboardInterrupt:  # a signal to that worker alone (the book's own comes to this process)
+                    done[n] = NotebookFailed(n, "execution", "its worker process was interrupted", None)
                 except Exception as e:  # a failed run: no new ones start; those under way end
                     done[n] = e
             show()
@@ -375,6 +385,9 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
     for n in names[shown:]:  # after a failure: the lines of the runs that ended, then the first failure
         if isinstance(done.get(n), RunResult):
             said(done[n])
+    if broken:  # which worker was killed is not known here: every run under way is named
+        raise NotebookFailed(", ".join(broken), "execution", "a worker process of the book ended abruptly (killed, "
+                             "e.g. out of memory); the pool stopped the runs under way", None)
     failed = [done[n] for n in names if isinstance(done.get(n), BaseException)]
     if failed:
         raise failed[0]
@@ -397,11 +410,13 @@ def _pool_run(*args, **kwargs) -> RunResult:
 
 
 def _pool_worker(parent: int) -> None:
-    """Initializer of _run_pool's workers: die with the book's process. The first SIGINT or SIGTERM
+    """Initializer of _run_pool's workers: die with the book's process (on Linux). The first SIGINT or SIGTERM
     interrupts the run under way (it cleans up as after Ctrl-C; Ctrl-C reaches the workers too, then the
     book's SIGTERM) or, in an idle worker, stops the next run from starting; later ones are ignored (the
-    pool's shutdown ends the worker)."""
+    pool's shutdown ends the worker). asyncio's log is silenced: a kernel that Ctrl-C reached as well
+    leaves nbclient tasks whose DeadKernelError nobody retrieves (the run's own failure is reported)."""
     io.die_with_parent(parent)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
     def stop(signum, frame):  # stays installed: setting SIG_IGN here races with a signal already pending
         global _STOPPED
