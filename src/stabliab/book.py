@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 
 from . import io
-from .records import DECIDE, LABELS, RULES, VERDICTS, format_interval, format_threshold, verdict_of
+from .verdicts import DECIDE, LABELS, RULES, VERDICTS, format_interval, format_threshold, verdict_of
 from .seeds import CONFIRMATORY_SEED
 from .params import load_profile
 from .runner import RunResult, check_results, executed_path, read_results, results_path, run_notebooks
@@ -104,7 +104,7 @@ def counts(claims: list[dict]) -> dict:
 
 def findings(data: dict) -> str:
     """Markdown of the findings at a glance: per claim, its line, the counts of supported /
-    inconclusive / contradicted / untestable records of kind "claim" (records.KINDS; members
+    inconclusive / contradicted / untestable records of kind "claim" (verdicts.KINDS; members
     of an aggregate are counted in it, not again), and one sentence of what was found at which
     scale, with the boundaries apart (written from the results, never by hand)."""
     by_claim: dict[str, list] = {}
@@ -138,7 +138,7 @@ def findings(data: dict) -> str:
 
 
 def rules_table() -> str:
-    """How each verdict is decided, per comparator (records.DECIDE)."""
+    """How each verdict is decided, per comparator (verdicts.DECIDE)."""
     rows = ["| comparator | supported when | contradicted when | otherwise |", "|---|---|---|---|"]
     for cmp, (yes, no) in DECIDE.items():
         shown = "in [a, b]" if cmp == "within" else {"<=": "≤", ">=": "≥"}.get(cmp, cmp) + " t"
@@ -287,7 +287,7 @@ def load_verdicts(path: Path) -> dict[str, dict[str, dict]]:
 
 
 def _verdict(c: dict) -> str:
-    """A record's state (records.verdict_of): supported, inconclusive, contradicted or untestable."""
+    """A record's state (verdicts.verdict_of): supported, inconclusive, contradicted or untestable."""
     return verdict_of(c)
 
 

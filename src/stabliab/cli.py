@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 
-from . import book, io, params, records, runner
+from . import book, io, params, runner, verdicts
 
 EXIT_CODES = """exit codes:
   0    done (diff: no verdict flipped)
@@ -95,8 +95,8 @@ def _command(a) -> int:
         if res.status == "cached":
             print(f"{a.name}: cached (unchanged), skipped -> {res.results.relative_to(root)}")
         else:
-            verdicts = ", ".join(f"{c['id']} {records.SYMBOLS[records.verdict_of(c)]}" for c in res.claims)
-            print(f"{a.name}: ran in {res.seconds:.1f} s [{verdicts}] -> {res.results.relative_to(root)}")
+            said = ", ".join(f"{c['id']} {verdicts.SYMBOLS[verdicts.verdict_of(c)]}" for c in res.claims)
+            print(f"{a.name}: ran in {res.seconds:.1f} s [{said}] -> {res.results.relative_to(root)}")
     elif a.cmd == "book":
         if a.jobs is not None and a.jobs <= 0:
             raise params.ParameterError(f"--jobs: got {a.jobs}; allowed: a positive integer")
