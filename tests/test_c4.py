@@ -1,6 +1,8 @@
 """Claim C4's room (experiments/c4.py, c4_task.py): training to matched progress, the task's
 exact measures, the design, the index, and the one-sided, directional and R²-gain records the
 notebook glues. Values come from the smoke profile of notebook 04."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -296,3 +298,13 @@ def test_stabilisers_pair_only_seeds_at_plateau_in_both_runs_and_the_moving_aver
     df, _ = c4.stabiliser_records(report, runs, table)
     assert df.loc["calmer", "n"] == 3 and report.claims[0].n == 3  # seeds 0, 3, 4
     assert df.loc["moving average", "verdict"] == "untestable" and "not applicable" in report.claims[1].statement
+
+
+def test_standardise_is_nan_without_a_warning_where_the_reference_has_no_finite_value():
+    """No configuration at its plateau leaves the reference empty: the z-scores are NaN (untestable records), and no
+    numpy warning reaches the notebook's stderr (which fails the strict book build)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        z = stats.standardise(np.ones((3, 2)), np.full((0, 2), np.nan))
+        assert np.isnan(z).all()
+        assert stats.standardise(np.array([1.0, 2.0, 4.0])) == pytest.approx([-1.0, 0.0, 1.0])

@@ -139,7 +139,8 @@ def _git_commit(root: Path) -> str:
         return "unknown"
 
 
-DECISIVE_SOURCES = ["src/stabliab/plateau.py", "src/stabliab/records.py", "src/stabliab/stats.py"]  # rules, tests
+DECISIVE_SOURCES = ["src/stabliab/plateau.py", "src/stabliab/records.py", "src/stabliab/stats.py",
+                    "src/stabliab/verdicts.py"]  # rules, tests
 
 
 def decisive_files(root: Path, name: str, profile: str) -> list[str]:

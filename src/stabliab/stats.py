@@ -71,10 +71,13 @@ def partial_spearman(x, y, z) -> float:
 
 
 def standardise(values: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
-    """(log values - mean) / sd, with the mean and sd of `ref` (default: the values)."""
+    """(log values - mean) / sd, with the mean and sd of `ref` (default: the values); NaN, quietly, where
+    `ref` has fewer than two finite values (no configuration at its plateau, say)."""
     lv = np.log(np.asarray(values, dtype=np.float64))
     lr = lv if ref is None else np.log(np.asarray(ref, dtype=np.float64))
-    return (lv - np.nanmean(lr, 0)) / np.nanstd(lr, 0, ddof=1)
+    with warnings.catch_warnings():  # numpy's "Mean of empty slice" and "Degrees of freedom <= 0": the NaN is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (lv - np.nanmean(lr, 0)) / np.nanstd(lr, 0, ddof=1)
 
 
 def _rank_corr_rows(X: np.ndarray, Y: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
