@@ -12,6 +12,7 @@ import torch
 
 pytest.importorskip("transformers", reason="the lm extra: pip install -e '.[lm]'")
 
+import gguf  # noqa: E402  (the lm extra, as transformers)
 from stabliab import pretrained  # noqa: E402
 from stabliab.experiments import c5  # noqa: E402
 
@@ -97,7 +98,6 @@ def test_finetuning_stops_at_the_plateau_and_lowers_the_loss(tiny):
 
 
 def test_within_read_once_a_gguf_file_is_parsed_once_and_the_module_is_restored_after(tmp_path):
-    import gguf
     path = str(tmp_path / "t.gguf")
     w = gguf.GGUFWriter(path, "llama")
     w.add_uint32("x", 3)

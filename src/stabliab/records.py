@@ -21,7 +21,7 @@ from .seeds import CONFIRMATORY_SEED
 from .stats import LEVEL, mean_interval, paired_interval, share_interval
 from .verdicts import (  # noqa: F401  re-exported: records.VERDICTS etc. are the notebooks' names
     COMPARATORS, RULES, VERDICTS, KINDS, EQUAL_MIN, LABELS, SYMBOLS, DECIDE, decide,
-    combine, least_favourable, margin, standardised_margin, glue_key, format_threshold, format_interval, verdict_of, _get)
+    combine, least_favourable, margin, standardised_margin, glue_key, format_threshold, format_interval, verdict_of)
 
 
 def glue(name: str, value, display: bool = False) -> None:

@@ -312,8 +312,6 @@ def run_notebooks(root: Path, names: list[str], profile: str, force: bool = Fals
     SIGTERM), the runs under way are interrupted and clean up as a single run does; on Linux the workers
     die with this process however it ends. A worker killed abruptly (e.g. out of memory) stops the pool:
     the book fails naming every run that was under way."""
-    out = []
-
     def said(r: RunResult) -> RunResult:
         echo(f"{r.name}: {'cached' if r.status == 'cached' else f'ran in {r.seconds:.1f} s'}")
         return r
@@ -323,9 +321,7 @@ def run_notebooks(root: Path, names: list[str], profile: str, force: bool = Fals
         stale = [n for n in names if force or not is_cached(root, n, profile, keys[n])]
         if len(stale) > 1:
             return _run_pool(root, names, stale, profile, force, min(jobs, len(stale)), said)
-    for name in names:
-        out.append(said(run_notebook(root, name, profile, force=force, echo=echo)))
-    return out
+    return [said(run_notebook(root, name, profile, force=force, echo=echo)) for name in names]
 
 
 def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, force: bool, jobs: int,
@@ -433,8 +429,8 @@ def _pool_worker(parent: int) -> None:
 def _last_seconds(root: Path, profile: str, name: str) -> float:
     """A notebook's seconds in its last results of this profile (0 when there are none readable)."""
     try:
-        return float(json.loads(results_path(root, profile, name).read_text())["manifest"]["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(read_results(results_path(root, profile, name), name)["manifest"]["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):  # io.CorruptFile is a ValueError
         return 0.0
 
 
