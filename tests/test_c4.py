@@ -10,7 +10,7 @@ from scipy import stats as sps
 from sklearn.linear_model import Ridge
 
 from conftest import smoke_context, smoke_parameters
-from stabliab import lm, records, stats, sweep, train
+from stabliab import lm, predict, records, stats, sweep, train
 from stabliab.experiments import c4, c4_task
 
 P = smoke_parameters(c4.NOTEBOOK)
@@ -147,8 +147,8 @@ def test_partial_spearman_agrees_with_the_partial_correlation_formula_on_ranks()
 def test_ridge_in_closed_form_is_sklearns_ridge():
     rng = np.random.default_rng(1)
     X, y, Xn = rng.normal(size=(40, 3)), rng.normal(size=40), rng.normal(size=(7, 3))
-    want = Ridge(alpha=stats.RIDGE_ALPHA).fit(X, y).predict(Xn)
-    assert stats.ridge_predict(X, y, Xn) == pytest.approx(want, abs=1e-10)
+    want = Ridge(alpha=predict.RIDGE_ALPHA).fit(X, y).predict(Xn)
+    assert predict.ridge_predict(X, y, Xn) == pytest.approx(want, abs=1e-10)
 
 
 def _loss_world(rng, C=30, S=4, extra=0.0):
@@ -165,13 +165,13 @@ def _loss_world(rng, C=30, S=4, extra=0.0):
 def test_the_r2_gain_is_about_zero_when_quality_depends_only_on_the_loss_and_positive_when_not():
     rng = np.random.default_rng(2)
     loss, stab, y, g = _loss_world(rng)
-    v, (lo, hi) = stats.r2_gain_bootstrap(loss, stab, y, g, n_boot=100)
+    v, (lo, hi) = predict.r2_gain_bootstrap(loss, stab, y, g, n_boot=100)
     assert abs(v) < 0.03 and lo < 0.03 and hi < 0.05  # a curved dependence on the loss is not credited to stability
     loss, stab, y, g = _loss_world(rng, extra=0.5)
-    v, (lo, hi) = stats.r2_gain_bootstrap(loss, stab, y, g, n_boot=100)
+    v, (lo, hi) = predict.r2_gain_bootstrap(loss, stab, y, g, n_boot=100)
     assert v > 0.2 and lo > 0.1
     with pytest.raises(ValueError, match="groups"):
-        stats.r2_gain_bootstrap(loss[:8], stab[:8], y[:8], g[:8])
+        predict.r2_gain_bootstrap(loss[:8], stab[:8], y[:8], g[:8])
 
 
 # ---------------------------------------------------------------- tables and records

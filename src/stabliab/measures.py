@@ -14,7 +14,7 @@ weighted by w_c (a stationary law, or empirical context frequencies):
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal, special
+from scipy import special
 
 
 def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -165,7 +165,12 @@ def detrended_std(y, axis: int = 0) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     if y.shape[axis] < 3:
         raise ValueError("detrended_std needs at least 3 points")
-    return signal.detrend(y, axis=axis, type="linear").std(axis, ddof=2)  # ddof 2: a line has 2 parameters
+    y = np.moveaxis(y, axis, 0)  # [T, ...]
+    t = np.arange(y.shape[0], dtype=np.float64)
+    t = (t - t.mean()).reshape((-1,) + (1,) * (y.ndim - 1))  # centred time: the line's two parameters decouple
+    r = y - y.mean(0)
+    r = r - t * ((t * r).sum(0) / (t * t).sum())  # minus the least-squares slope times centred time
+    return r.std(0, ddof=2)  # ddof 2: a line has 2 parameters
 
 
 def js_divergence(p, q, axis: int = -1) -> np.ndarray:

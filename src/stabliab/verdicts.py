@@ -25,7 +25,7 @@ RULES = {
     "bootstrap": "percentile bootstrap of a rank correlation over configurations, then seeds within each "
                  "(stats.rank_bootstrap)",
     "cv-bootstrap": "percentile bootstrap over configurations of a gain in cross-validated R² (folds by "
-                    "configuration; stats.r2_gain_bootstrap)",
+                    "configuration; predict.r2_gain_bootstrap)",
     "equal": "every replicate gave the same value (a zero-width interval): reported as 'all seeds equal'; with at "
              "least 6 replicates (a sign test's 2^-5 < 0.05) decided by the common value, as an identity, with fewer "
              "inconclusive; a common value exactly at the threshold (e.g. every paired difference 0) has no sign and is "

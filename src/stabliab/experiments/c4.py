@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import measures, plateau, stats, sweep
+from .. import measures, plateau, predict, stats, sweep
 from .c4_task import QUALITY, STABILITY, STATES, c4_task
 
 NOTEBOOK = "04_stability_vs_expressivity"
@@ -312,7 +312,7 @@ def _indexed(rows: dict) -> pd.DataFrame:
 
 
 def beyond_records(report, tables: dict) -> pd.DataFrame:
-    """C4.beyond[Q, SOURCE]: the gain in cross-validated R^2 (stats.r2_gain_bootstrap: ridge on the
+    """C4.beyond[Q, SOURCE]: the gain in cross-validated R^2 (predict.r2_gain_bootstrap: ridge on the
     held-out cross-entropy and its square, with and without the instability index;
     folds and bootstrap by configuration) in predicting each seed's quality Q, supported when
     its interval lies below r2_floor ("stability adds nothing beyond the loss"); aggregated
@@ -328,9 +328,9 @@ def beyond_records(report, tables: dict) -> pd.DataFrame:
         groups = np.repeat(np.arange(C), S)
         for lab in labels:
             y = (t["log_entropy_ratio"] if lab == ENTROPY else oriented(t, lab))[ok].ravel()
-            folds = min(stats.CV_FOLDS, C // 2)  # fewer folds only where there are few configurations
+            folds = min(predict.CV_FOLDS, C // 2)  # fewer folds only where there are few configurations
             if folds >= 2:
-                v, ci = stats.r2_gain_bootstrap(t["heldout_ce"][ok].ravel(), X, y, groups,
+                v, ci = predict.r2_gain_bootstrap(t["heldout_ce"][ok].ravel(), X, y, groups,
                                                 n_boot=p["n_boot_cv"], seed=p["seed"], folds=folds)
             else:
                 v, ci = float("nan"), (float("nan"), float("nan"))
