@@ -17,6 +17,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one threa
     torch.set_num_threads(1)
 
 
+# the longest test files, longest first: under `--dist loadfile` a file runs whole in one worker and files are
+# handed out in collection order, so the smoke book's file (about half of one worker's time) must not come last
+FIRST = ("test_smoke_book.py", "test_book.py", "test_sweep.py", "test_runner.py", "test_reliability.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: the rest keep their order
+
+
 def pytest_configure(config):
     """The machine's calibration figure, measured once for the session's runs (runner.calibration reads
     STABLIAB_CALIBRATION) rather than once per `stabliab run` (a few seconds each, some forty runs)."""

@@ -112,24 +112,26 @@ def test_a_book_of_jobs_2_runs_two_notebooks_at_a_time_and_stops_at_a_failure(tm
     the lines in the toc's order. A notebook that raises fails the book (exit 1, named): the run under way
     ends and is kept, the one not yet started does not start (its last results untouched)."""
     names = ["97_a", "98_b", "99_c"]
-    root = jobs_repo(tmp_path, {"97_a": 8.0, "98_b": 6.0, "99_c": 0.0})  # the rerun starts the longest first
+    root = jobs_repo(tmp_path, {"97_a": 8.0, "98_b": 0.0, "99_c": 6.0})  # the rerun starts the longest first
+    (root / "profiles" / "smoke.yaml").write_text("jobs: 2\nthreads: 1\nfirst: [99_c]\nnotebooks: {}\n")
     r = cli(root, "book", "--profile", "smoke", "--no-build")
     assert r.returncode == 0, r.stderr[-3000:]
     assert [line.split(":")[0] for line in r.stdout.strip().splitlines()] == names
     res = {n: json.loads(runner.results_path(root, "smoke", n).read_text()) for n in names}
-    spans = sorted((m["t0"], m["t1"]) for m in (res[n]["metrics"] for n in names))
+    spans = sorted((m["t0"], m["t1"], n) for n, m in ((n, res[n]["metrics"]) for n in names))
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the first two at the same time
     assert spans[2][0] >= min(spans[0][1], spans[1][1])  # the third after one of them ended: two at most
+    assert spans[2][2] == "98_b"  # no last results: the profile's `first` (99_c) and 97_a, then 98_b
     for n in names:
         assert res[n]["metrics"]["threads"] == 1 and res[n]["manifest"]["jobs"] == 2
     (root / "notebooks" / "97_a.py").write_text('# %% tags=["parameters"]\nsecs = 2.0  # in [0, 600]: seconds\n\n'
                                                 '# %%\nraise ValueError("deliberate failure")\n')
-    r = cli(root, "book", "--profile", "smoke", "--no-build", "--force")  # 97_a fails at once, 98_b is under way
+    r = cli(root, "book", "--profile", "smoke", "--no-build", "--force")  # 97_a fails at once, 99_c is under way
     assert r.returncode == 1 and "97_a" in r.stderr and "deliberate failure" in r.stderr, r.stderr[-3000:]
     after = {n: json.loads(runner.results_path(root, "smoke", n).read_text()) for n in names}
-    assert r.stdout.strip().splitlines()[0].startswith("98_b: ran in")
-    assert after["98_b"]["metrics"]["t0"] > res["98_b"]["metrics"]["t1"]  # ran again, to its end
-    assert after["97_a"] == res["97_a"] and after["99_c"] == res["99_c"]  # failed, and never started
+    assert r.stdout.strip().splitlines()[0].startswith("99_c: ran in")
+    assert after["99_c"]["metrics"]["t0"] > res["99_c"]["metrics"]["t1"]  # ran again, to its end
+    assert after["97_a"] == res["97_a"] and after["98_b"] == res["98_b"]  # failed, and never started
 
 
 def test_a_terminated_book_of_jobs_2_cleans_up_every_run(tmp_path):
@@ -153,14 +155,16 @@ def test_a_terminated_book_of_jobs_2_cleans_up_every_run(tmp_path):
     assert not any(runner.results_path(root, "smoke", n).exists() for n in ["98_a", "99_b"])
 
 
-def _kernels_under(runtime: Path) -> list[str]:
+def _kernels_under(runtime: Path, kernel: bool = False) -> list[str]:
+    """The command lines of the processes that name `runtime` (a run's watchdog, its kernel and what that
+    starts); with `kernel`, the kernel's alone."""
     found = []
     for p in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             cmd = p.read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(runtime) in cmd:
+        if str(runtime) in cmd and (not kernel or "ipykernel" in cmd):
             found.append(cmd)
     return found
 
@@ -179,9 +183,9 @@ def test_an_interrupted_or_failed_run_cleans_up_and_keeps_the_last_good_results(
                                  "-p", "secs", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, **env})
         deadline = time.time() + 60
-        while not _kernels_under(tmp) and time.time() < deadline:
+        while not _kernels_under(tmp, kernel=True) and time.time() < deadline:  # the kernel, not the watchdog
             time.sleep(0.5)
-        assert _kernels_under(tmp), "the kernel never started"
+        assert _kernels_under(tmp, kernel=True), "the kernel never started"
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)

@@ -90,6 +90,7 @@ def test_plain_papermill_refuses_a_nan_threshold_in_one_line(tmp_path):
     ("cell_timeout: 0\n", 1, "a positive integer"),
     ("notebooks:\n  99_tiyn:\n    thr: 0.2\n", 2, "unknown notebook '99_tiyn'"),
     ("notebooks: [a, b]\n", 1, "notebooks: got ['a', 'b']"),
+    ("first: [99_tiyn]\nnotebooks: {}\n", 1, "first: got ['99_tiyn']; allowed: a list of notebooks (99_tiny)"),
     ("notebooks:\n  99_tiny: 5\n", 2, "99_tiny: got 5"),
     ("notebooks:\n  99_tiny:\n    thr: .nan\n", 3, "not a finite number"),
     ("notebooks:\n  99_tiny:\n    thr: [0.5, .nan]\n", 3, "parameter 'thr'"),

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from scipy import stats as sps
 
 
-from stabliab import measures, stats, sweep
+from stabliab import io, measures, stats, sweep
 from stabliab.experiments import c1, c4
 
 from conftest import smoke_context
@@ -35,6 +36,21 @@ def test_designs_cover_their_space_and_are_seeded():
         lr = np.array([c["lr"] for c in d])
         assert lr.min() >= 1e-3 and lr.max() <= 1.0 and np.log10(lr).std() > 0.7  # spread on the log scale
         assert {c["c"] for c in d} == {"a", "b"} and all(8 <= c["n"] <= 512 for c in d)
+
+
+def test_a_sobol_design_of_another_size_than_a_power_of_2_warns_through_the_runner_not_on_stderr(capsys,
+                                                                                                tmp_path, monkeypatch):
+    """scipy's UserWarning would land on a notebook's stderr and fail the strict build; io.warn goes to the
+    runner's warnings file instead (its terminal), and the design is the sequence's first n points."""
+    space = {"lr": ("log", 1e-3, 1.0), "n": ("int-log", 8, 512)}
+    monkeypatch.setenv(io.WARNINGS, str(tmp_path / "warnings.txt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any Python warning fails the test
+        five = sweep.space_filling(space, 5, seed=3)
+        eight = sweep.space_filling(space, 8, seed=3)
+    assert five == eight[:5] and not capsys.readouterr().err
+    said = (tmp_path / "warnings.txt").read_text().splitlines()
+    assert len(said) == 1 and "5 configurations, not a power of 2" in said[0]
 
 
 def _square(config, seeds, offset=0.0, marker=None):

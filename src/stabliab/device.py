@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
+import sys
 
 import torch
 
 from . import io
+from .hardware import check_name
 
-ALLOWED = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -32,8 +32,7 @@ def available() -> str:
 def resolve(name: str) -> torch.device:
     """torch.device for a `device` parameter; ValueError (one line, naming what this
     machine has) for a malformed name or a CUDA device that is not there."""
-    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise ValueError(f"got {name!r}; allowed: {ALLOWED}")
+    check_name(name)
     if name == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
@@ -57,8 +56,20 @@ def setup(name: str, precision: str = "fp32") -> torch.device:
     if dev.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic()
     return dev
+
+
+def deterministic() -> None:
+    """torch.use_deterministic_algorithms(True, warn_only=True), without the import of
+    torch._inductor.config that call makes to set inductor's own flag (sympy and mpmath: 1.3-2 s
+    of every kernel's start). The book compiles nothing, so that flag has no reader; where
+    inductor is loaded already, or torch lacks the private setter, the public call runs."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
 
 
 def _driver() -> str | None:

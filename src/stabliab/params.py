@@ -26,18 +26,19 @@ line naming the file and the line.
 from __future__ import annotations
 
 import ast
+import inspect
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
-from . import io
-from .device import resolve
+from . import hardware, io
 
 PROFILES = ("smoke", "default", "paper", "gpu")
-PROFILE_KEYS = ("cell_timeout", "jobs", "threads", "requires", "notebooks")
+PROFILE_KEYS = ("cell_timeout", "jobs", "threads", "first", "requires", "notebooks")
 REQUIRES = ("cuda",)  # what a profile may require of the machine
 _NAME = re.compile(r"^[A-Za-z0-9][\w-]*$")
 
@@ -133,7 +134,7 @@ class ParamSpec:
         A parameter named `device` must name a device this machine has."""
         if self.name == "device":
             try:
-                resolve(v)
+                hardware.device_name(v)
             except ValueError as e:
                 raise ParameterError(f"parameter 'device': {e}") from None
             return v
@@ -293,13 +294,16 @@ def _read_profile(root: Path, profile: str) -> tuple[dict, dict, str]:
     n = data.get("threads")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         fail(("threads",), f"threads: got {n!r}; allowed: a positive integer (torch threads of each notebook's kernel)")
+    known = notebook_names(root)
+    first = data.get("first")
+    if first is not None and not (isinstance(first, list) and all(f in known for f in first)):
+        fail(("first",), f"first: got {first!r:.60}; allowed: a list of notebooks ({', '.join(known)})")
     r = data.get("requires")
     if r is not None and r not in REQUIRES:
         fail(("requires",), f"requires: got {r!r}; allowed: {', '.join(REQUIRES)}")
     nbs = data.get("notebooks") or {}
     if not isinstance(nbs, dict):
         fail(("notebooks",), f"notebooks: got {nbs!r:.60}; allowed: a mapping notebook -> parameters")
-    known = notebook_names(root)
     for name, values in nbs.items():
         if name not in known:
             fail(("notebooks", name), f"unknown notebook {name!r}; allowed: {', '.join(known)}")
@@ -311,23 +315,23 @@ def _read_profile(root: Path, profile: str) -> tuple[dict, dict, str]:
 
 def load_profile(root: Path, profile: str) -> dict:
     """{"cell_timeout": seconds or None, "jobs": notebooks at once (1 unless set), "threads": torch threads of
-    each kernel (None: torch's default, one per core), "requires": None or "cuda", "notebooks": {name:
-    {parameter: value}}}, validated (_read_profile)."""
+    each kernel (None: torch's default, one per core), "first": notebooks a book of jobs > 1 starts first
+    where it has no last results to order them by (the longest: [] unless set), "requires": None or "cuda",
+    "notebooks": {name: {parameter: value}}}, validated (_read_profile)."""
     data = _read_profile(root, profile)[0]
     data.setdefault("cell_timeout", None)
     data.setdefault("jobs", 1)
     data.setdefault("threads", None)
+    data.setdefault("first", [])
     data.setdefault("requires", None)
     return data
 
 
 def require_device(root: Path, profile: str) -> None:
     """ParameterError (exit 2) when the profile requires a CUDA device and this machine has none,
-    naming what it has; imports torch only for such a profile."""
-    if load_profile(root, profile)["requires"] == "cuda":
-        from .device import available
-        if "cuda" not in available():
-            raise ParameterError(f"profile {profile!r} requires a CUDA device; this machine has: {available()}")
+    naming what it has (hardware.available: without importing torch on a CPU build of it)."""
+    if load_profile(root, profile)["requires"] == "cuda" and "cuda" not in hardware.available():
+        raise ParameterError(f"profile {profile!r} requires a CUDA device; this machine has: {hardware.available()}")
 
 
 def resolve_parameters(root: Path, name: str, profile: str, overrides: dict | None = None) -> dict:
@@ -353,3 +357,15 @@ def check_profile(root: Path, profile: str, names: list[str]) -> dict[str, dict]
     that `run` would refuse, refused without running anything."""
     data = load_profile(root, profile)
     return {n: resolve_parameters(root, n, profile) for n in dict.fromkeys([*names, *data["notebooks"]])}
+
+
+def task_context(task: Callable, parameters: dict, **extra) -> dict:
+    """The keyword-only arguments of `task`, taken by name from a notebook's parameters
+    (Report.parameters) or from `extra` (values the notebook derives, such as the resolved
+    device): parameter names are written once, in the parameters cell. A keyword that
+    neither provides is an error naming it."""
+    names = [p.name for p in inspect.signature(task).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    missing = [n for n in names if n not in extra and n not in parameters]
+    if missing:
+        raise TypeError(f"{task.__name__} needs {', '.join(missing)}: neither a notebook parameter nor given")
+    return {n: extra[n] if n in extra else parameters[n] for n in names}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io, params, sweep
+from . import io, params
 from .seeds import CONFIRMATORY_SEED
 from .stats import LEVEL, mean_interval, paired_interval, share_interval
 from .verdicts import (  # noqa: F401  re-exported: records.VERDICTS etc. are the notebooks' names
@@ -133,7 +133,7 @@ class Report:
         """task(*args, **kw), kw its keyword-only arguments taken by name from this run's
         parameters, its seeds (`seeds`) or `extra` (which wins; values the notebook derives,
         such as the resolved device): parameter names are written once, in the parameters cell."""
-        return task(*args, **sweep.task_context(task, {**self.parameters, "seeds": self.seeds}, **extra))
+        return task(*args, **params.task_context(task, {**self.parameters, "seeds": self.seeds}, **extra))
 
     def set_device(self, info: dict) -> None:
         """Where the numbers were computed (device.describe): goes into the manifest."""

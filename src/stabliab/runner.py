@@ -43,8 +43,7 @@ import nbformat
 import papermill as pm
 from filelock import FileLock, Timeout
 
-from . import io
-from .device import describe, resolve
+from . import hardware, io
 from .params import load_profile, notebook_path, require_device, resolve_parameters
 
 # the kernel's own log (its warning about TCP transport, its complaints when a run is
@@ -80,7 +79,7 @@ def cache_key(root: Path, name: str, params: dict, profile: str | None = None) -
     if threads:  # results of another thread count may differ in rounding (keys of profiles without it unchanged)
         h.update(f"threads={threads}".encode())
     if "device" in params:  # 'auto' is a different computation on a GPU machine
-        h.update(describe(resolve(params["device"]))["device_name"].encode())
+        h.update(hardware.device_name(params["device"]).encode())
     h.update(platform.python_version().encode())
     h.update(io.torch_version().encode())
     return h.hexdigest()
@@ -139,8 +138,8 @@ def _git_commit(root: Path) -> str:
         return "unknown"
 
 
-DECISIVE_SOURCES = ["src/stabliab/plateau.py", "src/stabliab/records.py", "src/stabliab/stats.py",
-                    "src/stabliab/verdicts.py"]  # rules, tests
+DECISIVE_SOURCES = ["src/stabliab/plateau.py", "src/stabliab/predict.py", "src/stabliab/records.py",
+                    "src/stabliab/stats.py", "src/stabliab/verdicts.py"]  # rules, tests
 
 
 def decisive_files(root: Path, name: str, profile: str) -> list[str]:
@@ -224,23 +223,31 @@ def clean_stale_work() -> None:
 @contextlib.contextmanager
 def _isolated(work: Path):
     """Inside the block, processes started here (the kernel and all it starts) write their
-    stderr to work/kernel.log, not this terminal (a dying kernel's and Ray's C++ noise),
-    and temporary files of this process (the kernel's connection file) go to `work`."""
-    sys.stderr.flush()
-    saved, tempdir, stderr = os.dup(2), tempfile.tempdir, sys.stderr
+    stdout and stderr to work/kernel.log, not this terminal (a dying kernel's and Ray's C++
+    noise) nor this process's pipes (a kernel that outlived an interrupted run would hold a
+    caller's pipe open until the watchdog ends it), and temporary files of this process (the
+    kernel's connection file) go to `work`. This process's own sys.stdout and sys.stderr keep
+    writing where they did."""
+    streams = {1: "stdout", 2: "stderr"}
+    for attr in streams.values():
+        getattr(sys, attr).flush()
+    saved = {fd: os.dup(fd) for fd in streams}
+    kept, tempdir = {fd: getattr(sys, a) for fd, a in streams.items()}, tempfile.tempdir
     log = os.open(work / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    sys.stderr = open(saved, "w", buffering=1, closefd=False)
-    os.dup2(log, 2)
+    for fd, attr in streams.items():
+        setattr(sys, attr, open(saved[fd], "w", buffering=1, closefd=False))
+        os.dup2(log, fd)
     os.close(log)
     tempfile.tempdir = str(work)
     try:
         yield
     finally:
         tempfile.tempdir = tempdir
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        sys.stderr = stderr
+        for fd, attr in streams.items():
+            getattr(sys, attr).flush()
+            os.dup2(saved[fd], fd)
+            os.close(saved[fd])
+            setattr(sys, attr, kept[fd])
 
 
 def _last_line(path: Path) -> str:
@@ -305,9 +312,9 @@ def run_notebooks(root: Path, names: list[str], profile: str, force: bool = Fals
     """run_notebook on each of `names`, up to `jobs` at a time, echoing "NAME: ran in S s" (or "cached")
     in the order of `names`. With jobs > 1 every notebook's parameters are checked first, the stale ones
     are found, and, where two or more are, the calibration figure is measured once on the idle machine
-    and given to each run, which goes to a spawned process pool (never more runs handed to it than it
-    runs at once; the longest by the last results' seconds first; the same computation whichever process
-    runs it: papermill starts a kernel either way). A failure stops new runs; those under way end, their
+    and given to each run, which goes to a process pool (never more runs handed to it than it runs at
+    once; the longest by the last results' seconds first, then the profile's `first`, then the order of
+    `names`; the same computation whichever process runs it: papermill starts a kernel either way). A failure stops new runs; those under way end, their
     lines are echoed, then the first failure in the order of `names` is raised. Interrupted (Ctrl-C,
     SIGTERM), the runs under way are interrupted and clean up as a single run does; on Linux the workers
     die with this process however it ends. A worker killed abruptly (e.g. out of memory) stops the pool:
@@ -329,7 +336,8 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
     """run_notebooks' pool: `stale` run `jobs` at a time, the others read back as cached."""
     require_device(root, profile)
     cal = calibration()
-    queue = sorted(stale, key=lambda n: -_last_seconds(root, profile, n))
+    first = load_profile(root, profile)["first"]  # the longest by the profile, where no last results say
+    queue = sorted(stale, key=lambda n: (-_last_seconds(root, profile, n), n not in first))
     done: dict[str, RunResult | BaseException] = {}
     running: dict[concurrent.futures.Future, str] = {}
     broken: list[str] = []  # the runs under way when a worker ended abruptly (the pool stops them all)
@@ -346,8 +354,11 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
             done[n] = RunResult(n, "cached", 0.0, results_path(root, profile, n), executed_path(root, profile, n))
     show()
     echo = functools.partial(print, flush=True)  # a worker's lock-wait line, at once through a pipe too
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_pool_worker, initargs=(os.getpid(),))
+    # forked on Linux (a spawned worker imports this module, and torch with it, again: 1.5 s); this process has
+    # started no thread, CUDA context or kernel by now. Elsewhere spawned (macOS's fork is unsafe).
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_pool_worker,
+                                                  initargs=(os.getpid(),))
     try:
         while (queue or running) and not broken:
             try:
@@ -437,7 +448,8 @@ def _last_seconds(root: Path, profile: str, name: str) -> float:
 @functools.lru_cache(maxsize=1)
 def calibration() -> dict:
     """This machine's calibration figure (stabliab.calibrate), measured once per process in a child
-    process (a few seconds; the runner itself does not import torch); {"error": ...} if it fails.
+    process (a few seconds, in a process of its own, as `python -m stabliab.calibrate` measures it);
+    {"error": ...} if it fails.
     With STABLIAB_CALIBRATION naming a file, the figure is read from it (written by `python -m
     stabliab.calibrate --json` on this machine: the test suite measures once for all its runs) and the
     manifest says so ("from")."""

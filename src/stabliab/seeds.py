@@ -9,9 +9,12 @@ and numpy. A name must be listed in STREAMS, which says what each stream draws.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 # Seeds from here on are confirmatory: the default and paper profiles start at it, and no
 # seed at or above it was looked at while the book's designs and thresholds were chosen
@@ -49,7 +52,10 @@ def stream(name: str, seed: int, *keys: int) -> int:
 
 
 def generator(name: str, seed: int, *keys: int) -> torch.Generator:
-    """A CPU torch.Generator on stream `name` (draw on the CPU, then move: the same numbers on every device)."""
+    """A CPU torch.Generator on stream `name` (draw on the CPU, then move: the same numbers on every device).
+    torch is imported here, not at the top: the command line and `records` read this module (its constants
+    and numpy streams) without importing torch (hardware.py)."""
+    import torch
     return torch.Generator().manual_seed(stream(name, seed, *keys))
 
 

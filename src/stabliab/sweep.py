@@ -26,12 +26,12 @@ trajectory) go through the same executors uncached:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import multiprocessing as mp
 import os
 import traceback
+import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -42,6 +42,7 @@ import torch
 from scipy.stats import qmc
 
 from . import io
+from .params import task_context  # noqa: F401  sweep.task_context: the notebooks' name
 
 EXECUTORS = ("local", "processes", "ray")
 
@@ -62,7 +63,12 @@ def space_filling(space: dict, n: int, seed: int, method: str = "sobol") -> list
     to ("log", lo, hi), ("lin", lo, hi), ("int-log", lo, hi) or ("choice", [values])."""
     sampler = (qmc.Sobol(len(space), scramble=True, seed=seed) if method == "sobol"
                else qmc.LatinHypercube(len(space), seed=seed))
-    u = sampler.random(n)  # [n, dims] in [0, 1)
+    with warnings.catch_warnings():  # said once through io.warn (the runner's terminal), not on a notebook's stderr
+        warnings.filterwarnings("ignore", message="The balance properties of Sobol", category=UserWarning)
+        u = sampler.random(n)  # [n, dims] in [0, 1): the first n points of the sequence
+    if method == "sobol" and n & (n - 1):
+        io.warn(f"a Sobol design of {n} configurations, not a power of 2: its first {n} points, without the balance "
+                f"of a whole block of 2^m")
     out = []
     for row in u:
         cfg = {}
@@ -93,18 +99,6 @@ def config_key(task: Callable, config: dict, context: dict, code: str) -> str:
     blob = json.dumps({"task": f"{task.__module__}.{task.__qualname__}", "config": config,
                        "context": context, "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def task_context(task: Callable, parameters: dict, **extra) -> dict:
-    """The keyword-only arguments of `task`, taken by name from a notebook's parameters
-    (Report.parameters) or from `extra` (values the notebook derives, such as the resolved
-    device): parameter names are written once, in the parameters cell. A keyword that
-    neither provides is an error naming it."""
-    names = [p.name for p in inspect.signature(task).parameters.values() if p.kind is p.KEYWORD_ONLY]
-    missing = [n for n in names if n not in extra and n not in parameters]
-    if missing:
-        raise TypeError(f"{task.__name__} needs {', '.join(missing)}: neither a notebook parameter nor given")
-    return {n: extra[n] if n in extra else parameters[n] for n in names}
 
 
 # ---------------------------------------------------------------------- cache
