@@ -58,7 +58,8 @@ def test_device_names_and_refusals_agree_with_torchs(name):
 def test_a_build_that_is_not_plainly_cpu_only_is_asked_of_torch(tmp_path, monkeypatch, text, gpu):
     if text is not None:
         (tmp_path / "version.py").write_text(text)
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: SimpleNamespace(submodule_search_locations=[str(tmp_path)]))
+    torch_here = SimpleNamespace(submodule_search_locations=[str(tmp_path)])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: torch_here)
     hardware.gpu_build.cache_clear()
     try:
         assert hardware.gpu_build() is gpu

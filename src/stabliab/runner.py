@@ -314,11 +314,11 @@ def run_notebooks(root: Path, names: list[str], profile: str, force: bool = Fals
     are found, and, where two or more are, the calibration figure is measured once on the idle machine
     and given to each run, which goes to a process pool (never more runs handed to it than it runs at
     once; the longest by the last results' seconds first, then the profile's `first`, then the order of
-    `names`; the same computation whichever process runs it: papermill starts a kernel either way). A failure stops new runs; those under way end, their
-    lines are echoed, then the first failure in the order of `names` is raised. Interrupted (Ctrl-C,
-    SIGTERM), the runs under way are interrupted and clean up as a single run does; on Linux the workers
-    die with this process however it ends. A worker killed abruptly (e.g. out of memory) stops the pool:
-    the book fails naming every run that was under way."""
+    `names`; the same computation whichever process runs it: papermill starts a kernel either way). A
+    failure stops new runs; those under way end, their lines are echoed, then the first failure in the
+    order of `names` is raised. Interrupted (Ctrl-C, SIGTERM), the runs under way are interrupted and clean
+    up as a single run does; on Linux the workers die with this process however it ends. A worker killed
+    abruptly (e.g. out of memory) stops the pool: the book fails naming every run that was under way."""
     def said(r: RunResult) -> RunResult:
         echo(f"{r.name}: {'cached' if r.status == 'cached' else f'ran in {r.seconds:.1f} s'}")
         return r
