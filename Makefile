@@ -8,6 +8,7 @@ MATHJAX_VERSION := 3.2.2
 # pytest-xdist workers, a test file each at a time (make test TEST_WORKERS=0: one process). Files, not
 # xdist_group marks: pytest 9.2 ignores the node id xdist 3.8 rewrites for a group, so loadgroup does not group.
 # The tests of the shared smoke copy are one file (tests/test_smoke_book.py), run once in one worker.
+# --no-loadscope-reorder: files in collection order, the longest first (tests/conftest.py FIRST).
 TEST_WORKERS ?= 2
 
 .PHONY: book test install clean smoke lab gpu-check
@@ -36,7 +37,7 @@ smoke: install
 	$(VENV)/bin/stabliab book --profile smoke
 
 test: install
-	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The GPU check (bench/gpu_check.py): the gpu profile's slice of the paper profile, timed, and the paper
 # profile extrapolated from it; exits 2 without a CUDA device. README, "Running on a GPU".

@@ -17,9 +17,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one threa
     torch.set_num_threads(1)
 
 
-# the longest test files, longest first: under `--dist loadfile` a file runs whole in one worker and files are
-# handed out in collection order, so the smoke book's file (about half of one worker's time) must not come last
-FIRST = ("test_smoke_book.py", "test_book.py", "test_sweep.py", "test_runner.py", "test_reliability.py")
+# the longest test files, longest first: under `--dist loadfile` a file runs whole in one worker, and with
+# --no-loadscope-reorder (the Makefile) files are handed out in collection order; xdist's own order, most tests
+# first, started the smoke book's file (about half of one worker's time) late, and it ran last
+FIRST = ("test_smoke_book.py", "test_book.py", "test_sweep.py", "test_runner.py", "test_reliability.py",
+         "test_pretrained.py", "test_feedback.py", "test_head_theorem.py", "test_calibrate.py", "test_c4.py")
 
 
 def pytest_collection_modifyitems(config, items):
