@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from stabliab import device, hardware
+from stabliab import device, hardware, runner
 
 CHECK = """
 import sys, torch
@@ -73,3 +73,23 @@ def test_the_command_and_records_import_no_torch():
     code = "import sys, stabliab.cli, stabliab.records; assert 'torch' not in sys.modules, 'torch imported'"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_version_file_that_is_not_text_is_asked_of_torch(tmp_path, monkeypatch):
+    (tmp_path / "version.py").write_bytes(b"cuda = None\nhip = '\xff'\n")
+    torch_here = SimpleNamespace(submodule_search_locations=[str(tmp_path)])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: torch_here)
+    hardware.gpu_build.cache_clear()
+    try:
+        assert hardware.gpu_build() is True
+    finally:
+        monkeypatch.undo()
+        hardware.gpu_build.cache_clear()
+
+
+def test_the_book_forks_its_workers_only_with_a_cpu_build_of_torch_on_linux(monkeypatch):
+    """On a GPU build the parent's cache keys start CUDA (the device's name), which a forked child cannot use."""
+    for gpu, platform, method in [(False, "linux", "fork"), (True, "linux", "spawn"), (False, "darwin", "spawn")]:
+        monkeypatch.setattr(hardware, "gpu_build", lambda gpu=gpu: gpu)
+        monkeypatch.setattr(sys, "platform", platform)
+        assert runner.pool_start_method() == method

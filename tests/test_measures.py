@@ -133,6 +133,8 @@ def test_detrended_std_equals_the_least_squares_residuals(T):
     assert np.ndim(one) == 0 and one == pytest.approx(ref[2], rel=1e-12)
     with pytest.raises(ValueError, match="at least 3"):
         measures.detrended_std(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="finite"):
+        measures.detrended_std(np.array([1.0, np.nan, 2.0, 3.0]))
 
 
 def test_kl_rounds_exactly_as_the_first_edition():

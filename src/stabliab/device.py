@@ -81,13 +81,18 @@ def _driver() -> str | None:
         return None
 
 
+def name_of(dev: torch.device) -> str:
+    """'cpu', or the CUDA device's name."""
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
 def describe(dev: torch.device, precision: str = "fp32") -> dict:
     """The manifest's account of where the numbers were computed."""
     info = {"device": str(dev), "precision": precision, "torch": torch.__version__}
     if dev.type == "cuda":
-        info.update(device_name=torch.cuda.get_device_name(dev), cuda=torch.version.cuda, driver=_driver())
+        info.update(device_name=name_of(dev), cuda=torch.version.cuda, driver=_driver())
     else:
-        info.update(device_name="cpu", threads=torch.get_num_threads())
+        info.update(device_name=name_of(dev), threads=torch.get_num_threads())
     return info
 
 

@@ -23,7 +23,7 @@ def gpu_build() -> bool:
     spec = importlib.util.find_spec("torch")
     try:
         tree = ast.parse((Path(spec.submodule_search_locations[0]) / "version.py").read_text())
-    except (AttributeError, IndexError, TypeError, OSError, SyntaxError):
+    except (AttributeError, IndexError, TypeError, OSError, SyntaxError, ValueError):  # ValueError: not UTF-8
         return True
     found = {}
     for node in tree.body:
@@ -50,13 +50,24 @@ def available() -> str:
     return with_torch()
 
 
-def device_name(name: str) -> str:
-    """The name of the device a `device` value resolves to here ('cpu' or the GPU's name, as
-    device.describe gives it); ValueError for a malformed value or a CUDA device this machine lacks."""
+def check(name) -> None:
+    """ValueError (one line, naming what this machine has) for a malformed `device` value or a CUDA
+    device this machine lacks, as device.resolve refuses it."""
     check_name(name)
     if not gpu_build():
         if name.startswith("cuda"):
             raise ValueError(f"got {name!r}, but this machine has no such CUDA device; available: cpu")
+        return
+    from .device import resolve  # a GPU build: torch knows (see the module's note)
+    resolve(name)
+
+
+@lru_cache(maxsize=None)
+def device_name(name: str) -> str:
+    """The name of the device a `device` value resolves to here ('cpu' or the GPU's name, as
+    device.describe gives it); ValueError as `check`."""
+    check(name)
+    if not gpu_build():
         return "cpu"
-    from .device import describe, resolve  # a GPU build: torch knows (see the module's note)
-    return describe(resolve(name))["device_name"]
+    from .device import name_of, resolve  # a GPU build: torch knows (see the module's note)
+    return name_of(resolve(name))

@@ -165,6 +165,8 @@ def detrended_std(y, axis: int = 0) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     if y.shape[axis] < 3:
         raise ValueError("detrended_std needs at least 3 points")
+    if not np.isfinite(y).all():  # as scipy.signal.detrend's least squares refused them (the book's first version)
+        raise ValueError("detrended_std needs finite values")
     y = np.moveaxis(y, axis, 0)  # [T, ...]
     t = np.arange(y.shape[0], dtype=np.float64)
     t = (t - t.mean()).reshape((-1,) + (1,) * (y.ndim - 1))  # centred time: the line's two parameters decouple

@@ -134,7 +134,7 @@ class ParamSpec:
         A parameter named `device` must name a device this machine has."""
         if self.name == "device":
             try:
-                hardware.device_name(v)
+                hardware.check(v)
             except ValueError as e:
                 raise ParameterError(f"parameter 'device': {e}") from None
             return v

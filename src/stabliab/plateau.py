@@ -24,7 +24,7 @@ from scipy import stats
 
 from .measures import detrended_std
 
-LEVEL = 0.95  # level of the slope interval (stats.LEVEL, the book's level; not imported: torch-free)
+LEVEL = 0.95  # level of the slope interval (stats.LEVEL, the book's level)
 STATES = ("plateau", "descending", "oscillating", "overfitting", "rising")
 PER_KILO = 1000.0  # slopes are reported per 1000 steps
 SHARE = 0.8  # [pre-registered] a notebook's share-at-plateau record holds when its interval lies at or above this

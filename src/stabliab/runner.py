@@ -230,12 +230,19 @@ def _isolated(work: Path):
     writing where they did."""
     streams = {1: "stdout", 2: "stderr"}
     for attr in streams.values():
-        getattr(sys, attr).flush()
-    saved = {fd: os.dup(fd) for fd in streams}
+        with contextlib.suppress(OSError, ValueError):
+            getattr(sys, attr).flush()
     kept, tempdir = {fd: getattr(sys, a) for fd, a in streams.items()}, tempfile.tempdir
-    log = os.open(work / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    saved = {fd: os.dup(fd) for fd in streams}
+    try:
+        log = os.open(work / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        for fd in saved.values():
+            os.close(fd)
+        raise
     for fd, attr in streams.items():
-        setattr(sys, attr, open(saved[fd], "w", buffering=1, closefd=False))
+        setattr(sys, attr, open(saved[fd], "w", buffering=1, closefd=False,
+                                encoding=getattr(kept[fd], "encoding", None), errors=getattr(kept[fd], "errors", None)))
         os.dup2(log, fd)
     os.close(log)
     tempfile.tempdir = str(work)
@@ -243,8 +250,9 @@ def _isolated(work: Path):
         yield
     finally:
         tempfile.tempdir = tempdir
-        for fd, attr in streams.items():
-            getattr(sys, attr).flush()
+        for fd, attr in streams.items():  # each put back whatever the others do (a closed pipe fails a flush)
+            with contextlib.suppress(OSError, ValueError):
+                getattr(sys, attr).flush()
             os.dup2(saved[fd], fd)
             os.close(saved[fd])
             setattr(sys, attr, kept[fd])
@@ -337,7 +345,7 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
     require_device(root, profile)
     cal = calibration()
     first = load_profile(root, profile)["first"]  # the longest by the profile, where no last results say
-    queue = sorted(stale, key=lambda n: (-_last_seconds(root, profile, n), n not in first))
+    queue = sorted(stale, key=lambda n: (-_last_seconds(root, profile, n), first.index(n) if n in first else len(first)))
     done: dict[str, RunResult | BaseException] = {}
     running: dict[concurrent.futures.Future, str] = {}
     broken: list[str] = []  # the runs under way when a worker ended abruptly (the pool stops them all)
@@ -354,11 +362,8 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
             done[n] = RunResult(n, "cached", 0.0, results_path(root, profile, n), executed_path(root, profile, n))
     show()
     echo = functools.partial(print, flush=True)  # a worker's lock-wait line, at once through a pipe too
-    # forked on Linux (a spawned worker imports this module, and torch with it, again: 1.5 s); this process has
-    # started no thread, CUDA context or kernel by now. Elsewhere spawned (macOS's fork is unsafe).
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_pool_worker,
-                                                  initargs=(os.getpid(),))
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(
+        pool_start_method()), initializer=_pool_worker, initargs=(os.getpid(),))
     try:
         while (queue or running) and not broken:
             try:
@@ -400,6 +405,14 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
     if failed:
         raise failed[0]
     return [done[n] for n in names]
+
+
+def pool_start_method() -> str:
+    """How _run_pool starts its workers: forked on Linux with a CPU build of torch (a spawned worker imports this
+    module and its dependencies again; the book's process has started no thread or kernel by then), spawned
+    elsewhere: macOS's fork is unsafe, and on a GPU build the cache keys asked torch for the device's name, which
+    started CUDA in the book's process, and CUDA cannot be used again in a forked child."""
+    return "fork" if sys.platform.startswith("linux") and not hardware.gpu_build() else "spawn"
 
 
 _IN_RUN = False  # in a worker of _run_pool: whether a run is under way
