@@ -54,9 +54,12 @@ def test_device_names_and_refusals_agree_with_torchs(name):
     ("cuda = None\n", True),  # hip not said: ask torch
     ("cuda = compute()\nhip = None\n", True),  # not a constant: ask torch
     (None, True),  # no version.py: ask torch
+    (b"cuda = None\nhip = '\xff'\n", True),  # not UTF-8: ask torch
 ])
 def test_a_build_that_is_not_plainly_cpu_only_is_asked_of_torch(tmp_path, monkeypatch, text, gpu):
-    if text is not None:
+    if isinstance(text, bytes):
+        (tmp_path / "version.py").write_bytes(text)
+    elif text is not None:
         (tmp_path / "version.py").write_text(text)
     torch_here = SimpleNamespace(submodule_search_locations=[str(tmp_path)])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: torch_here)
@@ -73,18 +76,6 @@ def test_the_command_and_records_import_no_torch():
     code = "import sys, stabliab.cli, stabliab.records; assert 'torch' not in sys.modules, 'torch imported'"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-
-
-def test_a_version_file_that_is_not_text_is_asked_of_torch(tmp_path, monkeypatch):
-    (tmp_path / "version.py").write_bytes(b"cuda = None\nhip = '\xff'\n")
-    torch_here = SimpleNamespace(submodule_search_locations=[str(tmp_path)])
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: torch_here)
-    hardware.gpu_build.cache_clear()
-    try:
-        assert hardware.gpu_build() is True
-    finally:
-        monkeypatch.undo()
-        hardware.gpu_build.cache_clear()
 
 
 def test_the_book_forks_its_workers_only_with_a_cpu_build_of_torch_on_linux(monkeypatch):
