@@ -16,7 +16,7 @@ import sys
 import torch
 
 from . import io
-from .hardware import check_name
+from .hardware import check_name, no_such_device
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -38,7 +38,7 @@ def resolve(name: str) -> torch.device:
     if name.startswith("cuda"):
         index = int(name.split(":")[1]) if ":" in name else 0
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise ValueError(f"got {name!r}, but this machine has no such CUDA device; available: {available()}")
+            raise no_such_device(name, available())
         return torch.device(f"cuda:{index}")
     return torch.device("cpu")
 

@@ -42,6 +42,11 @@ def check_name(name) -> None:
         raise ValueError(f"got {name!r}; allowed: {ALLOWED}")
 
 
+def no_such_device(name: str, have: str) -> ValueError:
+    """The one refusal of a CUDA device this machine lacks (here and in device.resolve)."""
+    return ValueError(f"got {name!r}, but this machine has no such CUDA device; available: {have}")
+
+
 def available() -> str:
     """What this machine offers, for error messages: 'cpu' or 'cpu, cuda:0 (NAME), ...'."""
     if not gpu_build():
@@ -56,7 +61,7 @@ def check(name) -> None:
     check_name(name)
     if not gpu_build():
         if name.startswith("cuda"):
-            raise ValueError(f"got {name!r}, but this machine has no such CUDA device; available: cpu")
+            raise no_such_device(name, "cpu")
         return
     from .device import resolve  # a GPU build: torch knows (see the module's note)
     resolve(name)

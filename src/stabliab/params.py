@@ -330,8 +330,8 @@ def load_profile(root: Path, profile: str) -> dict:
 def require_device(root: Path, profile: str) -> None:
     """ParameterError (exit 2) when the profile requires a CUDA device and this machine has none,
     naming what it has (hardware.available: without importing torch on a CPU build of it)."""
-    if load_profile(root, profile)["requires"] == "cuda" and "cuda" not in hardware.available():
-        raise ParameterError(f"profile {profile!r} requires a CUDA device; this machine has: {hardware.available()}")
+    if load_profile(root, profile)["requires"] == "cuda" and "cuda" not in (have := hardware.available()):
+        raise ParameterError(f"profile {profile!r} requires a CUDA device; this machine has: {have}")
 
 
 def resolve_parameters(root: Path, name: str, profile: str, overrides: dict | None = None) -> dict:

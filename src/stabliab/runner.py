@@ -345,7 +345,8 @@ def _run_pool(root: Path, names: list[str], stale: list[str], profile: str, forc
     require_device(root, profile)
     cal = calibration()
     first = load_profile(root, profile)["first"]  # the longest by the profile, where no last results say
-    queue = sorted(stale, key=lambda n: (-_last_seconds(root, profile, n), first.index(n) if n in first else len(first)))
+    queue = sorted(stale, key=lambda n: (-_last_seconds(root, profile, n),
+                                         first.index(n) if n in first else len(first)))
     done: dict[str, RunResult | BaseException] = {}
     running: dict[concurrent.futures.Future, str] = {}
     broken: list[str] = []  # the runs under way when a worker ended abruptly (the pool stops them all)
