@@ -10,7 +10,7 @@ from scipy import stats as sps
 from sklearn.linear_model import Ridge
 
 from conftest import smoke_context, smoke_parameters
-from stabliab import lm, predict, records, stats, sweep, train
+from stabliab import lm, plateau, predict, records, stats, sweep, train
 from stabliab.experiments import c4, c4_task
 
 P = smoke_parameters(c4.NOTEBOOK)
@@ -82,6 +82,12 @@ def test_the_stopping_rule_waits_for_min_steps_then_stops_a_flat_or_oscillating_
     wild = 1.0 + 0.5 * (-1.0) ** (steps // 4)  # a period-two oscillation: it will not settle
     ev = {"fixed": np.stack([flat, falling, np.where(steps > 20, np.nan, 1.0), wild], 1)}
     assert stop(steps, ev).tolist() == [True, False, True, True]
+    rng = np.random.default_rng(0)  # the decision of plateau.measure_members' table, which the rule no longer builds
+    long = np.arange(0, 401, 4)
+    noisy = 1.0 + np.exp(-long[:, None] / rng.uniform(10, 400, 32)) + rng.normal(0, 1e-3, (len(long), 32))
+    table = plateau.measure_members(long, noisy, tol=c4_task.PLATEAU_TOL)
+    done = stop(long, {"fixed": noisy})
+    assert done.tolist() == (table["at_plateau"] | table["oscillating"]).tolist() and 0 < done.sum() < 32
     assert stop(steps[:6], {"fixed": ev["fixed"][:6]}).tolist() == [False] * 4  # before min_steps
     assert stop(steps[:7], {"fixed": ev["fixed"][:7]}).tolist() == [False, False, True, False]  # non-finite: at once
     with pytest.raises(ValueError, match="min_steps"):

@@ -160,6 +160,13 @@ def test_slope_interval_covers_at_its_level():
     assert 0.935 < np.mean(cover) < 0.965  # 95 % +- 3 binomial s.e.
 
 
+def test_the_memoised_t_quantile_is_scipys():
+    from scipy import stats
+    for dof in (1, 2, 5, 30, 1000):
+        for level in (0.9, pl.LEVEL):
+            assert pl.t_quantile(level, dof) == float(stats.t.ppf((1 + level) / 2, dof))
+
+
 # ---------------------------------------------------------------- (f) bad input
 def test_bad_input_is_refused():
     s = np.arange(0, 100.0, 10)

@@ -15,6 +15,7 @@ slopes in nats per 1000 steps.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -79,8 +80,16 @@ def slope(steps, y, level: float = LEVEL) -> tuple[float, float, float]:
     b = float(xc @ (y - y.mean())) / sxx
     resid = y - y.mean() - b * xc
     se = np.sqrt(float(resid @ resid) / (n - 2) / sxx)
-    half = float(stats.t.ppf((1 + level) / 2, n - 2)) * se
+    half = t_quantile(level, n - 2) * se
     return b, float(b - half), float(b + half)
+
+
+@functools.lru_cache(maxsize=None)
+def t_quantile(level: float, dof: int) -> float:
+    """The two-sided Student-t quantile of `level` with `dof` degrees of freedom, computed once per
+    pair (scipy's ppf costs about as much as the rest of `measure`, which stopping rules call at every
+    evaluation)."""
+    return float(stats.t.ppf((1 + level) / 2, dof))
 
 
 def at_steps(step, values, steps) -> np.ndarray:

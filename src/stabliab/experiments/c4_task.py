@@ -64,8 +64,9 @@ def finished_rule(min_steps: int):
         bad = ~np.isfinite(fl).all(0)
         if steps[-1] < min_steps:
             return bad
-        df = plateau.measure_members(steps, fl, tol=PLATEAU_TOL)
-        return bad | (df["at_plateau"] | df["oscillating"]).to_numpy()
+        done = [not bad[m] and plateau.measure(steps, fl[:, m], tol=PLATEAU_TOL)["state"] in ("plateau", "oscillating")
+                for m in range(fl.shape[1])]  # measure_members' decision, without its table (asked at every evaluation)
+        return bad | np.array(done)
     return stop
 
 
