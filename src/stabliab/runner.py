@@ -278,6 +278,9 @@ def _execute(root: Path, name: str, params: dict, timeout, work: Path, env: dict
     NotebookFailed, after saving the executed copy beside the results when it can)."""
     src_nb, out_nb = work / f"{name}.in.ipynb", work / f"{name}.ipynb"
     nbformat.write(to_notebook(notebook_path(root, name)), src_nb)
+    # papermill writes the executed notebook once, at the end (or where a cell fails), not before and after
+    # every cell: those copies in the temporary work folder were read by nothing, and each one validated and
+    # wrote the whole notebook (tens of milliseconds, twice per cell)
     # failures reach us as exceptions (reported below, one line); papermill's and nbclient's
     # own log lines (e.g. "Kernel died" while a run is being interrupted) would repeat them
     pm_log = logging.getLogger("papermill")
@@ -287,7 +290,7 @@ def _execute(root: Path, name: str, params: dict, timeout, work: Path, env: dict
         with io.environment(**env), _isolated(work):
             pm.execute_notebook(str(src_nb), str(out_nb), parameters=params, kernel_name="python3", cwd=str(root),
                                 progress_bar=bar, log_output=False, execution_timeout=timeout,
-                                extra_arguments=KERNEL_ARGS)
+                                extra_arguments=KERNEL_ARGS, request_save_on_cell_execute=False)
     except pm.PapermillExecutionError as e:
         failed, note = res_path.with_name(f"{name}.failed.ipynb"), ""
         try:  # the cell's error is the message; a copy that cannot be written only adds a note
