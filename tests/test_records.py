@@ -278,3 +278,18 @@ def test_an_interval_read_back_as_nan_strings_formats_as_untestable_not_a_crash(
     assert records.format_interval({**c, "n": 3}) == "—"
     assert records.format_interval({"interval": [0.5, "nan"], "rule": "mean", "n": 2}) == "[0.5, nan]"
     assert records.format_interval({"interval": [0.12345, 2], "rule": "mean", "n": 2}) == "[0.123, 2]"
+
+
+def test_the_claims_page_says_when_notebooks_ran_side_by_side():
+    from stabliab import book
+    r = records.Report("nb", {}, [1000, 1001])
+    r.claim("C2.x", "s", 0.2, (0.1, 0.3), 0.5, "<")
+    doc = r.to_dict()
+    man = {**doc["manifest"], "git_commit": "x", "decisive_commit": "y", "seconds": 12.0, "device": "cpu"}
+
+    def page(m):
+        return book.claims_page({"profile": "default", "notebooks": {"nb": {**doc, "profile": "default",
+                                                                           "manifest": m}}}, ["nb"])
+    assert "12 s (2 notebooks at once) on cpu" in page({**man, "jobs": 2})
+    assert "12 s on cpu" in page({**man, "jobs": 1}) and "12 s on cpu" in page(man)  # older results: no jobs
+    assert "the files that decide its verdicts last changed in `y`" in page(man)

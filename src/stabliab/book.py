@@ -184,8 +184,9 @@ def claims_page(data: dict, names: list[str]) -> str:
         m = r["manifest"]
         k = counts(r["claims"])
         out.append(f"## [{name}](generated/{name}.ipynb)\n\n"
-                   f"Profile {_scale(r)}, commit `{m['git_commit']}` (pre-registered values last changed in "
-                   f"`{m.get('decisive_commit', '?')}`), {m['seconds']:.0f} s on {m.get('device', '?')}"
+                   f"Profile {_scale(r)}, commit `{m['git_commit']}` (the files that decide its verdicts last "
+                   f"changed in `{m.get('decisive_commit', '?')}`), {m['seconds']:.0f} s{_shared(m)} on "
+                   f"{m.get('device', '?')}"
                    f"{_calibration(m)}; "
                    f"{k['supported']} supported, {k['inconclusive']} inconclusive, {k['contradicted']} contradicted, "
                    f"{k['untestable']} untestable of {len(r['claims'])} records.\n\n"
@@ -238,6 +239,13 @@ def build_html(root: Path, echo=print) -> Path:
     index = root / "_build" / "html" / "index.html"
     echo(f"book: built in {time.perf_counter() - t0:.1f} s -> {index}")
     return index
+
+
+def _shared(manifest: dict) -> str:
+    """' (N notebooks at once)' where the book ran its notebooks side by side (their seconds are then
+    shared-machine seconds), else ''."""
+    jobs = manifest.get("jobs") or 1
+    return f" ({jobs} notebooks at once)" if jobs > 1 else ""
 
 
 def _calibration(manifest: dict) -> str:
