@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.special import logsumexp
 
 from stabliab import plateau as pl
@@ -161,7 +162,6 @@ def test_slope_interval_covers_at_its_level():
 
 
 def test_the_memoised_t_quantile_is_scipys():
-    from scipy import stats
     for dof in (1, 2, 5, 30, 1000):
         for level in (0.9, pl.LEVEL):
             assert pl.t_quantile(level, dof) == float(stats.t.ppf((1 + level) / 2, dof))
