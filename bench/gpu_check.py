@@ -5,10 +5,11 @@
 
 Runs every notebook of the `gpu` profile (paper sizes, a few seeds and configurations; it refuses
 to start without a CUDA device, exit 2), then bench/throughput.py at paper sizes (tokens/s and
-achieved TFLOP/s), and prints per notebook: the slice's seconds, its work (training steps times
-seeds times configurations, from the resolved parameters: WORK), the paper profile's work, and
-the extrapolated paper seconds = slice seconds x paper work / slice work, with seeds free (a
-stacked model of 20 seeds costing what one of 2 does: low) and with time linear in seeds (high).
+achieved TFLOP/s), and prints per notebook: the slice's seconds, its work (training steps or L-BFGS
+iterations times configurations, each with the members trained at once beside it, from the resolved
+parameters: WORK), the paper profile's work, and the extrapolated paper seconds = slice seconds x paper
+work / slice work, with members free (a stacked model of 20 seeds costing what one of 2 does: low) and
+with time linear in members (high).
 The extrapolation assumes the time per unit of work is the slice's: it ignores each notebook's fixed start-up
 (imports, data, a few seconds, which makes the estimate high) and the mix of families where the
 slice trains fewer of them than the paper profile. Writes results/gpu/check.json.
@@ -30,37 +31,49 @@ ROOT = Path(__file__).resolve().parents[1]
 N_STABILISERS = 6  # notebook 04's reference configuration and its five stabilisers (experiments.c4)
 
 
-def WORK(name: str, p: dict) -> tuple[float, int]:
-    """(training steps x configurations, seeds) of notebook `name` at resolved parameters p; the seeds of a
-    configuration train at once, as one stacked model."""
-    if name.startswith("01"):
-        w = p["steps"] * (len(p["lr_fractions"]) + 1) + p["std_steps"] * (len(p["adamw_lrs"]) + len(p["sgd_lrs"])) \
-            * len(p["batch_sizes"])
-    elif name.startswith("02"):
-        w = len(p["archs"]) * (len(p["n_values"]) * p["steps"] + p["mode_steps"]) + p["mechanism_steps"]
-    elif name.startswith("03"):  # the decisive design's prefix and its arms (ML, design, dose, sham), then exploratory
-        arms = 3 + len(p["dose_gains"])
-        w = len(p["corpora"]) * len(p["archs"]) * (p["switch_on"] + arms * p["window"] + (len(p["designs"]) + 1)
-                                                   * p["steps"])
-    elif name.startswith("04"):  # every configuration at most max_steps (the stopping rule ends most runs earlier)
-        w = (p["n_configs"] * len(p["sources"]) + N_STABILISERS) * p["max_steps"]
-    elif name.startswith("05"):  # fine-tuning steps of one seed, plus the model as shipped (passages and prompts)
-        w = p["ft_steps"] + p["n_passages"] + p["n_prompts"] * p["gen_len"] / 64
-    else:
-        raise ValueError(f"no work formula for {name}")
-    return float(w), int(p["n_seeds"]) + (1 if name.startswith("03") else 0)  # 03: the donor trains beside the seeds
+LBFGS_RESTARTS = 5  # optim.minimize_lbfgs: each fit is up to this many restarts of lbfgs_iters iterations
+
+
+def WORK(name: str, p: dict) -> list[tuple[float, int]]:
+    """Notebook `name`'s work at resolved parameters p, as terms (steps x configurations, members): the
+    members of a term (seeds, and for 01's L-BFGS fits seeds x random starts) train at once, as one
+    stacked model. An L-BFGS iteration counts as a training step (one full-batch loss and gradient, a few
+    in its line search)."""
+    S = int(p["n_seeds"])
+    if name.startswith("01"):  # gradient descent at each step size, standard training, then the forward and
+        # reverse L-BFGS fits at their cap (the reverse fit always reaches it; the forward one stops earlier)
+        return [(p["steps"] * (len(p["lr_fractions"]) + 1), S),
+                (p["std_steps"] * (len(p["adamw_lrs"]) + len(p["sgd_lrs"])) * len(p["batch_sizes"]), S),
+                (2 * LBFGS_RESTARTS * p["lbfgs_iters"], S * int(p["lbfgs_starts"]))]
+    if name.startswith("02"):
+        return [(len(p["archs"]) * (len(p["n_values"]) * p["steps"] + p["mode_steps"]) + p["mechanism_steps"], S)]
+    if name.startswith("03"):  # the decisive design's prefix and its arms (ML, design, dose, sham), then exploratory;
+        arms = 3 + len(p["dose_gains"])  # the donor trains beside the seeds
+        return [(len(p["corpora"]) * len(p["archs"]) * (p["switch_on"] + arms * p["window"]
+                                                         + (len(p["designs"]) + 1) * p["steps"]), S + 1)]
+    if name.startswith("04"):  # every configuration at most max_steps (the stopping rule ends most runs earlier)
+        return [((p["n_configs"] * len(p["sources"]) + N_STABILISERS) * p["max_steps"], S)]
+    if name.startswith("05"):  # fine-tuning steps of one seed, plus the model as shipped (passages and prompts)
+        return [(p["ft_steps"] + p["n_passages"] + p["n_prompts"] * p["gen_len"] / 64, S)]
+    raise ValueError(f"no work formula for {name}")
+
+
+def totals(terms: list[tuple[float, int]]) -> tuple[float, float]:
+    """(work with members free, work times members) of WORK's terms."""
+    return float(sum(w for w, _ in terms)), float(sum(w * m for w, m in terms))
 
 
 def extrapolate(seconds: dict[str, float]) -> list[dict]:
-    """One row per notebook: slice seconds, slice and paper work (steps x configurations, seeds), and the
-    extrapolated paper seconds two ways: seeds free (stacked seeds cost nothing more: a lower estimate) and
-    seeds linear (each seed costs its share: an upper estimate)."""
+    """One row per notebook: slice seconds, slice and paper work (steps x configurations; and times the
+    members trained at once), and the extrapolated paper seconds two ways: members free (stacked members
+    cost nothing more: a lower estimate) and members linear (each costs its share: an upper estimate)."""
     rows = []
     for name in toc_notebooks(ROOT):
-        (wg, sg), (wp, sp) = (WORK(name, params.resolve_parameters(ROOT, name, prof)) for prof in ("gpu", "paper"))
+        (wg, hg), (wp, hp) = (totals(WORK(name, params.resolve_parameters(ROOT, name, prof)))
+                              for prof in ("gpu", "paper"))
         sec = seconds.get(name, float("nan"))
-        rows.append({"notebook": name, "slice_s": sec, "slice_work": wg, "slice_seeds": sg, "paper_work": wp,
-                     "paper_seeds": sp, "paper_s_low": sec * wp / wg, "paper_s_high": sec * wp * sp / (wg * sg)})
+        rows.append({"notebook": name, "slice_s": sec, "slice_work": wg, "slice_member_work": hg, "paper_work": wp,
+                     "paper_member_work": hp, "paper_s_low": sec * wp / wg, "paper_s_high": sec * hp / hg})
     return rows
 
 
@@ -82,14 +95,15 @@ def main() -> int:
         print(throughput, flush=True)
         print(f"the check took {time.perf_counter() - t0:.0f} s")
     rows = extrapolate(seconds)
-    print(f"{'notebook':30s} {'slice s':>8s} {'slice work':>16s} {'paper work':>16s} {'paper s, low':>13s} "
-          f"{'high':>9s}")
+    print(f"{'notebook':30s} {'slice s':>8s} {'slice work, x members':>22s} {'paper work, x members':>22s} "
+          f"{'paper s, low':>13s} {'high':>9s}")
     for r in rows:
-        print(f"{r['notebook']:30s} {r['slice_s']:8.1f} {r['slice_work']:9.3g} x{r['slice_seeds']:<3d}   "
-              f"{r['paper_work']:9.3g} x{r['paper_seeds']:<3d}   {r['paper_s_low']:13.0f} {r['paper_s_high']:9.0f}")
+        print(f"{r['notebook']:30s} {r['slice_s']:8.1f} {r['slice_work']:10.3g} {r['slice_member_work']:11.3g} "
+              f"{r['paper_work']:10.3g} {r['paper_member_work']:11.3g} {r['paper_s_low']:13.0f} "
+              f"{r['paper_s_high']:9.0f}")
     low, high = (sum(r[k] for r in rows) / 60 for k in ("paper_s_low", "paper_s_high"))
     print(f"paper profile, extrapolated: {low:.1f} to {high:.1f} min (slice seconds x paper work / slice work, "
-          "summed; low: seeds stacked for free, high: time linear in seeds)")
+          "summed; low: members stacked for free, high: time linear in members)")
     if not a.dry_run:
         out = ROOT / "results" / "gpu" / "check.json"
         out.parent.mkdir(parents=True, exist_ok=True)

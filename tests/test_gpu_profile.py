@@ -26,11 +26,16 @@ def test_the_gpu_profile_is_valid_and_a_slice_of_the_paper_profile():
     names = params.check_profile(ROOT, "gpu", [])
     assert len(names) == 5 and params.load_profile(ROOT, "gpu")["requires"] == "cuda"
     for name, p in names.items():
-        (wg, sg), (wp, sp) = gc.WORK(name, p), gc.WORK(name, params.resolve_parameters(ROOT, name, "paper"))
-        assert wg <= wp and sg <= sp, name  # a slice: no more work than the paper profile
+        g, pp = gc.WORK(name, p), gc.WORK(name, params.resolve_parameters(ROOT, name, "paper"))
+        assert len(g) == len(pp) and all(wg <= wp and mg <= mp for (wg, mg), (wp, mp) in zip(g, pp)), name  # a slice
     rows = gc.extrapolate({n: 10.0 for n in names})
     assert all(r["paper_s_low"] == pytest.approx(10.0 * r["paper_work"] / r["slice_work"]) for r in rows)
     assert all(r["paper_s_low"] <= r["paper_s_high"] for r in rows)
+    # 01's L-BFGS fits count, with their random starts as members: paper 16 starts x 20 seeds, the slice 2 x 2
+    p01 = names["01_forward_kl_stationarity"]
+    assert gc.WORK("01_forward_kl_stationarity", p01)[-1] == (gc.LBFGS_RESTARTS * 2 * p01["lbfgs_iters"],
+                                                              p01["n_seeds"] * p01["lbfgs_starts"])
+    assert gc.totals([(10.0, 2), (5.0, 4)]) == (15.0, 40.0)
 
 
 @NO_CUDA
