@@ -88,11 +88,11 @@ def name_of(dev: torch.device) -> str:
 
 def describe(dev: torch.device, precision: str = "fp32") -> dict:
     """The manifest's account of where the numbers were computed."""
-    info = {"device": str(dev), "precision": precision, "torch": torch.__version__}
+    info = {"device": str(dev), "precision": precision, "torch": torch.__version__, "device_name": name_of(dev)}
     if dev.type == "cuda":
-        info.update(device_name=name_of(dev), cuda=torch.version.cuda, driver=_driver())
+        info.update(cuda=torch.version.cuda, driver=_driver())
     else:
-        info.update(device_name=name_of(dev), threads=torch.get_num_threads())
+        info.update(threads=torch.get_num_threads())
     return info
 
 
